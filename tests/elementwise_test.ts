@@ -1,0 +1,164 @@
+import { binaryOps, unaryOps } from "../lib/tensor/ops.ts";
+import * as ops from "../lib/tensor/ops.ts";
+import type { Tensor } from "../lib/tensor/tensor.ts";
+import { assertClose, assertThrows, f32, gpuReady, numericGrads, randn, runWithGrads } from "./helpers.ts";
+import { tensor } from "../lib/tensor/tensor.ts";
+
+// float64 references of the table's ops.
+/** erfc in float64 (series below 3, continued fraction beyond), without cancellation in the tails. */
+function erfc(x: number): number {
+  if (x < 0) return 2 - erfc(-x);
+  if (x < 3) {
+    let term = x, s = x;
+    for (let n = 1; n < 200; n++) {
+      term *= -x * x / n;
+      const add = term / (2 * n + 1);
+      s += add;
+      if (Math.abs(add) < 1e-17 * Math.abs(s)) break;
+    }
+    return 1 - (2 / Math.sqrt(Math.PI)) * s;
+  }
+  let f = 0;
+  for (let n = 80; n >= 1; n--) f = (n / 2) / (x + f);
+  return Math.exp(-x * x) / Math.sqrt(Math.PI) / (x + f);
+}
+const sig = (x: number) => 1 / (1 + Math.exp(-x));
+const ALPHA = 1.7;
+const UNARY_REF: Record<string, (x: number) => number> = {
+  neg: (x) => -x,
+  scale: (x) => ALPHA * x,
+  addScalar: (x) => x + ALPHA,
+  exp: Math.exp,
+  log: Math.log,
+  sqrt: Math.sqrt,
+  rsqrt: (x) => 1 / Math.sqrt(x),
+  square: (x) => x * x,
+  relu: (x) => Math.max(x, 0),
+  sigmoid: sig,
+  tanh: Math.tanh,
+  silu: (x) => x * sig(x),
+  gelu: (x) => 0.5 * x * erfc(-x / Math.SQRT2),
+  softplus: (x) => (x > 20 ? x : Math.log1p(Math.exp(x))),
+};
+const POSITIVE = new Set(["log", "sqrt", "rsqrt"]);
+const BINARY_REF: Record<string, (a: number, b: number) => number> = {
+  add: (a, b) => a + b,
+  sub: (a, b) => a - b,
+  mul: (a, b) => a * b,
+  div: (a, b) => a / b,
+};
+
+function callUnary(name: string, x: Tensor): Tensor {
+  if (name === "scale" || name === "addScalar") return ops[name](x, ALPHA);
+  return (ops as unknown as Record<string, (t: Tensor) => Tensor>)[name](x);
+}
+
+function inputFor(name: string, n: number): Float64Array {
+  const x = randn(n, undefined, 3);
+  // Keep away from kinks (relu at 0) and domain edges, where differences are not derivatives.
+  return f32(x.map((v) => (POSITIVE.has(name) ? Math.abs(v) + 0.2 : Math.abs(v) < 1e-3 ? 0.5 : v)));
+}
+
+Deno.test("unary ops match float64 references, forward and backward", async () => {
+  await gpuReady;
+  for (const name of unaryOps) {
+    for (const shape of [[1], [7, 13], [3, 5, 67]]) {
+      const n = shape.reduce((a, b) => a * b, 1);
+      const x = inputFor(name, n);
+      const r = f32(randn(n));
+      const { out, grads } = await runWithGrads((ts) => callUnary(name, ts[0]), [{ data: x, shape }], r);
+      const f = UNARY_REF[name];
+      assertClose(out, Array.from(x, f), 2e-6, `${name} forward [${shape}]`);
+      const [gref] = numericGrads(([v]) => v.map(f), [Float64Array.from(x)], r, 1e-5);
+      assertClose(grads[0]!, gref, 1e-5, `${name} backward [${shape}]`);
+    }
+  }
+});
+
+Deno.test("gelu and softplus are accurate in the tails", async () => {
+  await gpuReady;
+  const x = f32([-30, -12, -8, -5, -3, 3, 5, 8, 12, 25, 40]);
+  for (const name of ["gelu", "softplus", "silu", "sigmoid"]) {
+    const { out } = await runWithGrads((ts) => callUnary(name, ts[0]), [{ data: x, shape: [x.length] }]);
+    const ref = Array.from(x, UNARY_REF[name]);
+    for (let i = 0; i < x.length; i++) {
+      const rel = Math.abs(out[i] - ref[i]) / Math.max(Math.abs(ref[i]), 1e-30);
+      if (rel > 1e-5 && Math.abs(ref[i]) > 1e-30) {
+        throw new Error(`${name}(${x[i]}) = ${out[i]}, want ${ref[i]} (rel ${rel})`);
+      }
+    }
+  }
+});
+
+function broadcastRef(
+  f: (a: number, b: number) => number,
+  a: ArrayLike<number>,
+  as: number[],
+  b: ArrayLike<number>,
+  bs: number[],
+): { out: Float64Array; shape: number[] } {
+  const n = Math.max(as.length, bs.length);
+  const pa = [...Array(n - as.length).fill(1), ...as];
+  const pb = [...Array(n - bs.length).fill(1), ...bs];
+  const shape = pa.map((d, i) => Math.max(d, pb[i]));
+  const size = shape.reduce((x, y) => x * y, 1);
+  const out = new Float64Array(size);
+  const idx = (p: number[], coord: number[]) =>
+    coord.reduce((acc, c, i) => acc * p[i] + (p[i] === 1 ? 0 : c), 0);
+  for (let i = 0; i < size; i++) {
+    const coord: number[] = [];
+    let r = i;
+    for (let d = n - 1; d >= 0; d--) {
+      coord[d] = r % shape[d];
+      r = Math.floor(r / shape[d]);
+    }
+    out[i] = f(a[idx(pa, coord)], b[idx(pb, coord)]);
+  }
+  return { out, shape };
+}
+
+Deno.test("binary ops broadcast like NumPy, forward and backward", async () => {
+  await gpuReady;
+  const cases: [number[], number[]][] = [
+    [[5], [5]],
+    [[7, 13], [13]],
+    [[7, 13], [7, 1]],
+    [[3, 1, 5], [4, 1]],
+    [[1], [2, 3, 4]],
+    [[2, 3, 4, 5, 6], [3, 1, 5, 1]],
+  ];
+  for (const name of binaryOps) {
+    const f = BINARY_REF[name];
+    for (const [as, bs] of cases) {
+      const na = as.reduce((x, y) => x * y, 1);
+      const nb = bs.reduce((x, y) => x * y, 1);
+      const a = f32(randn(na));
+      const b = f32(randn(nb).map((v) => (name === "div" ? Math.sign(v || 1) * (Math.abs(v) + 0.5) : v)));
+      const ref = broadcastRef(f, a, as, b, bs);
+      const r = f32(randn(ref.out.length));
+      const fn = (ops as unknown as Record<string, (x: Tensor, y: Tensor) => Tensor>)[name];
+      const { out, shape, grads } = await runWithGrads(
+        (ts) => fn(ts[0], ts[1]),
+        [{ data: a, shape: as }, { data: b, shape: bs }],
+        r,
+      );
+      if (shape.join() !== ref.shape.join()) throw new Error(`${name}: shape ${shape} vs ${ref.shape}`);
+      assertClose(out, ref.out, 1e-6, `${name} [${as}]·[${bs}]`);
+      const g = numericGrads(([x, y]) => broadcastRef(f, x, as, y, bs).out, [a.slice(), b.slice()], r, 1e-5);
+      assertClose(grads[0]!, g[0], 1e-5, `${name} da [${as}]·[${bs}]`);
+      assertClose(grads[1]!, g[1], 1e-5, `${name} db [${as}]·[${bs}]`);
+    }
+  }
+});
+
+Deno.test("binary ops refuse mismatched shapes and dtypes before dispatch", async () => {
+  await gpuReady;
+  const a = tensor([1, 2, 3], [3]);
+  const b = tensor([1, 2], [2]);
+  const i = tensor([1, 2, 3], [3], "i32");
+  assertThrows(() => ops.add(a, b), /add: shapes \[3\] and \[2\] do not broadcast/, "shape");
+  assertThrows(() => ops.mul(a, i), /mul: dtypes differ/, "dtype");
+  a.dispose();
+  b.dispose();
+  i.dispose();
+});
