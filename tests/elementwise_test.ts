@@ -162,3 +162,16 @@ Deno.test("binary ops refuse mismatched shapes and dtypes before dispatch", asyn
   b.dispose();
   i.dispose();
 });
+
+Deno.test("an output over the device's buffer limit is refused before dispatch, naming the op", async () => {
+  await gpuReady;
+  const { gpu } = await import("../lib/gpu/mod.ts");
+  const limit = gpu().limits.maxStorageBufferBindingSize;
+  const rows = Math.ceil(limit / 4 / 1024) + 1;
+  // [rows, 1] + [1, 1024] broadcasts to more bytes than one binding may hold.
+  const b = ops.zeros([1, 1024]);
+  const tall = ops.zeros([rows, 1]);
+  assertThrows(() => ops.add(tall, b), /add: output \[\d+,1024\] f32 needs \d+ bytes, over/, "limit");
+  b.dispose();
+  tall.dispose();
+});

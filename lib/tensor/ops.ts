@@ -118,7 +118,7 @@ function flatUniforms(n: number, alpha: number): number[] {
 
 function unary(op: string, x: Tensor, alpha = 0): Tensor {
   const dtype = floatDtype(op, x);
-  const out = new Tensor(x.shape, dtype);
+  const out = new Tensor(x.shape, dtype, undefined, op);
   if (x.size > 0) {
     const u = flatUniforms(x.size, alpha);
     dispatch(pipeline(unaryForwardWgsl(op, dtype)), [x.buffer, out.buffer], u, groups(x.size));
@@ -158,7 +158,7 @@ export const unaryOps = Object.keys(UNARY);
 function binary(op: string, a: Tensor, b: Tensor): Tensor {
   const dtype = floatDtype(op, a, b);
   const shape = broadcastShapes(op, a.shape, b.shape);
-  const out = new Tensor(shape, dtype);
+  const out = new Tensor(shape, dtype, undefined, op);
   const { dims, strides } = collapse(op, shape, [a.shape, b.shape]);
   const u = elementwiseUniforms(dims, strides[0], strides[1]);
   if (out.size > 0) {
@@ -358,7 +358,7 @@ function words(t: Tensor): number {
 
 /** A new tensor with every element set to `value`. */
 export function fill(shape: readonly number[], value: number, dtype: DType = "f32"): Tensor {
-  const t = new Tensor(shape, dtype);
+  const t = new Tensor(shape, dtype, undefined, "fill");
   let bits: number;
   if (dtype === "f32") bits = f32bits(value);
   else if (dtype === "f16") {
@@ -373,7 +373,7 @@ export const zeros = (shape: readonly number[], dtype: DType = "f32") => fill(sh
 
 /** A contiguous copy that owns its own buffer. */
 export function copy(x: Tensor): Tensor {
-  const out = new Tensor(x.shape, x.dtype);
+  const out = new Tensor(x.shape, x.dtype, undefined, "copy");
   if (x.size > 0) {
     dispatch(
       pipeline(copyWgsl, "copy"),
@@ -402,7 +402,7 @@ export function cast(x: Tensor, dtype: "f32" | "f16"): Tensor {
   if (x.dtype === dtype) return copy(x);
   if (!gpu().f16) throw new ShapeError("cast: this adapter has no shader-f16");
   if (x.dtype !== "f32" && x.dtype !== "f16") throw new ShapeError(`cast: from ${x.dtype}`);
-  const out = new Tensor(x.shape, dtype);
+  const out = new Tensor(x.shape, dtype, undefined, "cast");
   const [code, entry] = dtype === "f16" ? [castWgsl, "to_f16"] : [castBackWgsl, "to_f32"];
   if (x.size > 0) dispatch(pipeline(code, entry), [x.buffer, out.buffer], [x.size], groups(x.size));
   return record(out, "cast", [x], (g) => [cast(g, x.dtype as "f32" | "f16")]);
@@ -447,7 +447,7 @@ export function slice(x: Tensor, axis: number, start: number, end: number): Tens
   }
   const { outer, inner } = view3(x.shape, ax);
   const shape = x.shape.map((d, i) => (i === ax ? end - start : d));
-  const out = new Tensor(shape, x.dtype);
+  const out = new Tensor(shape, x.dtype, undefined, "slice");
   copyBlock(x, out, outer, inner, n, end - start, start, 0, end - start);
   return record(out, "slice", [x], (g) => {
     const dx = zeros(x.shape, g.dtype);
@@ -472,7 +472,7 @@ export function concat(xs: Tensor[], axis: number): Tensor {
   }
   const total = xs.reduce((a, t) => a + t.shape[ax], 0);
   const shape = first.shape.map((d, i) => (i === ax ? total : d));
-  const out = new Tensor(shape, first.dtype);
+  const out = new Tensor(shape, first.dtype, undefined, "concat");
   const { outer, inner } = view3(first.shape, ax);
   let off = 0;
   const offsets: number[] = [];

@@ -1,7 +1,7 @@
 // Tensor: a shape, a dtype and a pooled GPU buffer. Memory is released deterministically: every
 // tensor made inside tidy() is freed when it returns, except what it returns or keep()s.
 import { ShapeError } from "../errors.ts";
-import { acquireBuffer, readBuffer, releaseBuffer, upload } from "../gpu/mod.ts";
+import { acquireBuffer, gpu, readBuffer, releaseBuffer, upload } from "../gpu/mod.ts";
 
 export type DType = "f32" | "f16" | "i32" | "u32";
 export const BYTES: Record<DType, number> = { f32: 4, f16: 2, i32: 4, u32: 4 };
@@ -32,9 +32,10 @@ export class Tensor {
   grad: Tensor | null = null;
   node: Node | null = null;
 
-  constructor(shape: readonly number[], dtype: DType, storage?: Storage) {
+  /** `op` names the op making this tensor, for errors. */
+  constructor(shape: readonly number[], dtype: DType, storage?: Storage, op = "tensor") {
     for (const d of shape) {
-      if (!Number.isInteger(d) || d < 0) throw new ShapeError(`bad shape [${shape}]`);
+      if (!Number.isInteger(d) || d < 0) throw new ShapeError(`${op}: bad shape [${shape}]`);
     }
     this.shape = Object.freeze([...shape]);
     this.dtype = dtype;
@@ -43,8 +44,16 @@ export class Tensor {
       storage.refs++;
       this.#storage = storage;
     } else {
+      const bytes = this.size * BYTES[dtype];
+      const limit = gpu().limits.maxStorageBufferBindingSize;
+      if (bytes > limit) {
+        throw new ShapeError(
+          `${op}: output [${shape}] ${dtype} needs ${bytes} bytes, over this device's ` +
+            `storage-buffer limit of ${limit}`,
+        );
+      }
       // An empty tensor still gets a small buffer so every binding is valid.
-      this.#storage = { buffer: acquireBuffer(Math.max(4, this.size * BYTES[dtype])), refs: 1 };
+      this.#storage = { buffer: acquireBuffer(Math.max(4, bytes)), refs: 1 };
     }
     scopes.at(-1)?.add(this);
   }
