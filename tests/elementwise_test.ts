@@ -1,7 +1,15 @@
 import { binaryOps, unaryOps } from "../lib/tensor/ops.ts";
 import * as ops from "../lib/tensor/ops.ts";
 import type { Tensor } from "../lib/tensor/tensor.ts";
-import { assertClose, assertThrows, f32, gpuReady, numericGrads, randn, runWithGrads } from "./helpers.ts";
+import {
+  assertClose,
+  assertThrows,
+  f32,
+  gpuReady,
+  numericGrads,
+  randn,
+  runWithGrads,
+} from "./helpers.ts";
 import { tensor } from "../lib/tensor/tensor.ts";
 
 // float64 references of the table's ops.
@@ -66,7 +74,10 @@ Deno.test("unary ops match float64 references, forward and backward", async () =
       const n = shape.reduce((a, b) => a * b, 1);
       const x = inputFor(name, n);
       const r = f32(randn(n));
-      const { out, grads } = await runWithGrads((ts) => callUnary(name, ts[0]), [{ data: x, shape }], r);
+      const { out, grads } = await runWithGrads((ts) => callUnary(name, ts[0]), [{
+        data: x,
+        shape,
+      }], r);
       const f = UNARY_REF[name];
       assertClose(out, Array.from(x, f), 2e-6, `${name} forward [${shape}]`);
       const [gref] = numericGrads(([v]) => v.map(f), [Float64Array.from(x)], r, 1e-5);
@@ -79,7 +90,10 @@ Deno.test("gelu and softplus are accurate in the tails", async () => {
   await gpuReady;
   const x = f32([-30, -12, -8, -5, -3, 3, 5, 8, 12, 25, 40]);
   for (const name of ["gelu", "softplus", "silu", "sigmoid"]) {
-    const { out } = await runWithGrads((ts) => callUnary(name, ts[0]), [{ data: x, shape: [x.length] }]);
+    const { out } = await runWithGrads((ts) => callUnary(name, ts[0]), [{
+      data: x,
+      shape: [x.length],
+    }]);
     const ref = Array.from(x, UNARY_REF[name]);
     for (let i = 0; i < x.length; i++) {
       const rel = Math.abs(out[i] - ref[i]) / Math.max(Math.abs(ref[i]), 1e-30);
@@ -133,7 +147,9 @@ Deno.test("binary ops broadcast like NumPy, forward and backward", async () => {
       const na = as.reduce((x, y) => x * y, 1);
       const nb = bs.reduce((x, y) => x * y, 1);
       const a = f32(randn(na));
-      const b = f32(randn(nb).map((v) => (name === "div" ? Math.sign(v || 1) * (Math.abs(v) + 0.5) : v)));
+      const b = f32(
+        randn(nb).map((v) => (name === "div" ? Math.sign(v || 1) * (Math.abs(v) + 0.5) : v)),
+      );
       const ref = broadcastRef(f, a, as, b, bs);
       const r = f32(randn(ref.out.length));
       const fn = (ops as unknown as Record<string, (x: Tensor, y: Tensor) => Tensor>)[name];
@@ -142,9 +158,16 @@ Deno.test("binary ops broadcast like NumPy, forward and backward", async () => {
         [{ data: a, shape: as }, { data: b, shape: bs }],
         r,
       );
-      if (shape.join() !== ref.shape.join()) throw new Error(`${name}: shape ${shape} vs ${ref.shape}`);
+      if (shape.join() !== ref.shape.join()) {
+        throw new Error(`${name}: shape ${shape} vs ${ref.shape}`);
+      }
       assertClose(out, ref.out, 1e-6, `${name} [${as}]·[${bs}]`);
-      const g = numericGrads(([x, y]) => broadcastRef(f, x, as, y, bs).out, [a.slice(), b.slice()], r, 1e-5);
+      const g = numericGrads(
+        ([x, y]) => broadcastRef(f, x, as, y, bs).out,
+        [a.slice(), b.slice()],
+        r,
+        1e-5,
+      );
       assertClose(grads[0]!, g[0], 1e-5, `${name} da [${as}]·[${bs}]`);
       assertClose(grads[1]!, g[1], 1e-5, `${name} db [${as}]·[${bs}]`);
     }
@@ -171,7 +194,11 @@ Deno.test("an output over the device's buffer limit is refused before dispatch, 
   // [rows, 1] + [1, 1024] broadcasts to more bytes than one binding may hold.
   const b = ops.zeros([1, 1024]);
   const tall = ops.zeros([rows, 1]);
-  assertThrows(() => ops.add(tall, b), /add: output \[\d+,1024\] f32 needs \d+ bytes, over/, "limit");
+  assertThrows(
+    () => ops.add(tall, b),
+    /add: output \[\d+,1024\] f32 needs \d+ bytes, over/,
+    "limit",
+  );
   b.dispose();
   tall.dispose();
 });

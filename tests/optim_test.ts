@@ -54,7 +54,14 @@ Deno.test("AdamW with clipping matches a float64 torch.optim.AdamW over several 
       opt.update();
     }
     const ref = init.map((x) => Float64Array.from(x));
-    const norms = adamwRef(ref, grads, { lr: 0.01, beta1: 0.9, beta2: 0.95, eps: 1e-8, wd, maxNorm });
+    const norms = adamwRef(ref, grads, {
+      lr: 0.01,
+      beta1: 0.9,
+      beta2: 0.95,
+      eps: 1e-8,
+      wd,
+      maxNorm,
+    });
     for (let k = 0; k < ps.length; k++) {
       assertClose(await ps[k].toArray(), ref[k], 1e-6, `AdamW param ${k} (maxNorm ${maxNorm})`);
     }

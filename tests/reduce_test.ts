@@ -1,9 +1,23 @@
 import { concat, fill, max, mean, slice, sum, sumTo } from "../lib/tensor/ops.ts";
 import { tensor } from "../lib/tensor/tensor.ts";
-import { assert, assertClose, assertThrows, f32, gpuReady, numericGrads, randn, runWithGrads } from "./helpers.ts";
+import {
+  assert,
+  assertClose,
+  assertThrows,
+  f32,
+  gpuReady,
+  numericGrads,
+  randn,
+  runWithGrads,
+} from "./helpers.ts";
 
 /** float64 reduction over one axis of a row-major array. */
-function reduceRef(x: ArrayLike<number>, shape: number[], axis: number, kind: "sum" | "mean" | "max") {
+function reduceRef(
+  x: ArrayLike<number>,
+  shape: number[],
+  axis: number,
+  kind: "sum" | "mean" | "max",
+) {
   const outer = shape.slice(0, axis).reduce((a, b) => a * b, 1);
   const n = shape[axis];
   const inner = shape.slice(axis + 1).reduce((a, b) => a * b, 1);
@@ -57,8 +71,10 @@ Deno.test("sum, mean and max along each axis, forward and backward", async () =>
         assert(outShape.join() === want.join(), `${kind} shape ${outShape} vs ${want}`);
         // A sum with cancellation is ill-conditioned: scale the tolerance by Σ|x| / |Σx|.
         const absRef = reduceRef(x.map(Math.abs), shape, axis, kind === "max" ? "max" : "sum");
-        const cond = kind === "max" ? 1 : Math.hypot(...absRef) / Math.max(Math.hypot(...ref), 1e-30) /
-          (kind === "mean" ? shape[axis] : 1);
+        const cond = kind === "max"
+          ? 1
+          : Math.hypot(...absRef) / Math.max(Math.hypot(...ref), 1e-30) /
+            (kind === "mean" ? shape[axis] : 1);
         assertClose(out, ref, 1e-6 * Math.max(1, cond), `${kind} axis ${axis} of [${shape}]`);
         // max: differences straddle near-ties, so its reference gradient is analytic.
         const [g] = kind === "max"
@@ -72,7 +88,10 @@ Deno.test("sum, mean and max along each axis, forward and backward", async () =>
 
 Deno.test("max gives the gradient to the first maximal element", async () => {
   await gpuReady;
-  const { out, grads } = await runWithGrads((ts) => max(ts[0], 1), [{ data: [1, 5, 5, 2, 0, 0], shape: [2, 3] }], [
+  const { out, grads } = await runWithGrads((ts) => max(ts[0], 1), [{
+    data: [1, 5, 5, 2, 0, 0],
+    shape: [2, 3],
+  }], [
     1,
     1,
   ]);
@@ -130,13 +149,18 @@ Deno.test("slice and concat along any axis, forward and backward", async () => {
       const sliceRef = (v: ArrayLike<number>) => {
         const out: number[] = [];
         for (let o = 0; o < outer; o++) {
-          for (let j = s0; j < s1; j++) for (let i = 0; i < inner; i++) out.push(v[(o * n + j) * inner + i]);
+          for (let j = s0; j < s1; j++) {
+            for (let i = 0; i < inner; i++) out.push(v[(o * n + j) * inner + i]);
+          }
         }
         return out;
       };
       const ref = sliceRef(x);
       const r = f32(randn(ref.length));
-      const { out, grads } = await runWithGrads((ts) => slice(ts[0], axis, s0, s1), [{ data: x, shape }], r);
+      const { out, grads } = await runWithGrads((ts) => slice(ts[0], axis, s0, s1), [{
+        data: x,
+        shape,
+      }], r);
       assertClose(out, ref, 0, `slice axis ${axis} of [${shape}]`);
       const [g] = numericGrads(([v]) => sliceRef(v), [x.slice()], r);
       assertClose(grads[0]!, g, 1e-6, `slice backward axis ${axis}`);

@@ -85,7 +85,10 @@ Deno.test("pooled GPU memory stops growing over 1000 training steps", async () =
     poolStats.allocatedBytes === afterWarmup,
     `pool grew from ${afterWarmup} to ${poolStats.allocatedBytes} bytes between steps 10 and 1000`,
   );
-  assert(poolStats.inUseBytes === inUse, `in-use bytes went from ${inUse} to ${poolStats.inUseBytes}`);
+  assert(
+    poolStats.inUseBytes === inUse,
+    `in-use bytes went from ${inUse} to ${poolStats.inUseBytes}`,
+  );
   opt.dispose();
   zeroGrad(model.params);
   for (const t of [...model.params, x, y]) t.dispose();

@@ -50,8 +50,10 @@ export function parseCommand(
   spec: CommandSpec,
   argv: string[],
 ): { values: Values; positionals: string[] } | null {
-  const options: Record<string, { type: "string" | "boolean"; short?: string; multiple?: boolean }> =
-    { help: { type: "boolean", short: "h" } };
+  const options: Record<
+    string,
+    { type: "string" | "boolean"; short?: string; multiple?: boolean }
+  > = { help: { type: "boolean", short: "h" } };
   for (const [k, o] of Object.entries(spec.options)) {
     options[k] = { type: o.type, ...(o.short ? { short: o.short } : {}), multiple: o.multiple };
   }
@@ -84,7 +86,9 @@ export function intFlag(values: Values, name: string, min = -Infinity): number {
   const raw = values[name];
   const n = Number(raw);
   if (typeof raw !== "string" || !Number.isInteger(n) || n < min) {
-    throw new UserError(`--${name} must be an integer${min > -Infinity ? ` ≥ ${min}` : ""}, got ${raw}`);
+    throw new UserError(
+      `--${name} must be an integer${min > -Infinity ? ` ≥ ${min}` : ""}, got ${raw}`,
+    );
   }
   return n;
 }

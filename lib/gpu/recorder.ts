@@ -114,7 +114,11 @@ export function upload(buffer: GPUBuffer, data: ArrayBufferView, offset = 0): vo
 }
 
 /** Copies `bytes` of a buffer back to the CPU. Flushes first; costs one round trip (~ms). */
-export async function readBuffer(buffer: GPUBuffer, bytes: number, offset = 0): Promise<ArrayBuffer> {
+export async function readBuffer(
+  buffer: GPUBuffer,
+  bytes: number,
+  offset = 0,
+): Promise<ArrayBuffer> {
   flush();
   const { device } = gpu();
   const size = Math.ceil(bytes / 4) * 4;

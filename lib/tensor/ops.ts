@@ -4,9 +4,9 @@ import { ShapeError } from "../errors.ts";
 import { dispatch, f32bits, gpu, grid, pipeline } from "../gpu/mod.ts";
 import {
   BINARY,
-  MAX_RANK,
   binaryBackwardWgsl,
   binaryForwardWgsl,
+  MAX_RANK,
   UNARY,
   unaryBackwardWgsl,
   unaryForwardWgsl,
@@ -442,7 +442,9 @@ function copyBlock(
 export function slice(x: Tensor, axis: number, start: number, end: number): Tensor {
   const ax = normAxis("slice", x.shape, axis);
   const n = x.shape[ax];
-  if (!(Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start <= end && end <= n)) {
+  if (
+    !(Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start <= end && end <= n)
+  ) {
     throw new ShapeError(`slice: [${start}, ${end}) out of range for axis ${ax} of [${x.shape}]`);
   }
   const { outer, inner } = view3(x.shape, ax);

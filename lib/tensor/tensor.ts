@@ -227,7 +227,7 @@ export async function tidyAsync<T>(fn: () => Promise<T>): Promise<T> {
 
 function collectTensors(x: unknown, into: Set<Tensor>): void {
   if (x instanceof Tensor) into.add(x);
-  else if (Array.isArray(x)) for (const v of x) collectTensors(v, into);
+  else if (Array.isArray(x)) { for (const v of x) collectTensors(v, into); }
   else if (x && typeof x === "object" && Object.getPrototypeOf(x) === Object.prototype) {
     for (const v of Object.values(x)) collectTensors(v, into);
   }

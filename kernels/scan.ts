@@ -1,0 +1,271 @@
+// Mamba-1 selective scan (DESIGN §4), chunked over the sequence so that every (batch, channel,
+// state, chunk) has its own thread:
+//
+//   a_t = exp(Δ_t·A),  h_t = a_t ⊙ h_{t-1} + Δ_t·B_t·u_t,  y_t = C_t · h_t
+//
+// Forward: (1) each chunk scans from zero, giving its decay product P and end state; (2) one
+// thread per (b, d, n) carries states across chunks, saving each chunk's start state (the only
+// states kept for backward); (3) each chunk rescans from its true start and writes y, summing
+// C·h over the states in workgroup memory.
+// Backward mirrors it in reverse time: (1) each chunk's local dh carried out of its start, (2) a
+// reverse carry across chunks, (3) each chunk recomputes its h_{t-1} into LC named registers
+// (naga spills private arrays, so the source is unrolled) and walks back, producing du, dΔ, dA and
+// per-workgroup partial sums of dB and dC (no float atomics in WGSL).
+//
+// Layouts: u, Δ, y [B, L, D]; B, C [B, L, N]; A [D, N]; chunk states [B, nC, D, N].
+
+/** Time steps per chunk (and registers of saved history per thread in the backward). */
+export const LC = 16;
+
+const HEADER = (n: number) => /* wgsl */ `
+const N = ${n}u;
+const DG = ${256 / n}u;
+const LC = ${LC}u;
+struct P { B: u32, L: u32, D: u32, nC: u32, has_h0: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+fn state_index(b: u32, c: u32, d: u32, n: u32) -> u32 { return ((b * p.nC + c) * p.D + d) * N + n; }
+`;
+
+/** Pass 1 of the forward: per chunk, decay product and end state from a zero start. */
+export function chunkStateWgsl(n: number): string {
+  return `${HEADER(n)}
+@group(0) @binding(1) var<storage, read> u: array<f32>;
+@group(0) @binding(2) var<storage, read> delta: array<f32>;
+@group(0) @binding(3) var<storage, read> A: array<f32>;
+@group(0) @binding(4) var<storage, read> Bm: array<f32>;
+@group(0) @binding(5) var<storage, read_write> decay: array<f32>;
+@group(0) @binding(6) var<storage, read_write> h_end: array<f32>;
+
+@compute @workgroup_size(${n}, ${256 / n})
+fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  let n = lid.x;
+  let d = wid.x * DG + lid.y;
+  let c = wid.y;
+  let b = wid.z;
+  if (d >= p.D) { return; }
+  let a_dn = A[d * N + n];
+  var h = 0.0;
+  var prod = 1.0;
+  for (var i = 0u; i < LC; i++) {
+    let t = c * LC + i;
+    if (t >= p.L) { break; }
+    let x = (b * p.L + t) * p.D + d;
+    let dt = delta[x];
+    let a = exp(dt * a_dn);
+    h = a * h + dt * Bm[(b * p.L + t) * N + n] * u[x];
+    prod *= a;
+  }
+  decay[state_index(b, c, d, n)] = prod;
+  h_end[state_index(b, c, d, n)] = h;
+}`;
+}
+
+/**
+ * Pass 2 (forward and backward): a sequential carry over chunks, one thread per (b, d, n).
+ * Forward: start[c] = s; s = decay[c]·s + local[c], from s = h0 (or 0); the last s is the final
+ * state. Backward (reverse = true): the same recurrence from the last chunk down, from 0.
+ */
+export function carryWgsl(n: number, reverse: boolean): string {
+  const loop = reverse
+    ? "for (var k = 0u; k < p.nC; k++) { let c = p.nC - 1u - k;"
+    : "for (var c = 0u; c < p.nC; c++) {";
+  return `${HEADER(n)}
+@group(0) @binding(1) var<storage, read> decay: array<f32>;
+@group(0) @binding(2) var<storage, read> local_: array<f32>;
+@group(0) @binding(3) var<storage, read> h0: array<f32>;
+@group(0) @binding(4) var<storage, read_write> start: array<f32>;
+@group(0) @binding(5) var<storage, read_write> final_: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+  let i = gid.x + gid.y * nw.x * 256u;
+  if (i >= p.B * p.D * N) { return; }
+  let n = i % N;
+  let d = (i / N) % p.D;
+  let b = i / (N * p.D);
+  var s = select(0.0, h0[i], p.has_h0 == 1u);
+  ${loop}
+    let k = state_index(b, c, d, n);
+    start[k] = s;
+    s = decay[k] * s + local_[k];
+  }
+  final_[i] = s;
+}`;
+}
+
+/** Pass 3 of the forward: rescan each chunk from its true start, y_t = Σ_n C_t[n]·h_t[n]. */
+export function chunkOutputWgsl(n: number): string {
+  return `${HEADER(n)}
+@group(0) @binding(1) var<storage, read> u: array<f32>;
+@group(0) @binding(2) var<storage, read> delta: array<f32>;
+@group(0) @binding(3) var<storage, read> A: array<f32>;
+@group(0) @binding(4) var<storage, read> Bm: array<f32>;
+@group(0) @binding(5) var<storage, read> Cm: array<f32>;
+@group(0) @binding(6) var<storage, read> start: array<f32>;
+@group(0) @binding(7) var<storage, read_write> y: array<f32>;
+
+var<workgroup> terms: array<array<f32, N>, DG>;
+
+@compute @workgroup_size(${n}, ${256 / n})
+fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  let n = lid.x;
+  let dl = lid.y;
+  let d = wid.x * DG + dl;
+  let c = wid.y;
+  let b = wid.z;
+  let live = d < p.D;
+  let dd = min(d, p.D - 1u);
+  let a_dn = A[dd * N + n];
+  var h = select(0.0, start[state_index(b, c, dd, n)], live);
+  for (var i = 0u; i < LC; i++) {
+    let t = c * LC + i;
+    let valid = t < p.L;
+    let tt = min(t, p.L - 1u);
+    let x = (b * p.L + tt) * p.D + dd;
+    let dt = delta[x];
+    let bc = (b * p.L + tt) * N + n;
+    h = exp(dt * a_dn) * h + dt * Bm[bc] * u[x];
+    terms[dl][n] = select(0.0, Cm[bc] * h, valid && live);
+    workgroupBarrier();
+    if (n == 0u && valid && live) {
+      var s = 0.0;
+      for (var k = 0u; k < N; k++) { s += terms[dl][k]; }
+      y[x] = s;
+    }
+    workgroupBarrier();
+  }
+}`;
+}
+
+/** Pass 1 of the backward: each chunk's local dh, carried out of its first step (a_s·dh_s). */
+export function chunkGradStateWgsl(n: number): string {
+  return `${HEADER(n)}
+@group(0) @binding(1) var<storage, read> delta: array<f32>;
+@group(0) @binding(2) var<storage, read> A: array<f32>;
+@group(0) @binding(3) var<storage, read> Cm: array<f32>;
+@group(0) @binding(4) var<storage, read> dy: array<f32>;
+@group(0) @binding(5) var<storage, read_write> decay: array<f32>;
+@group(0) @binding(6) var<storage, read_write> carry_out: array<f32>;
+
+@compute @workgroup_size(${n}, ${256 / n})
+fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  let n = lid.x;
+  let d = wid.x * DG + lid.y;
+  let c = wid.y;
+  let b = wid.z;
+  if (d >= p.D) { return; }
+  let a_dn = A[d * N + n];
+  var carry = 0.0;  // a_{t+1}·dh_{t+1}
+  var prod = 1.0;
+  for (var k = 0u; k < LC; k++) {
+    let t = c * LC + LC - 1u - k;
+    if (t >= p.L) { continue; }
+    let x = (b * p.L + t) * p.D + d;
+    let dh = Cm[(b * p.L + t) * N + n] * dy[x] + carry;
+    let a = exp(delta[x] * a_dn);
+    carry = a * dh;
+    prod *= a;
+  }
+  decay[state_index(b, c, d, n)] = prod;
+  carry_out[state_index(b, c, d, n)] = carry;
+}`;
+}
+
+/**
+ * Pass 3 of the backward. Each thread recomputes h_{t-1} for its chunk into LC named registers,
+ * then walks back from the carried dh, writing du, dΔ (summed over states in workgroup memory),
+ * dA partials per (b, chunk), and dB, dC partials per (b, channel group).
+ */
+export function chunkGradsWgsl(n: number): string {
+  const hist = Array.from({ length: LC }, (_, i) => `hp${i}`);
+  const forward = hist.map((name, i) => `
+  let ${name} = h;
+  {
+    let t = c * LC + ${i}u;
+    if (t < p.L) {
+      let x = (b * p.L + t) * p.D + dd;
+      let dt = delta[x];
+      h = exp(dt * a_dn) * h + dt * Bm[(b * p.L + t) * N + n] * u[x];
+    }
+  }`).join("");
+  const backward = hist.map((_, k) => {
+    const i = LC - 1 - k;
+    return `
+  {
+    let t = c * LC + ${i}u;
+    let valid = t < p.L;
+    let tt = min(t, p.L - 1u);
+    let x = (b * p.L + tt) * p.D + dd;
+    let bc = (b * p.L + tt) * N + n;
+    let dt = delta[x];
+    let ut = u[x];
+    let bt = Bm[bc];
+    let g = select(0.0, dy[x], valid && live);
+    let a = exp(dt * a_dn);
+    let h_t = a * ${hist[i]} + dt * bt * ut;
+    let dh = select(0.0, Cm[bc] * g + carry, valid);
+    t_du[dl][n] = dh * dt * bt;
+    t_dd[dl][n] = dh * (a_dn * a * ${hist[i]} + bt * ut);
+    t_dB[dl][n] = select(0.0, dh * dt * ut, live);
+    t_dC[dl][n] = g * h_t;
+    dA_acc += dh * dt * a * ${hist[i]};
+    carry = select(carry, a * dh, valid);
+    workgroupBarrier();
+    if (valid) {
+      if (n == 0u && live) {
+        var su = 0.0;
+        var sd = 0.0;
+        for (var j = 0u; j < N; j++) { su += t_du[dl][j]; sd += t_dd[dl][j]; }
+        du[x] = su;
+        ddelta[x] = sd;
+      }
+      if (dl == 0u) {
+        var sb = 0.0;
+        var sc = 0.0;
+        for (var j = 0u; j < DG; j++) { sb += t_dB[j][n]; sc += t_dC[j][n]; }
+        let gi = ((b * p.nG + wid.x) * p.L + t) * N + n;
+        dB_part[gi] = sb;
+        dC_part[gi] = sc;
+      }
+    }
+    workgroupBarrier();
+  }`;
+  }).join("");
+  return `${HEADER(n).replace("has_h0: u32 }", "has_h0: u32, nG: u32 }")}
+@group(0) @binding(1) var<storage, read> u: array<f32>;
+@group(0) @binding(2) var<storage, read> delta: array<f32>;
+@group(0) @binding(3) var<storage, read> A: array<f32>;
+@group(0) @binding(4) var<storage, read> Bm: array<f32>;
+@group(0) @binding(5) var<storage, read> Cm: array<f32>;
+@group(0) @binding(6) var<storage, read> start: array<f32>;
+@group(0) @binding(7) var<storage, read> carry_in: array<f32>;
+@group(0) @binding(8) var<storage, read> dy: array<f32>;
+@group(0) @binding(9) var<storage, read_write> du: array<f32>;
+@group(0) @binding(10) var<storage, read_write> ddelta: array<f32>;
+@group(0) @binding(11) var<storage, read_write> dA_part: array<f32>;
+@group(0) @binding(12) var<storage, read_write> dB_part: array<f32>;
+@group(0) @binding(13) var<storage, read_write> dC_part: array<f32>;
+
+var<workgroup> t_du: array<array<f32, N>, DG>;
+var<workgroup> t_dd: array<array<f32, N>, DG>;
+var<workgroup> t_dB: array<array<f32, N>, DG>;
+var<workgroup> t_dC: array<array<f32, N>, DG>;
+
+@compute @workgroup_size(${n}, ${256 / n})
+fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  let n = lid.x;
+  let dl = lid.y;
+  let d = wid.x * DG + dl;
+  let c = wid.y;
+  let b = wid.z;
+  let live = d < p.D;
+  let dd = min(d, p.D - 1u);
+  let a_dn = A[dd * N + n];
+  var h = start[state_index(b, c, dd, n)];
+${forward}
+  var carry = carry_in[state_index(b, c, dd, n)];
+  var dA_acc = 0.0;
+${backward}
+  if (live) { dA_part[state_index(b, c, d, n)] = dA_acc; }
+}`;
+}

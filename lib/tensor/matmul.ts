@@ -1,0 +1,324 @@
+// Batched matmul with transposes, and Linear (x·wᵀ + b), over the kernels of kernels/matmul.ts.
+// Shapes, dtypes and device limits are checked before anything is dispatched; backward reuses the
+// transpose flags instead of copying transposed operands.
+import { ShapeError } from "../errors.ts";
+import { dispatch, gpu, pipeline } from "../gpu/mod.ts";
+import {
+  type MatmulKernel,
+  type MatmulTile,
+  matmulWgsl,
+  packMatmulParams,
+  TILES,
+  workgroupBytes,
+} from "../../kernels/matmul.ts";
+import { broadcastShapes, sumTo } from "./ops.ts";
+import { BYTES, record, Tensor } from "./tensor.ts";
+
+export interface MatmulOptions {
+  /** A is stored [..., K, M] and used transposed. */
+  transA?: boolean;
+  /** B is stored [..., N, K] and used transposed. */
+  transB?: boolean;
+}
+
+/** Kernel controls for benchmarks and tests; ops choose these themselves. */
+export interface MatmulControls extends MatmulOptions {
+  /** Forces a tile instead of the automatic choice. */
+  tile?: MatmulTile;
+  /** Forces scalar loads and stores (to test and time that path). */
+  scalar?: boolean;
+  /** C = alpha·op(A)·op(B) + bias + beta·C; beta ≠ 0 reads `out`. */
+  alpha?: number;
+  beta?: number;
+  bias?: Tensor;
+}
+
+const prod = (xs: readonly number[]) => xs.reduce((a, b) => a * b, 1);
+const fmt = (t: Tensor) => `[${t.shape.join(", ")}]`;
+
+/** The validated geometry of one matmul. */
+export interface MatmulPlan {
+  M: number;
+  N: number;
+  K: number;
+  batch: number[];
+  outShape: number[];
+  dtype: "f32" | "f16";
+}
+
+/** Checks shapes, dtypes and limits; throws ShapeError naming the op and shapes. */
+export function planMatmul(op: string, a: Tensor, b: Tensor, o: MatmulOptions = {}): MatmulPlan {
+  const shapes = `a ${fmt(a)}${o.transA ? "ᵀ" : ""} and b ${fmt(b)}${o.transB ? "ᵀ" : ""}`;
+  if (a.shape.length < 2 || b.shape.length < 2) {
+    throw new ShapeError(`${op}: needs operands of rank ≥ 2, got ${shapes}`);
+  }
+  if (a.dtype !== b.dtype) throw new ShapeError(`${op}: dtypes differ (${a.dtype}, ${b.dtype})`);
+  const dtype = a.dtype;
+  if (dtype !== "f32" && dtype !== "f16") {
+    throw new ShapeError(`${op}: needs f32 or f16, got ${dtype}`);
+  }
+  if (dtype === "f16" && !gpu().f16) throw new ShapeError(`${op}: this adapter has no shader-f16`);
+  const [ar, ac] = a.shape.slice(-2);
+  const [br, bc] = b.shape.slice(-2);
+  const [M, K] = o.transA ? [ac, ar] : [ar, ac];
+  const [Kb, N] = o.transB ? [bc, br] : [br, bc];
+  if (K !== Kb) throw new ShapeError(`${op}: inner dims differ (${K} vs ${Kb}) for ${shapes}`);
+  let batch: number[];
+  try {
+    batch = broadcastShapes(op, a.shape.slice(0, -2), b.shape.slice(0, -2));
+  } catch {
+    throw new ShapeError(`${op}: batch dims don't broadcast for ${shapes}`);
+  }
+  const outShape = [...batch, M, N];
+  const outBytes = prod(outShape) * BYTES[dtype];
+  const limit = gpu().limits.maxStorageBufferBindingSize;
+  for (const [what, bytes] of [["output", outBytes], ["a", a.bytes], ["b", b.bytes]] as const) {
+    if (bytes > limit) {
+      throw new ShapeError(
+        `${op}: ${what} of ${bytes} bytes exceeds the device's storage binding limit (${limit}) for ${shapes}`,
+      );
+    }
+  }
+  return { M, N, K, batch, outShape, dtype };
+}
+
+/** 128×128 tiles when they give the GPU enough workgroups to fill it, else 64×64. */
+export function chooseTile(M: number, N: number, batch: number): MatmulTile {
+  const large = Math.ceil(M / 128) * Math.ceil(N / 128) * batch;
+  const tile = large >= 96 ? TILES.large : TILES.small;
+  return fitTile(tile);
+}
+
+/** Drops double buffering when the device's workgroup memory can't hold it. */
+function fitTile(t: MatmulTile): MatmulTile {
+  const max = gpu().limits.maxComputeWorkgroupStorageSize;
+  if (workgroupBytes(t) <= max) return t;
+  const single = { ...t, prefetch: false };
+  if (workgroupBytes(single) <= max) return single;
+  return fitTile({ ...TILES.small, prefetch: false });
+}
+
+interface BatchDim {
+  n: number;
+  sa: number;
+  sb: number;
+  sc: number;
+}
+
+/** Output batch dims with each operand's element stride (0 where it broadcasts), merged. */
+function batchDims(plan: MatmulPlan, a: Tensor, b: Tensor): BatchDim[] {
+  const nb = plan.batch.length;
+  const strides = (shape: readonly number[], matrix: number) => {
+    const lead = shape.slice(0, -2);
+    const padded = [...new Array(nb - lead.length).fill(1), ...lead];
+    const out: number[] = new Array(nb);
+    let s = matrix;
+    for (let i = nb - 1; i >= 0; i--) {
+      out[i] = padded[i] === 1 ? 0 : s;
+      s *= padded[i];
+    }
+    return out;
+  };
+  const sa = strides(a.shape, plan.M * plan.K);
+  const sb = strides(b.shape, plan.K * plan.N);
+  const sc = strides(plan.outShape, plan.M * plan.N);
+  const dims: BatchDim[] = [];
+  for (let i = 0; i < nb; i++) {
+    const n = plan.batch[i];
+    if (n === 1) continue;
+    const last = dims.at(-1);
+    if (last && last.sa === sa[i] * n && last.sb === sb[i] * n && last.sc === sc[i] * n) {
+      last.n *= n;
+      last.sa = sa[i];
+      last.sb = sb[i];
+      last.sc = sc[i];
+    } else dims.push({ n, sa: sa[i], sb: sb[i], sc: sc[i] });
+  }
+  return dims;
+}
+
+/**
+ * Records the kernel(s) computing op(a)·op(b) into `out` (shape plan.outShape). The batch runs
+ * on the grid's z axis as two levels (outer × inner); deeper broadcast patterns, or more than
+ * the grid allows, loop here with offsets in the uniforms.
+ */
+export function encodeMatmul(
+  plan: MatmulPlan,
+  a: Tensor,
+  b: Tensor,
+  out: Tensor,
+  c: MatmulControls = {},
+): void {
+  if (prod(plan.outShape) === 0) return;
+  let { M } = plan;
+  const { N, K } = plan;
+  let dims = batchDims(plan, a, b);
+  // A batch against one shared B is one taller matmul: A's rows are contiguous across the batch.
+  if (!c.transA && dims.every((d) => d.sb === 0) && dims.length > 0) {
+    const rows = dims.reduce((x, d) => x * d.n, 1);
+    if (dims.every((d, i) => d.sa === prod(dims.slice(i + 1).map((e) => e.n)) * plan.M * K)) {
+      M *= rows;
+      dims = [];
+    }
+  }
+  const tile = fitTile(c.tile ?? chooseTile(M, N, dims.reduce((x, d) => x * d.n, 1)));
+  const vec = !c.scalar;
+  const kernel: MatmulKernel = {
+    tile,
+    dtype: plan.dtype,
+    transA: Boolean(c.transA),
+    transB: Boolean(c.transB),
+    vecA: vec && (c.transA ? M : K) % 4 === 0,
+    vecB: vec && (c.transB ? K : N) % 4 === 0,
+    vecC: vec && N % 4 === 0,
+    bias: Boolean(c.bias),
+    accumulate: (c.beta ?? 0) !== 0,
+  };
+  const pipe = pipeline(matmulWgsl(kernel));
+  const buffers = [a.buffer, b.buffer, out.buffer, ...(c.bias ? [c.bias.buffer] : [])];
+  const maxZ = gpu().limits.maxComputeWorkgroupsPerDimension;
+  // The last two dims go to the grid; anything above them is a host loop.
+  while (dims.length < 2) dims.unshift({ n: 1, sa: 0, sb: 0, sc: 0 });
+  const outer = dims.slice(0, -2);
+  let [d0, d1] = dims.slice(-2);
+  if (d1.n > maxZ) {
+    // Split the inner dim into chunks the grid can hold (rare: > 65535 matrices).
+    outer.push(d0);
+    let chunk = maxZ;
+    while (d1.n % chunk) chunk--;
+    d0 = { n: d1.n / chunk, sa: d1.sa * chunk, sb: d1.sb * chunk, sc: d1.sc * chunk };
+    d1 = { ...d1, n: chunk };
+  }
+  let z0 = d0.n;
+  if (z0 * d1.n > maxZ) {
+    outer.push({ ...d0 });
+    z0 = 1;
+  }
+  const total = prod(outer.map((d) => d.n));
+  for (let idx = 0; idx < total; idx++) {
+    let rest = idx, offA = 0, offB = 0, offC = 0;
+    for (let i = outer.length - 1; i >= 0; i--) {
+      const j = rest % outer[i].n;
+      rest = Math.floor(rest / outer[i].n);
+      offA += j * outer[i].sa;
+      offB += j * outer[i].sb;
+      offC += j * outer[i].sc;
+    }
+    const params = packMatmulParams({
+      M,
+      N,
+      K,
+      batchInner: d1.n,
+      offA,
+      offB,
+      offC,
+      sA: [z0 === 1 ? 0 : d0.sa, d1.sa],
+      sB: [z0 === 1 ? 0 : d0.sb, d1.sb],
+      sC: [z0 === 1 ? 0 : d0.sc, d1.sc],
+      alpha: c.alpha ?? 1,
+      beta: c.beta ?? 0,
+    });
+    dispatch(pipe, buffers, params, [
+      Math.ceil(N / tile.bn),
+      Math.ceil(M / tile.bm),
+      z0 * d1.n,
+    ]);
+  }
+}
+
+/** op(a)·op(b) with an optional bias, recorded for backward as `op`. */
+function product(
+  op: string,
+  a: Tensor,
+  b: Tensor,
+  o: MatmulOptions,
+  bias?: Tensor,
+  controls: MatmulControls = {},
+): Tensor {
+  const plan = planMatmul(op, a, b, o);
+  if (bias) {
+    if (bias.dtype !== plan.dtype || bias.shape.length !== 1 || bias.shape[0] !== plan.N) {
+      throw new ShapeError(
+        `${op}: bias ${fmt(bias)} (${bias.dtype}) must be [${plan.N}] of ${plan.dtype}`,
+      );
+    }
+  }
+  const out = new Tensor(plan.outShape, plan.dtype);
+  encodeMatmul(plan, a, b, out, { ...controls, ...o, bias });
+  const inputs = bias ? [a, b, bias] : [a, b];
+  return record(out, op, inputs, (g) => {
+    const [dA, dB] = productGrads(a, b, g, o);
+    return bias ? [dA, dB, bias.requiresGrad ? sumTo(g, bias.shape) : null] : [dA, dB];
+  });
+}
+
+/**
+ * dA and dB of C = op(A)·op(B): with A' = op(A), B' = op(B), dA' = G·B'ᵀ and dB' = A'ᵀ·G, each
+ * written as one matmul whose transpose flags absorb every transpose. Gradients of broadcast
+ * batch dims are summed back with sumTo.
+ */
+function productGrads(a: Tensor, b: Tensor, g: Tensor, o: MatmulOptions): (Tensor | null)[] {
+  const tA = Boolean(o.transA), tB = Boolean(o.transB);
+  const reduceTo = (full: Tensor, like: Tensor) => {
+    if (full.shape.join() === like.shape.join()) return full;
+    const r = sumTo(full, like.shape);
+    full.dispose();
+    return r;
+  };
+  let dA: Tensor | null = null, dB: Tensor | null = null;
+  if (a.requiresGrad) {
+    // dA' = G·B'ᵀ; when transA, dA = (dA')ᵀ = B'·Gᵀ.
+    const full = tA ? matmul(b, g, { transA: tB, transB: true }) : matmul(g, b, { transB: !tB });
+    dA = reduceTo(full, a);
+  }
+  if (b.requiresGrad) {
+    const bBatch = prod(b.shape.slice(0, -2));
+    const gRows = prod(g.shape.slice(0, -1));
+    if (bBatch === 1 && !tA && g.shape.length > 2) {
+      // B shared across the batch: the sum over the batch is one matmul over all rows of A.
+      const a2 = a.reshape([-1, a.shape.at(-1)!]);
+      const g2 = g.reshape([gRows, g.shape.at(-1)!]);
+      const d = tB ? matmul(g2, a2, { transA: true }) : matmul(a2, g2, { transA: true });
+      a2.dispose();
+      g2.dispose();
+      dB = d.reshape(b.shape);
+      d.dispose();
+    } else {
+      // dB' = A'ᵀ·G; when transB, dB = (dB')ᵀ = Gᵀ·A'.
+      const full = tB ? matmul(g, a, { transA: true, transB: tA }) : matmul(a, g, { transA: !tA });
+      dB = reduceTo(full, b);
+    }
+  }
+  return [dA, dB];
+}
+
+/**
+ * Batched matmul: a [..., M, K] (or [..., K, M] with transA) times b [..., K, N] (or [..., N, K]
+ * with transB) → [..., M, N], batch dims broadcast as in NumPy.
+ */
+export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
+  return product("matmul", a, b, opts);
+}
+
+/** Like matmul, with kernel controls (tile, scalar path, alpha/beta) for benchmarks and tests. */
+export function matmulWith(a: Tensor, b: Tensor, controls: MatmulControls): Tensor {
+  const { transA, transB, bias } = controls;
+  return product("matmul", a, b, { transA, transB }, bias, controls);
+}
+
+/** PyTorch's Linear: x [..., in] · wᵀ (w is [out, in]) + bias [out] → [..., out]. */
+export function linear(x: Tensor, w: Tensor, bias?: Tensor): Tensor {
+  if (x.shape.length < 1 || w.shape.length !== 2 || x.shape.at(-1) !== w.shape[1]) {
+    throw new ShapeError(
+      `linear: x ${fmt(x)} needs last dim = in of weight ${fmt(w)} ([out, in])`,
+    );
+  }
+  const lead = x.shape.slice(0, -1);
+  const x2 = x.reshape([prod(lead), w.shape[1]]);
+  const y2 = product("linear", x2, w, { transB: true }, bias);
+  const y = y2.reshape([...lead, w.shape[0]]);
+  // Views share storage: the 2-D forms can go now, unless the tape saved x2 for backward.
+  if (!y2.requiresGrad) x2.dispose();
+  y2.dispose();
+  return y;
+}
