@@ -55,7 +55,11 @@ export function parseCommand(
     { type: "string" | "boolean"; short?: string; multiple?: boolean }
   > = { help: { type: "boolean", short: "h" } };
   for (const [k, o] of Object.entries(spec.options)) {
-    options[k] = { type: o.type, ...(o.short ? { short: o.short } : {}), multiple: o.multiple };
+    options[k] = {
+      type: o.type,
+      ...(o.short ? { short: o.short } : {}),
+      ...(o.multiple ? { multiple: true } : {}),
+    };
   }
   let parsed;
   try {

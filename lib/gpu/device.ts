@@ -57,6 +57,11 @@ async function open(): Promise<Gpu> {
   } catch {
     device = await requestDevice(adapter, base);
   }
+  // Validation errors are bugs; WebGPU reports them asynchronously and otherwise silently drops
+  // the offending command, so say each one loudly.
+  device.addEventListener("uncapturederror", (e) => {
+    console.error(`vmambar: WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}`);
+  });
   device.lost.then((info) => {
     if (info.reason !== "destroyed") console.error(`vmambar: GPU device lost: ${info.message}`);
   });

@@ -1,0 +1,275 @@
+// `vmambar data shapes|emoji|folder|stats`: make image–caption shards and look at them.
+import { join } from "node:path";
+import { UserError } from "../errors.ts";
+import { type CommandSpec, intFlag, numberFlag, parseCommand, type Values } from "./args.ts";
+import { SkipReport } from "../data/skips.ts";
+
+const SUBCOMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promise<void> }> = {
+  shapes: { summary: "render the synthetic shapes world (DESIGN.md §6) as shards", run: shapes },
+  emoji: {
+    summary: "import an emoji-datasource image set as train and validation shards",
+    run: emoji,
+  },
+  folder: {
+    summary: "convert a folder of images + .txt captions (or a manifest) to shards",
+    run: folder,
+  },
+  stats: { summary: "count samples, caption lengths, and write a contact sheet", run: stats },
+};
+
+function usage(): string {
+  return [
+    "usage: vmambar data <shapes|emoji|folder|stats> [options]",
+    "",
+    "Make and inspect webdataset shards (img2dataset layout: 00000.tar holding",
+    "000000000.png|jpg, .txt caption, .json metadata).",
+    "",
+    "subcommands:",
+    ...Object.entries(SUBCOMMANDS).map(([k, c]) => `  ${k.padEnd(8)}${c.summary}`),
+    "",
+    "Run `vmambar data <subcommand> --help` for its options.",
+  ].join("\n");
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const [name, ...rest] = argv;
+  if (!name || name === "-h" || name === "--help") {
+    console.log(usage());
+    return;
+  }
+  const sub = SUBCOMMANDS[name];
+  if (!sub) {
+    throw new UserError(
+      `unknown subcommand '${name}' (one of: ${Object.keys(SUBCOMMANDS).join(", ")})`,
+    );
+  }
+  await sub.run(rest);
+}
+
+/**
+ * Sets `multiple: false` on every option: parseCommand forwards `multiple: undefined`, which
+ * node:util's parseArgs rejects.
+ */
+function singleValued(spec: CommandSpec): CommandSpec {
+  const options = Object.fromEntries(
+    Object.entries(spec.options).map(([k, o]) => [k, { multiple: false, ...o }]),
+  );
+  return { ...spec, options };
+}
+
+function stringFlag(values: Values, name: string): string {
+  const v = values[name];
+  if (typeof v !== "string" || v === "") throw new UserError(`--${name} is required`);
+  return v;
+}
+
+function reportSkips(skips: SkipReport): void {
+  const line = skips.summary();
+  if (line) console.error(line);
+}
+
+const outOption = {
+  type: "string",
+  value: "DIR",
+  help: "output directory for the shards",
+} as const;
+const forceOption = { type: "boolean", help: "replace shards already in --out" } as const;
+const perShardOption = {
+  type: "string",
+  value: "N",
+  default: "10000",
+  help: "samples per shard",
+} as const;
+
+const shapesSpec: CommandSpec = singleValued({
+  name: "data shapes",
+  usage: "data shapes --n N --size 64 --out DIR [--seed S] [--val N]",
+  summary: "Render the shapes world: captioned images of circles, squares and triangles on a 3×3 " +
+    "grid, deterministic for a seed, with every image's objects in DIR/key.json.",
+  options: {
+    n: { type: "string", value: "N", default: "1000", help: "training images" },
+    size: { type: "string", value: "PX", default: "64", help: "image side in pixels" },
+    out: outOption,
+    seed: { type: "string", value: "S", default: "0", help: "generator seed" },
+    val: {
+      type: "string",
+      value: "N",
+      default: "0",
+      help: "validation images, written to DIR/val",
+    },
+    "per-shard": perShardOption,
+    force: forceOption,
+  },
+  more: "example: vmambar data shapes --n 20000 --val 1000 --out data/shapes",
+});
+
+async function shapes(argv: string[]): Promise<void> {
+  const parsed = parseCommand(shapesSpec, argv);
+  if (!parsed) return;
+  const v = parsed.values;
+  const out = stringFlag(v, "out");
+  const n = intFlag(v, "n", 1), side = intFlag(v, "size", 6), seed = intFlag(v, "seed", 0);
+  const val = intFlag(v, "val", 0), perShard = intFlag(v, "per-shard", 1);
+  const { prepareOutputDirectory } = await import("../data/shards.ts");
+  const { writeShapes } = await import("../data/shapes.ts");
+  const t0 = performance.now();
+  prepareOutputDirectory(out, v.force === true, ["key.json"]);
+  const train = await writeShapes({ n, side, seed, out, split: "train", perShard });
+  let line = `wrote ${train.count} images in ${train.written.length} shard(s) to ${out}`;
+  if (val > 0) {
+    const valDir = join(out, "val");
+    prepareOutputDirectory(valDir, v.force === true, ["key.json"]);
+    await writeShapes({ n: val, side, seed, out: valDir, split: "val", perShard });
+    line += `, ${val} validation images to ${valDir}`;
+  }
+  console.log(`${line} (${((performance.now() - t0) / 1000).toFixed(1)} s); objects in key.json`);
+}
+
+const emojiSpec: CommandSpec = singleValued({
+  name: "data emoji",
+  usage: "data emoji --set twitter|google|apple|facebook --size 64 --out DIR",
+  summary: "Import the 64-px PNGs of npm package emoji-datasource-<set> (fetched on first use), " +
+    "captioned from emoji.json names, as training shards in DIR and a held-out shard in DIR/val.",
+  options: {
+    set: {
+      type: "string",
+      value: "SET",
+      default: "twitter",
+      help: "twitter, google, apple or facebook",
+    },
+    size: { type: "string", value: "PX", default: "64", help: "image side in pixels (on white)" },
+    out: outOption,
+    "val-fraction": { type: "string", value: "F", default: "0.1", help: "share of emoji held out" },
+    seed: { type: "string", value: "S", default: "0", help: "seed of the train/validation split" },
+    force: forceOption,
+  },
+});
+
+async function emoji(argv: string[]): Promise<void> {
+  const parsed = parseCommand(emojiSpec, argv);
+  if (!parsed) return;
+  const v = parsed.values;
+  const { EMOJI_SETS, emojiImages, loadEmojiSet, splitEmoji, writeEmojiShards } = await import(
+    "../data/emoji.ts"
+  );
+  const set = v.set as (typeof EMOJI_SETS)[number];
+  if (!EMOJI_SETS.includes(set)) {
+    throw new UserError(`--set must be one of ${EMOJI_SETS.join(", ")}, got ${set}`);
+  }
+  const out = stringFlag(v, "out");
+  const side = intFlag(v, "size", 1), seed = intFlag(v, "seed", 0);
+  const valFraction = numberFlag(v, "val-fraction");
+  if (valFraction <= 0 || valFraction >= 1) {
+    throw new UserError(`--val-fraction must be in (0, 1), got ${valFraction}`);
+  }
+  const { prepareOutputDirectory } = await import("../data/shards.ts");
+  prepareOutputDirectory(out, v.force === true);
+  prepareOutputDirectory(join(out, "val"), v.force === true);
+  const { records, imageDir } = await loadEmojiSet(set);
+  const { train, val } = splitEmoji(emojiImages(records, set, imageDir), valFraction, seed);
+  const skips = new SkipReport();
+  const nTrain = await writeEmojiShards(train, out, side, "emoji train", skips);
+  const nVal = await writeEmojiShards(val, join(out, "val"), side, "emoji val", skips);
+  console.log(
+    `wrote ${nTrain} training images to ${out} and ${nVal} held-out images to ${join(out, "val")}`,
+  );
+  reportSkips(skips);
+}
+
+const folderSpec: CommandSpec = singleValued({
+  name: "data folder",
+  usage: "data folder --in DIR|MANIFEST --out DIR --size S",
+  summary:
+    "Convert images with same-name .txt captions (or a CSV/TSV/JSONL manifest with path and " +
+    "caption columns) to shards, resized (shorter side) and centre-cropped to S × S.",
+  options: {
+    in: { type: "string", value: "DIR", help: "image folder, or .csv/.tsv/.jsonl manifest" },
+    out: outOption,
+    size: { type: "string", value: "PX", default: "256", help: "image side in pixels" },
+    format: { type: "string", value: "FMT", default: "jpg", help: "jpg, png or webp" },
+    quality: { type: "string", value: "Q", default: "95", help: "jpg/webp quality" },
+    "per-shard": perShardOption,
+    force: forceOption,
+  },
+});
+
+async function folder(argv: string[]): Promise<void> {
+  const parsed = parseCommand(folderSpec, argv);
+  if (!parsed) return;
+  const v = parsed.values;
+  const input = stringFlag(v, "in"), out = stringFlag(v, "out");
+  const side = intFlag(v, "size", 1),
+    quality = intFlag(v, "quality", 1),
+    perShard = intFlag(v, "per-shard", 1);
+  const format = v.format as "jpg" | "png" | "webp";
+  if (!["jpg", "png", "webp"].includes(format)) {
+    throw new UserError(`--format must be jpg, png or webp, got ${format}`);
+  }
+  try {
+    Deno.statSync(input);
+  } catch {
+    throw new UserError(`--in ${input}: no such file or directory`);
+  }
+  const { openSource } = await import("../data/sources.ts");
+  const { convertToShards } = await import("../data/convert.ts");
+  const { prepareOutputDirectory } = await import("../data/shards.ts");
+  const skips = new SkipReport();
+  const source = openSource(input, skips);
+  prepareOutputDirectory(out, v.force === true);
+  const writer = await convertToShards(source, skips, { out, side, format, quality, perShard });
+  console.log(
+    `wrote ${writer.count} images from ${source.description} in ${writer.written.length} shard(s) to ${out}`,
+  );
+  reportSkips(skips);
+}
+
+const statsSpec: CommandSpec = singleValued({
+  name: "data stats",
+  usage: "data stats SOURCE [--sheet FILE]",
+  summary: "Count a source's samples (shards, a shard directory or pattern, an image folder or a " +
+    "manifest), show its caption lengths, and write a contact sheet PNG of its first samples.",
+  options: {
+    sheet: {
+      type: "string",
+      value: "FILE",
+      default: "contact_sheet.png",
+      help: "contact sheet path",
+    },
+    samples: { type: "string", value: "N", default: "16", help: "samples on the contact sheet" },
+    thumb: {
+      type: "string",
+      value: "PX",
+      default: "64",
+      help: "thumbnail side on the contact sheet",
+    },
+    T: { type: "string", value: "T", default: "96", help: "text length to report truncation at" },
+    check: { type: "boolean", help: "decode every image to find corrupt ones (slower)" },
+  },
+  allowPositionals: true,
+  more: "example: vmambar data stats 'data/cc3m/{00000..00331}.tar' --check",
+});
+
+async function stats(argv: string[]): Promise<void> {
+  const parsed = parseCommand(statsSpec, argv);
+  if (!parsed) return;
+  const v = parsed.values;
+  if (parsed.positionals.length !== 1) {
+    throw new UserError("data stats takes one SOURCE (see --help)");
+  }
+  const spec = parsed.positionals[0];
+  const keep = intFlag(v, "samples", 0), thumb = intFlag(v, "thumb", 4), T = intFlag(v, "T", 2);
+  const { openSource } = await import("../data/sources.ts");
+  const { collectStats, contactSheet, formatStats } = await import("../data/stats.ts");
+  const skips = new SkipReport();
+  const source = openSource(spec, skips);
+  const s = await collectStats(source, skips, { keep, checkImages: v.check === true });
+  if (s.count === 0) throw new UserError(`no usable samples in ${spec}`);
+  console.log(`${spec}: ${source.description}`);
+  console.log(formatStats(s, T));
+  if (keep > 0) {
+    const sheet = v.sheet as string;
+    await Deno.writeFile(sheet, await contactSheet(s.firstSamples, thumb, skips));
+    console.log(`contact sheet of ${s.firstSamples.length} samples: ${sheet}`);
+  }
+  reportSkips(skips);
+}

@@ -1,0 +1,106 @@
+// Image decode, resize and encode through sharp (libvips). sharp is imported on first use, so
+// commands that never touch encoded images (`data shapes`, `--help`) do not load it.
+import type { default as SharpFn, Sharp } from "sharp";
+
+let sharpPromise: Promise<typeof SharpFn> | null = null;
+
+export function loadSharp(): Promise<typeof SharpFn> {
+  sharpPromise ??= import("sharp").then((m) => {
+    const sharp = m.default;
+    // Many small images decode faster side by side, one libvips thread each, than one at a
+    // time on all cores; the loader keeps several in flight.
+    sharp.concurrency(1);
+    sharp.cache(false);
+    return sharp;
+  });
+  return sharpPromise;
+}
+
+export const IMAGE_EXTENSIONS = ["jpg", "jpeg", "png", "webp"] as const;
+
+export function isImageExtension(ext: string): boolean {
+  return (IMAGE_EXTENSIONS as readonly string[]).includes(ext.toLowerCase());
+}
+
+/**
+ * The pipeline every image goes through: EXIF orientation applied, the shorter side resized to
+ * `size` and the centre cropped to size × size, transparency flattened onto white (emoji are
+ * drawn on transparency), and any colour space converted to sRGB.
+ */
+async function squareRgb(bytes: Uint8Array, size: number): Promise<Sharp> {
+  const sharp = await loadSharp();
+  // failOn "truncated" turns a cut-off JPEG or PNG into an error instead of grey filler.
+  return sharp(bytes, { failOn: "truncated" })
+    .rotate()
+    .resize(size, size, { fit: "cover", position: "centre", kernel: "lanczos3" })
+    .flatten({ background: { r: 255, g: 255, b: 255 } })
+    .toColourspace("srgb");
+}
+
+/** Decodes JPEG, PNG or WebP bytes to size × size HWC RGB pixels; rejects a corrupt image. */
+export async function decodeImage(bytes: Uint8Array, size: number): Promise<Uint8Array> {
+  const { data, info } = await (await squareRgb(bytes, size))
+    .removeAlpha()
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  if (info.width !== size || info.height !== size || info.channels !== 3) {
+    throw new Error(
+      `decoded to ${info.width}×${info.height}×${info.channels}, not ${size}×${size}×3`,
+    );
+  }
+  return new Uint8Array(data.buffer, data.byteOffset, data.length);
+}
+
+/** Re-encodes an image at size × size (as `decodeImage` crops it) in a shard format. */
+export async function reencodeImage(
+  bytes: Uint8Array,
+  size: number,
+  format: "jpg" | "png" | "webp",
+  quality = 95,
+): Promise<Uint8Array> {
+  const img = await squareRgb(bytes, size);
+  const out = format === "jpg"
+    ? img.removeAlpha().jpeg({ quality, mozjpeg: false })
+    : format === "png"
+    ? img.removeAlpha().png()
+    : img.removeAlpha().webp({ quality });
+  const buf = await out.toBuffer();
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.length);
+}
+
+/** Encodes HWC RGB pixels (for fixtures and benchmarks). */
+export async function encodeRgb(
+  rgb: Uint8Array,
+  width: number,
+  height: number,
+  format: "jpg" | "png" | "webp",
+  quality = 90,
+): Promise<Uint8Array> {
+  const sharp = await loadSharp();
+  const img = sharp(rgb, { raw: { width, height, channels: 3 } });
+  const out = format === "jpg"
+    ? img.jpeg({ quality })
+    : format === "png"
+    ? img.png()
+    : img.webp({ quality });
+  const buf = await out.toBuffer();
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.length);
+}
+
+/**
+ * HWC uint8 pixels of n images → NCHW float32 in [-1, 1] (p/255·2 − 1, DESIGN.md §3), the
+ * layout the tokenizer's convolutions read.
+ */
+export function pixelsToFloatNCHW(pixels: Uint8Array, n: number, size: number): Float32Array {
+  const hw = size * size;
+  const out = new Float32Array(n * 3 * hw);
+  for (let b = 0; b < n; b++) {
+    const src = b * hw * 3, dst = b * hw * 3;
+    for (let p = 0; p < hw; p++) {
+      out[dst + p] = pixels[src + 3 * p] / 127.5 - 1;
+      out[dst + hw + p] = pixels[src + 3 * p + 1] / 127.5 - 1;
+      out[dst + 2 * hw + p] = pixels[src + 3 * p + 2] / 127.5 - 1;
+    }
+  }
+  return out;
+}

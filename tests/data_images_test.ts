@@ -1,0 +1,112 @@
+// Image decode: formats, shorter-side resize and centre crop, colour handling, corrupt files.
+import {
+  decodeImage,
+  encodeRgb,
+  loadSharp,
+  pixelsToFloatNCHW,
+  reencodeImage,
+} from "../lib/data/images.ts";
+import { garbage, jpeg, truncatedJpeg, truncatedPng } from "./data_fixtures.ts";
+
+function check(cond: boolean, msg: string): void {
+  if (!cond) throw new Error(msg);
+}
+
+/** 90 × 30: red | green | blue vertical bands, 30 px each. */
+function bands(): Uint8Array {
+  const rgb = new Uint8Array(90 * 30 * 3);
+  for (let y = 0; y < 30; y++) {
+    for (let x = 0; x < 90; x++) {
+      rgb.set(x < 30 ? [255, 0, 0] : x < 60 ? [0, 255, 0] : [0, 0, 255], 3 * (y * 90 + x));
+    }
+  }
+  return rgb;
+}
+
+function near(px: ArrayLike<number>, want: number[], tol: number): boolean {
+  return want.every((v, i) => Math.abs(px[i] - v) <= tol);
+}
+
+Deno.test("images: PNG, JPEG and WebP decode, centre cropped to the shorter side", async () => {
+  for (const format of ["png", "jpg", "webp"] as const) {
+    // The shorter side is already 30, so no resampling: the crop is the middle band exactly.
+    const rgb = await decodeImage(await encodeRgb(bands(), 90, 30, format), 30);
+    check(rgb.length === 30 * 30 * 3, `${format}: ${rgb.length} bytes`);
+    // Lossy formats blur colour across the band edges (chroma subsampling), so look inside.
+    const lossless = format === "png";
+    const tol = lossless ? 0 : 24;
+    const points = lossless
+      ? [[0, 0], [29, 0], [15, 15], [0, 29], [29, 29]]
+      : [[6, 6], [15, 15], [23, 23]];
+    for (const [x, y] of points) {
+      const px = rgb.subarray(3 * (y * 30 + x), 3 * (y * 30 + x) + 3);
+      check(near(px, [0, 255, 0], tol), `${format} (${x},${y}) = ${[...px]}`);
+    }
+  }
+});
+
+Deno.test("images: the shorter side is resized to the target before the crop", async () => {
+  const sharp = await loadSharp();
+  // 80 × 40, left half black, right half white: resized to 20 × 10 then cropped to the middle
+  // 10 × 10, whose left half is black and right half white.
+  const rgb = new Uint8Array(80 * 40 * 3);
+  for (let y = 0; y < 40; y++) rgb.fill(255, 3 * (y * 80 + 40), 3 * (y * 80 + 80));
+  const png = await sharp(rgb, { raw: { width: 80, height: 40, channels: 3 } }).png().toBuffer();
+  const out = await decodeImage(png, 10);
+  check(out.length === 300, `${out.length} bytes`);
+  for (let y = 0; y < 10; y++) {
+    check(
+      out[3 * (y * 10 + 1)] < 40 && out[3 * (y * 10 + 8)] > 215,
+      `row ${y}: ${[...out.subarray(30 * y, 30 * y + 30)]}`,
+    );
+  }
+});
+
+Deno.test("images: greyscale becomes RGB, transparency is flattened onto white", async () => {
+  const sharp = await loadSharp();
+  const grey = await sharp(new Uint8Array(16 * 16).fill(77), {
+    raw: { width: 16, height: 16, channels: 1 },
+  })
+    .png().toBuffer();
+  const g = await decodeImage(grey, 8);
+  check(g.length === 8 * 8 * 3 && near(g, [77, 77, 77], 1), `grey: ${[...g.subarray(0, 3)]}`);
+  const clear = await sharp({
+    create: { width: 16, height: 16, channels: 4, background: { r: 0, g: 0, b: 0, alpha: 0 } },
+  })
+    .png().toBuffer();
+  const c = await decodeImage(clear, 8);
+  check(
+    c.length === 8 * 8 * 3 && c.every((v) => v === 255),
+    `transparent: ${[...c.subarray(0, 3)]}`,
+  );
+});
+
+Deno.test("images: truncated JPEG, truncated PNG and garbage are rejected", async () => {
+  check((await decodeImage(await jpeg(), 16)).length === 16 * 16 * 3, "a good JPEG first");
+  for (
+    const [what, bytes] of [
+      ["truncated JPEG", await truncatedJpeg()],
+      ["truncated PNG", await truncatedPng()],
+      ["garbage", garbage()],
+      ["empty", new Uint8Array(0)],
+    ] as const
+  ) {
+    let threw = false;
+    try {
+      await decodeImage(bytes, 16);
+    } catch {
+      threw = true;
+    }
+    check(threw, `${what} decoded without an error`);
+  }
+});
+
+Deno.test("images: re-encoding keeps the crop; NCHW floats are p/127.5 − 1", async () => {
+  const png = await reencodeImage(await encodeRgb(bands(), 90, 30, "png"), 30, "png");
+  const rgb = await decodeImage(png, 30);
+  check(rgb.every((v, i) => v === [0, 255, 0][i % 3]), "re-encoded crop is not all green");
+  const two = pixelsToFloatNCHW(new Uint8Array([0, 128, 255, 255, 128, 0, 0, 0, 0, 0, 0, 0]), 1, 2);
+  // Plane R holds the R of the 4 pixels, then G, then B.
+  const want = [0, 255, 0, 0, 128, 128, 0, 0, 255, 0, 0, 0].map((p) => p / 127.5 - 1);
+  check(two.every((v, i) => Math.abs(v - want[i]) < 1e-6), `NCHW: ${[...two]}`);
+});

@@ -1,0 +1,159 @@
+// The shapes world (DESIGN.md §6): deterministic for a seed, and key.json agrees with pixels.
+import { join } from "node:path";
+import { decodeImage } from "../lib/data/images.ts";
+import { readShard } from "../lib/data/shards.ts";
+import {
+  CELLS,
+  MAX_CAPTION_BYTES,
+  PALETTE,
+  renderScene,
+  type ShapeObject,
+  shapesScene,
+  writeShapes,
+} from "../lib/data/shapes.ts";
+import { SkipReport } from "../lib/data/skips.ts";
+import { tempDir } from "./data_fixtures.ts";
+
+function check(cond: boolean, msg: string): void {
+  if (!cond) throw new Error(msg);
+}
+
+interface KeyEntry {
+  key: string;
+  caption: string;
+  background: keyof typeof PALETTE;
+  objects: ShapeObject[];
+}
+
+async function shardBytes(dir: string): Promise<Uint8Array> {
+  return await Deno.readFile(join(dir, "00000.tar"));
+}
+
+Deno.test("shapes: the same seed gives the same shards and key.json; another seed does not", async () => {
+  const [a, b, c] = await Promise.all([tempDir("sa"), tempDir("sb"), tempDir("sc")]);
+  await writeShapes({ n: 40, side: 32, seed: 7, out: a, split: "train" });
+  await writeShapes({ n: 40, side: 32, seed: 7, out: b, split: "train" });
+  await writeShapes({ n: 40, side: 32, seed: 8, out: c, split: "train" });
+  const [ta, tb, tc] = await Promise.all([a, b, c].map(shardBytes));
+  check(ta.length === tb.length && ta.every((v, i) => v === tb[i]), "same seed, different shard");
+  check(
+    await Deno.readTextFile(join(a, "key.json")) === await Deno.readTextFile(join(b, "key.json")),
+    "key.json",
+  );
+  check(
+    !(ta.length === tc.length && ta.every((v, i) => v === tc[i])),
+    "seeds 7 and 8 gave the same shard",
+  );
+  // Image i does not depend on how many images are made, nor does train depend on val.
+  const first = shapesScene(7, "train", 3, 32);
+  check(
+    JSON.stringify(first) === JSON.stringify(shapesScene(7, "train", 3, 32)),
+    "scene is not a function of its index",
+  );
+  check(
+    JSON.stringify(first) !== JSON.stringify(shapesScene(7, "val", 3, 32)),
+    "val repeats train",
+  );
+});
+
+Deno.test("shapes: key.json matches the decoded pixels, captions and the rules of §6", async () => {
+  const dir = await tempDir("skey");
+  const side = 48;
+  await writeShapes({ n: 300, side, seed: 1, out: dir, split: "train", perShard: 100 });
+  const key = JSON.parse(await Deno.readTextFile(join(dir, "key.json")));
+  check(
+    key.size === side && key.images.length === 300,
+    `key.json header ${key.size} ${key.images.length}`,
+  );
+  const byKey = new Map<string, KeyEntry>(key.images.map((e: KeyEntry) => [e.key, e]));
+  const skips = new SkipReport();
+  const counts = new Map<number, number>();
+  let seen = 0;
+  for (const shard of ["00000.tar", "00001.tar", "00002.tar"]) {
+    for await (const s of readShard(join(dir, shard), skips)) {
+      seen++;
+      const entry = byKey.get(s.key)!;
+      check(entry !== undefined, `${s.key} not in key.json`);
+      const caption = new TextDecoder().decode(s.files.txt);
+      check(caption === entry.caption, `${s.key}: caption differs from key.json`);
+      check(
+        new TextEncoder().encode(caption).length <= MAX_CAPTION_BYTES,
+        `${s.key}: caption too long`,
+      );
+      const meta = JSON.parse(new TextDecoder().decode(s.files.json));
+      check(
+        JSON.stringify(meta.objects) === JSON.stringify(entry.objects),
+        `${s.key}: .json objects`,
+      );
+      // Decode the stored PNG with sharp: the file as every consumer will read it.
+      const rgb = await decodeImage(s.files.png, side);
+      const at = (
+        x: number,
+        y: number,
+      ) => [...rgb.subarray(3 * (y * side + x), 3 * (y * side + x) + 3)];
+      const objs = entry.objects;
+      counts.set(objs.length, (counts.get(objs.length) ?? 0) + 1);
+      check(objs.length >= 1 && objs.length <= 3, `${s.key}: ${objs.length} objects`);
+      for (const o of objs) {
+        const px = at(Math.floor(o.centre[0]), Math.floor(o.centre[1]));
+        check(
+          px.join() === PALETTE[o.colour].join(),
+          `${s.key}: ${o.colour} ${o.shape} centre is ${px}`,
+        );
+        check(o.colour !== entry.background, `${s.key}: object colour = background`);
+        check(
+          caption.includes(`${o.colour} ${o.shape}`),
+          `${s.key}: "${caption}" misses ${o.colour} ${o.shape}`,
+        );
+        const extent = o.size === "small" ? side / 6 : side / 3;
+        check(Math.abs(o.extent - extent) < 1e-2, `${s.key}: extent ${o.extent}`);
+      }
+      const cells = objs.map((o) => CELLS.indexOf(o.cell));
+      check(new Set(cells).size === cells.length, `${s.key}: two objects share a cell`);
+      const pair = objs.length === 2 && objs[0].colour === objs[1].colour;
+      if (!pair) {
+        check(new Set(objs.map((o) => o.colour)).size === objs.length, `${s.key}: repeated colour`);
+      }
+      // Every empty cell shows the background at its centre.
+      for (let c = 0; c < 9; c++) {
+        if (cells.includes(c)) continue;
+        const px = at(
+          Math.floor((c % 3 + 0.5) * side / 3),
+          Math.floor((Math.floor(c / 3) + 0.5) * side / 3),
+        );
+        check(
+          px.join() === PALETTE[entry.background].join(),
+          `${s.key}: empty ${CELLS[c]} is ${px}`,
+        );
+      }
+    }
+  }
+  check(seen === 300 && skips.total === 0, `read ${seen}, skipped ${skips.total}`);
+  check([1, 2, 3].every((k) => (counts.get(k) ?? 0) > 30), `object counts ${[...counts]}`);
+});
+
+Deno.test("shapes: circle, square and triangle cover their expected pixels", () => {
+  const side = 60; // cells of 20 px, large objects 20 px, small 10 px
+  const scene = shapesScene(0, "train", 0, side);
+  const mk = (shape: ShapeObject["shape"], cell: number): ShapeObject => ({
+    colour: "red",
+    shape,
+    size: "large",
+    cell: CELLS[cell],
+    centre: [(cell % 3 + 0.5) * 20, (Math.floor(cell / 3) + 0.5) * 20],
+    extent: 20,
+    rgb: PALETTE.red,
+  });
+  const rgb = renderScene({
+    ...scene,
+    background: "black",
+    objects: [mk("circle", 0), mk("square", 1), mk("triangle", 2)],
+  }, side);
+  const red = (x: number, y: number) => rgb[3 * (y * side + x)] === 220;
+  check(red(10, 10) && !red(0, 0) && !red(19, 19), "circle: centre in, box corners out");
+  check(red(20, 0) && red(39, 19) && !red(40, 10), "square: fills its cell exactly");
+  check(
+    red(50, 1) && !red(41, 1) && red(41, 19) && red(58, 19),
+    "triangle: apex up, base at the bottom",
+  );
+});
