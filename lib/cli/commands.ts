@@ -11,6 +11,10 @@ export const commands: Record<string, Command> = {
     summary: "measure matmul, elementwise and dispatch throughput on this GPU",
     run: async (argv) => (await import("./bench.ts")).main(argv),
   },
+  info: {
+    summary: "show a checkpoint's or token shard's metadata, config and tensors",
+    run: async (argv) => (await import("./info.ts")).main(argv),
+  },
   data: {
     summary: "make and inspect image–caption shards: shapes, emoji, folder, stats",
     run: async (argv) => (await import("./data.ts")).main(argv),

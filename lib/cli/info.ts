@@ -1,0 +1,51 @@
+// vmambar info FILE: what a checkpoint or token shard holds.
+import { UserError } from "../errors.ts";
+import { readSafetensors, ST_BYTES } from "../train/safetensors.ts";
+import { type CommandSpec, parseCommand } from "./args.ts";
+
+const spec: CommandSpec = {
+  name: "info",
+  usage: "info FILE.safetensors [--tensors]",
+  summary: "Show a checkpoint's or token shard's metadata, config and tensors.",
+  options: { tensors: { type: "boolean", help: "list every tensor (default: the first 20)" } },
+  allowPositionals: true,
+};
+
+export async function main(argv: string[]): Promise<void> {
+  const parsed = parseCommand(spec, argv);
+  if (!parsed) return;
+  const [path] = parsed.positionals;
+  if (!path || parsed.positionals.length > 1) {
+    throw new UserError("give one FILE (see vmambar info --help)");
+  }
+  const { metadata, tensors } = await readSafetensors(path);
+  const { config, ...rest } = metadata;
+  for (const [k, v] of Object.entries(rest)) console.log(`${k}: ${v}`);
+  if (config) {
+    try {
+      console.log(`config: ${JSON.stringify(JSON.parse(config), null, 2)}`);
+    } catch {
+      console.log(`config: ${config}`);
+    }
+  }
+  let elements = 0, bytes = 0;
+  for (const t of tensors.values()) {
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    elements += n;
+    bytes += n * ST_BYTES[t.dtype];
+  }
+  console.log(
+    `tensors: ${tensors.size}, ${elements.toLocaleString("en-US")} elements, ${
+      (bytes / 2 ** 20).toFixed(2)
+    } MiB`,
+  );
+  const list = [...tensors];
+  const shown = parsed.values.tensors ? list : list.slice(0, 20);
+  const w = Math.max(...shown.map(([k]) => k.length), 4) + 2;
+  for (const [k, t] of shown) {
+    console.log(`  ${k.padEnd(w)}${t.dtype.padEnd(5)} [${t.shape.join(", ")}]`);
+  }
+  if (shown.length < list.length) {
+    console.log(`  … ${list.length - shown.length} more (--tensors lists all)`);
+  }
+}
