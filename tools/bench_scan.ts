@@ -1,0 +1,133 @@
+// Selective scan and causal conv1d timings at the base256 shapes (DESIGN §4: batch 8, L = 680 +
+// 128 text, d_inner 2048, N 16), validated first against a float64 sequential scan; pair it with
+// tools/torch_scan.py in the same device run. Optionally dumps a mid-size case for the PyTorch
+// script to cross-check the numbers.
+//   deno run -A tools/bench_scan.ts [--json OUT] [--dump FILE] [--small]
+import { parseArgs } from "node:util";
+import { initGpu, sync } from "../lib/gpu/mod.ts";
+import { selectiveScan } from "../lib/tensor/scan.ts";
+import { causalConv1d } from "../lib/tensor/conv1d.ts";
+import { noGrad, parameter, type Tensor, tensor, tidy } from "../lib/tensor/tensor.ts";
+import { stTensor, writeSafetensors } from "../lib/train/safetensors.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: { json: { type: "string" }, dump: { type: "string" }, small: { type: "boolean" } },
+});
+const g = await initGpu();
+const [B, L, D, N] = values.small || g.isCpu ? [1, 64, 64, 16] : [8, 808, 2048, 16];
+
+let seed = 12345;
+const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+const normal = (n: number, s = 1) =>
+  Float32Array.from(
+    { length: n },
+    () => s * Math.sqrt(-2 * Math.log(rand() + 1e-12)) * Math.cos(6.283185 * rand()),
+  );
+const inputs = (b: number, l: number, d: number, n: number) => ({
+  u: normal(b * l * d),
+  delta: Float32Array.from({ length: b * l * d }, () => 0.001 + 0.1 * rand()),
+  A: Float32Array.from({ length: d * n }, (_, i) => -((i % n) + 1)),
+  B: normal(b * l * n),
+  C: normal(b * l * n),
+});
+
+function scanRef(x: ReturnType<typeof inputs>, b: number, l: number, d: number, n: number) {
+  const y = new Float64Array(b * l * d);
+  for (let bi = 0; bi < b; bi++) {
+    for (let di = 0; di < d; di++) {
+      for (let ni = 0; ni < n; ni++) {
+        let h = 0;
+        for (let t = 0; t < l; t++) {
+          const k = (bi * l + t) * d + di, bc = (bi * l + t) * n + ni;
+          h = Math.exp(x.delta[k] * x.A[di * n + ni]) * h + x.delta[k] * x.B[bc] * x.u[k];
+          y[k] += x.C[bc] * h;
+        }
+      }
+    }
+  }
+  return y;
+}
+
+// Validate on a mid-size case first (and dump it for the PyTorch cross-check).
+{
+  const [b, l, d, n] = [2, 300, 64, 16];
+  const x = inputs(b, l, d, n);
+  const y = await noGrad(() =>
+    selectiveScan(
+      tensor(x.u, [b, l, d]),
+      tensor(x.delta, [b, l, d]),
+      tensor(x.A, [d, n]),
+      tensor(x.B, [b, l, n]),
+      tensor(x.C, [b, l, n]),
+    ).y
+  ).toArray();
+  const ref = scanRef(x, b, l, d, n);
+  let num = 0, den = 0;
+  for (let i = 0; i < ref.length; i++) {
+    num += (y[i] - ref[i]) ** 2;
+    den += ref[i] ** 2;
+  }
+  const err = Math.sqrt(num / den);
+  console.log(
+    `scan check [${b}, ${l}, ${d}, ${n}] vs float64: relative error ${err.toExponential(2)}`,
+  );
+  if (!(err < 1e-5)) throw new Error("scan check failed");
+  if (values.dump) {
+    await writeSafetensors(values.dump, {
+      u: stTensor(x.u, [b, l, d]),
+      delta: stTensor(x.delta, [b, l, d]),
+      A: stTensor(x.A, [d, n]),
+      B: stTensor(x.B, [b, l, n]),
+      C: stTensor(x.C, [b, l, n]),
+      y: stTensor(Float32Array.from(y), [b, l, d]),
+    });
+  }
+}
+
+async function time(label: string, iters: number, fn: () => void): Promise<number> {
+  fn();
+  await sync();
+  const runs: number[] = [];
+  for (let r = 0; r < 5; r++) {
+    const t0 = performance.now();
+    for (let i = 0; i < iters; i++) fn();
+    await sync();
+    runs.push((performance.now() - t0) / iters);
+  }
+  runs.sort((a, b) => a - b);
+  const ms = runs[2];
+  console.log(`${label.padEnd(34)} ${ms.toFixed(3)} ms`);
+  return ms;
+}
+
+const x = inputs(B, L, D, N);
+const P = (v: Float32Array, s: number[]) => parameter(v, s);
+const u = P(x.u, [B, L, D]), delta = P(x.delta, [B, L, D]), A = P(x.A, [D, N]);
+const Bm = P(x.B, [B, L, N]), Cm = P(x.C, [B, L, N]);
+const dy = tensor(normal(B * L * D), [B, L, D]);
+const convW = P(normal(D * 4, 0.5), [D, 4]), convB = P(normal(D, 0.5), [D]);
+const iters = g.isCpu ? 2 : 20;
+console.log(`shapes: B ${B}, L ${L}, d_inner ${D}, N ${N} on ${g.name}`);
+const results: Record<string, number> = {};
+results.scan_fwd = await time(
+  "scan forward",
+  iters,
+  () => tidy(() => noGrad(() => selectiveScan(u, delta, A, Bm, Cm).y)),
+);
+results.scan_fwd_bwd = await time("scan forward+backward", iters, () =>
+  tidy(() => {
+    const y = selectiveScan(u, delta, A, Bm, Cm).y;
+    return y.node!.backward(dy) as Tensor[];
+  }) && undefined);
+results.conv_fwd_bwd = await time("conv1d forward+backward", iters, () =>
+  tidy(() => {
+    const y = causalConv1d(u, convW, convB).y;
+    return y.node!.backward(dy) as Tensor[];
+  }) && undefined);
+if (values.json) {
+  await Deno.writeTextFile(
+    values.json,
+    JSON.stringify({ device: g.name, shape: { B, L, D, N }, ms: results }, null, 2),
+  );
+}
