@@ -164,3 +164,13 @@ ${MAIN}
   out[i] = ${t}(${BINARY[op][which]});
 }`;
 }
+
+/** out[i] = x[strided offset of i]: permutes and other strided copies (any 32-bit dtype, or f16). */
+export function stridedCopyWgsl(word: "u32" | "f16"): string {
+  return `${word === "f16" ? "enable f16;\n" : ""}${INDEX}
+@group(0) @binding(1) var<storage, read> xs: array<${word}>;
+@group(0) @binding(2) var<storage, read_write> out: array<${word}>;
+${MAIN}
+  out[i] = xs[offsets(i).a];
+}`;
+}

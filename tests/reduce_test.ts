@@ -1,4 +1,14 @@
-import { concat, fill, max, mean, slice, sum, sumTo } from "../lib/tensor/ops.ts";
+import {
+  concat,
+  fill,
+  max,
+  mean,
+  permute,
+  slice,
+  sum,
+  sumTo,
+  transpose,
+} from "../lib/tensor/ops.ts";
 import { tensor } from "../lib/tensor/tensor.ts";
 import {
   assert,
@@ -187,4 +197,59 @@ Deno.test("reductions and slices refuse bad axes and ranges", async () => {
   assertThrows(() => concat([t, fill([3, 3], 1)], 1), /concat: shapes/, "concat shapes");
   assertThrows(() => sumTo(t, [4]), /sumTo: cannot reduce/, "sumTo");
   t.dispose();
+});
+
+Deno.test("permute and transpose reorder dims, forward and backward", async () => {
+  await gpuReady;
+  const cases: [number[], number[]][] = [
+    [[2, 3], [1, 0]],
+    [[2, 3, 4], [0, 2, 1]],
+    [[2, 3, 4, 5], [0, 2, 1, 3]],
+    [[2, 3, 4, 5], [3, 1, 0, 2]],
+    [[1, 7, 1, 5], [2, 3, 0, 1]],
+  ];
+  for (const [shape, perm] of cases) {
+    const size = shape.reduce((a, b) => a * b, 1);
+    const x = f32(randn(size));
+    const strides = shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1));
+    const outShape = perm.map((p) => shape[p]);
+    const ref = new Float64Array(size);
+    for (let i = 0; i < size; i++) {
+      let r = i, off = 0;
+      for (let d = outShape.length - 1; d >= 0; d--) {
+        off += (r % outShape[d]) * strides[perm[d]];
+        r = Math.floor(r / outShape[d]);
+      }
+      ref[i] = x[off];
+    }
+    const r = f32(randn(size));
+    const { out, shape: got, grads } = await runWithGrads((ts) => permute(ts[0], perm), [{
+      data: x,
+      shape,
+    }], r);
+    assert(got.join() === outShape.join(), `permute shape ${got} vs ${outShape}`);
+    assertClose(out, ref, 0, `permute [${shape}] by [${perm}]`);
+    const [g] = numericGrads(
+      ([v]) => {
+        const o = new Float64Array(size);
+        for (let i = 0; i < size; i++) {
+          let rr = i, off = 0;
+          for (let d = outShape.length - 1; d >= 0; d--) {
+            off += (rr % outShape[d]) * strides[perm[d]];
+            rr = Math.floor(rr / outShape[d]);
+          }
+          o[i] = v[off];
+        }
+        return o;
+      },
+      [x.slice()],
+      r,
+    );
+    assertClose(grads[0]!, g, 1e-6, `permute backward [${shape}] by [${perm}]`);
+  }
+  const t = await runWithGrads((ts) => transpose(ts[0], 0, -1), [{
+    data: [1, 2, 3, 4, 5, 6],
+    shape: [2, 3],
+  }]);
+  assertClose(t.out, [1, 4, 2, 5, 3, 6], 0, "transpose");
 });

@@ -7,6 +7,7 @@ import {
   binaryBackwardWgsl,
   binaryForwardWgsl,
   MAX_RANK,
+  stridedCopyWgsl,
   UNARY,
   unaryBackwardWgsl,
   unaryForwardWgsl,
@@ -77,9 +78,18 @@ function collapse(
     const cs = contiguousStrides(padded);
     return padded.map((d, i) => (d === 1 ? 0 : cs[i]));
   });
+  return collapseStrided(op, out, strides);
+}
+
+/** The same for explicit per-operand strides over the output's dims (permutes). */
+function collapseStrided(
+  op: string,
+  out: readonly number[],
+  strides: number[][],
+): { dims: number[]; strides: number[][] } {
   const dims: number[] = [];
-  const st: number[][] = operands.map(() => []);
-  for (let i = 0; i < n; i++) {
+  const st: number[][] = strides.map(() => []);
+  for (let i = 0; i < out.length; i++) {
     if (out[i] === 1) continue;
     const last = dims.length - 1;
     const mergeable = last >= 0 &&
@@ -93,7 +103,7 @@ function collapse(
     }
   }
   if (dims.length > MAX_RANK) {
-    throw new ShapeError(`${op}: broadcast of rank > ${MAX_RANK} after collapsing [${out}]`);
+    throw new ShapeError(`${op}: rank > ${MAX_RANK} after collapsing [${out}]`);
   }
   while (dims.length < MAX_RANK) {
     dims.unshift(1);
@@ -490,4 +500,39 @@ export function concat(xs: Tensor[], axis: number): Tensor {
       copyBlock(g, dx, outer, inner, total, t.shape[ax], offsets[i], 0, t.shape[ax]);
       return dx;
     }));
+}
+
+/** Reorders dims: out.shape[i] = x.shape[perm[i]] (a contiguous copy, as torch's permute + contiguous). */
+export function permute(x: Tensor, perm: number[]): Tensor {
+  const n = x.shape.length;
+  const ok = perm.length === n && [...perm].sort((a, b) => a - b).every((v, i) => v === i);
+  if (!ok) {
+    throw new ShapeError(`permute: [${perm}] is not a permutation of the dims of [${x.shape}]`);
+  }
+  if (x.dtype === "f16" && !gpu().f16) {
+    throw new ShapeError("permute: this adapter has no shader-f16");
+  }
+  const shape = perm.map((p) => x.shape[p]);
+  const inStrides = contiguousStrides(x.shape);
+  const { dims, strides } = collapseStrided("permute", shape, [perm.map((p) => inStrides[p])]);
+  const out = new Tensor(shape, x.dtype, undefined, "permute");
+  if (out.size > 0) {
+    dispatch(
+      pipeline(stridedCopyWgsl(x.dtype === "f16" ? "f16" : "u32")),
+      [x.buffer, out.buffer],
+      elementwiseUniforms(dims, strides[0], strides[0]),
+      groups(out.size),
+    );
+  }
+  const inverse = perm.map((_, i) => perm.indexOf(i));
+  return record(out, "permute", [x], (g) => [permute(g, inverse)]);
+}
+
+/** Swaps two dims (a contiguous copy). */
+export function transpose(x: Tensor, a: number, b: number): Tensor {
+  const n = x.shape.length;
+  const perm = Array.from({ length: n }, (_, i) => i);
+  const [i, j] = [normAxis("transpose", x.shape, a), normAxis("transpose", x.shape, b)];
+  [perm[i], perm[j]] = [perm[j], perm[i]];
+  return permute(x, perm);
 }
