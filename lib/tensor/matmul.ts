@@ -8,7 +8,9 @@ import {
   type MatmulTile,
   matmulWgsl,
   packMatmulParams,
+  tileName,
   TILES,
+  tileValid,
   workgroupBytes,
 } from "../../kernels/matmul.ts";
 import { broadcastShapes, sumTo } from "./ops.ts";
@@ -89,13 +91,23 @@ export function chooseTile(M: number, N: number, batch: number): MatmulTile {
   return fitTile(tile);
 }
 
-/** Drops double buffering when the device's workgroup memory can't hold it. */
+/** Drops double buffering, then halves BK, until the device's workgroup memory holds the tile. */
 function fitTile(t: MatmulTile): MatmulTile {
   const max = gpu().limits.maxComputeWorkgroupStorageSize;
-  if (workgroupBytes(t) <= max) return t;
-  const single = { ...t, prefetch: false };
-  if (workgroupBytes(single) <= max) return single;
-  return fitTile({ ...TILES.small, prefetch: false });
+  let fit = t;
+  if (workgroupBytes(fit) > max) fit = { ...fit, prefetch: false };
+  while (workgroupBytes(fit) > max && tileValid({ ...fit, bk: fit.bk / 2 })) {
+    fit = { ...fit, bk: fit.bk / 2 };
+  }
+  // WebGPU guarantees 16 KiB, which the default tiles fit without prefetch.
+  if (workgroupBytes(fit) > max) {
+    throw new Error(
+      `matmul: tile ${tileName(t)} needs ${
+        workgroupBytes(fit)
+      } bytes of workgroup memory, the device has ${max}`,
+    );
+  }
+  return fit;
 }
 
 interface BatchDim {

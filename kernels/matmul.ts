@@ -1,0 +1,380 @@
+// Batched matmul C[b] = alpha · op(A[b]) · op(B[b]) (+ bias) (+ beta · C[b]), generated as WGSL.
+//
+// Each workgroup computes a BM×BN tile of C, walking K in steps of BK through workgroup memory;
+// each thread owns TM×TN outputs. The source is generated so that every accumulator is a named
+// vec4 variable and every loop that touches them is unrolled: naga lowers private arrays to
+// memory that the driver spills, which measured 2 TFLOP/s against 15 for this form on an H200.
+//
+// Storage is row-major. A is [M, K] ([K, M] when transA), B is [K, N] ([N, K] when transB), C is
+// [M, N]. Operands are read as vec4 along their contiguous dim when it is a multiple of 4, else
+// as scalars. f16 storage is widened to f32 on load and every product accumulates in f32.
+// Workgroup memory holds both tiles k-major (As[k][m], Bs[k][n]) so a thread reads its 4-wide
+// row and column groups as single vec4s.
+
+/** The shape of the work one workgroup and one thread do. */
+export interface MatmulTile {
+  bm: number;
+  bn: number;
+  bk: number;
+  /** Outputs per thread along M and N; multiples of 4. */
+  tm: number;
+  tn: number;
+  /**
+   * Double-buffered workgroup memory with the next K tile prefetched into registers while the
+   * current one is multiplied: global latency hides behind arithmetic, one barrier per step.
+   */
+  prefetch: boolean;
+}
+
+export interface MatmulKernel {
+  tile: MatmulTile;
+  dtype: "f32" | "f16";
+  transA: boolean;
+  transB: boolean;
+  /** vec4 loads of A along its contiguous dim (K, or M when transA); needs it % 4 == 0. */
+  vecA: boolean;
+  /** vec4 loads of B along its contiguous dim (N, or K when transB). */
+  vecB: boolean;
+  /** vec4 stores of C; needs N % 4 == 0. */
+  vecC: boolean;
+  /** Adds bias[n] (length N, same dtype) to every row. */
+  bias: boolean;
+  /** Reads C and adds beta · C to the product. */
+  accumulate: boolean;
+}
+
+export const TILES = {
+  /**
+   * The workhorse for shapes that fill the GPU with 128×128 tiles. On an H200, BK 32 beat BK 16
+   * and 8 (half the barriers per FMA), and register prefetch lost ~15% (more registers, fewer
+   * resident workgroups): tools/BENCHMARKS.md.
+   */
+  large: { bm: 128, bn: 128, bk: 32, tm: 8, tn: 8, prefetch: false },
+  /** For shapes whose 128×128 tiles would leave most of the GPU idle. */
+  small: { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4, prefetch: true },
+} satisfies Record<string, MatmulTile>;
+
+/** "128x128x16-8x8" or "128x128x16-8x8-pf" (prefetch). */
+export function tileName(t: MatmulTile): string {
+  return `${t.bm}x${t.bn}x${t.bk}-${t.tm}x${t.tn}${t.prefetch ? "-pf" : ""}`;
+}
+
+export function parseTile(name: string): MatmulTile {
+  const m = /^(\d+)x(\d+)x(\d+)-(\d+)x(\d+)(-pf)?$/.exec(name);
+  if (!m) throw new Error(`tile '${name}': expected BMxBNxBK-TMxTN[-pf], e.g. 128x128x16-8x8-pf`);
+  const [bm, bn, bk, tm, tn] = m.slice(1, 6).map(Number);
+  const t = { bm, bn, bk, tm, tn, prefetch: Boolean(m[6]) };
+  tileProblem(t);
+  return t;
+}
+
+function threads(t: MatmulTile): number {
+  return (t.bm / t.tm) * (t.bn / t.tn);
+}
+
+/** Whether matmulWgsl can generate this tile. */
+export function tileValid(t: MatmulTile): boolean {
+  try {
+    tileProblem(t);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Throws why a tile cannot be generated. */
+function tileProblem(t: MatmulTile): void {
+  const bad = (why: string) => {
+    throw new Error(`tile ${tileName(t)}: ${why}`);
+  };
+  if (t.tm % 4 || t.tn % 4) bad("TM and TN must be multiples of 4");
+  if (t.bm % t.tm || t.bn % t.tn) bad("BM, BN must be multiples of TM, TN");
+  if (t.bk % 4) bad("BK must be a multiple of 4");
+  const n = threads(t);
+  if (n > 1024) bad(`${n} threads per workgroup`);
+  // Every thread loads the same number of elements of each tile, vec4 or scalar.
+  if ((t.bm * t.bk / 4) % n || (t.bn * t.bk / 4) % n) bad("tile loads don't divide among threads");
+}
+
+/** Workgroup memory a tile needs (it must fit maxComputeWorkgroupStorageSize). */
+export function workgroupBytes(t: MatmulTile): number {
+  return (t.prefetch ? 2 : 1) * (t.bm + t.bn) * t.bk * 4;
+}
+
+/** Words of the uniform block, in order; see packMatmulParams. */
+export interface MatmulParams {
+  M: number;
+  N: number;
+  K: number;
+  /** The batch index z = b0 · batchInner + b1 gives operand offsets off + b0·s0 + b1·s1. */
+  batchInner: number;
+  offA: number;
+  offB: number;
+  offC: number;
+  sA: [number, number];
+  sB: [number, number];
+  sC: [number, number];
+  alpha: number;
+  beta: number;
+}
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+const bits = (x: number) => (f32[0] = x, u32[0]);
+
+export function packMatmulParams(p: MatmulParams): number[] {
+  return [
+    p.M,
+    p.N,
+    p.K,
+    p.batchInner,
+    p.offA,
+    p.offB,
+    p.offC,
+    ...p.sA,
+    ...p.sB,
+    ...p.sC,
+    bits(p.alpha),
+    bits(p.beta),
+    0,
+  ];
+}
+
+/** Generates the WGSL of one kernel; bindings: 0 params, 1 A, 2 B, 3 C, 4 bias (if any). */
+export function matmulWgsl(k: MatmulKernel): string {
+  const t = k.tile;
+  tileProblem(t);
+  const T = threads(t);
+  const TX = t.bn / t.tn; // threads along N
+  const TY = t.bm / t.tm; // threads along M
+  const GM = t.tm / 4; // 4-row groups per thread, TY·4 rows apart
+  const GN = t.tn / 4;
+  const nbuf = t.prefetch ? 2 : 1;
+  const s = k.dtype; // storage scalar type
+  const L: string[] = [];
+  const emit = (line: string) => L.push(line);
+
+  if (s === "f16") emit("enable f16;");
+  emit(`struct Params { M: u32, N: u32, K: u32, batchInner: u32, offA: u32, offB: u32, offC: u32,
+  sA0: u32, sA1: u32, sB0: u32, sB1: u32, sC0: u32, sC1: u32, alpha: f32, beta: f32, pad: u32 }`);
+  emit("@group(0) @binding(0) var<uniform> p: Params;");
+  emit(`@group(0) @binding(1) var<storage, read> A: array<${k.vecA ? `vec4<${s}>` : s}>;`);
+  emit(`@group(0) @binding(2) var<storage, read> B: array<${k.vecB ? `vec4<${s}>` : s}>;`);
+  emit(`@group(0) @binding(3) var<storage, read_write> C: array<${k.vecC ? `vec4<${s}>` : s}>;`);
+  if (k.bias) {
+    emit(`@group(0) @binding(4) var<storage, read> bias: array<${k.vecC ? `vec4<${s}>` : s}>;`);
+  }
+  // Indexed [buffer][k][row / 4]; the outer indices are constants in the unrolled inner product,
+  // so the bounds clamps naga adds there fold away.
+  emit(`var<workgroup> As: array<array<array<vec4<f32>, ${t.bm / 4}>, ${t.bk}>, ${nbuf}>;`);
+  emit(`var<workgroup> Bs: array<array<array<vec4<f32>, ${t.bn / 4}>, ${t.bk}>, ${nbuf}>;`);
+  emit("");
+  emit(`@compute @workgroup_size(${T})`);
+  emit(`fn main(@builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32) {`);
+  emit(`  let M = p.M; let N = p.N; let K = p.K;`);
+  emit(`  let b0 = wid.z / p.batchInner; let b1 = wid.z % p.batchInner;`);
+  emit(`  let aBase = p.offA + b0 * p.sA0 + b1 * p.sA1;`);
+  emit(`  let bBase = p.offB + b0 * p.sB0 + b1 * p.sB1;`);
+  emit(`  let cBase = p.offC + b0 * p.sC0 + b1 * p.sC1;`);
+  emit(`  let rowBase = wid.y * ${t.bm}u;`);
+  emit(`  let colBase = wid.x * ${t.bn}u;`);
+  emit(`  let tx = lid % ${TX}u;`);
+  emit(`  let ty = lid / ${TX}u;`);
+
+  // --- Loading one BK slice of each operand: global memory → registers → workgroup memory. ---
+  interface Operand {
+    name: "A" | "B";
+    rows: number; // tile extent along M (A) or N (B)
+    vec: boolean;
+    contigK: boolean; // storage contiguous along K (A not transposed, B transposed)
+    rowsVar: string; // "M" or "N"
+    base: string;
+    rowBase: string;
+  }
+  const ops: Operand[] = [
+    {
+      name: "A",
+      rows: t.bm,
+      vec: k.vecA,
+      contigK: !k.transA,
+      rowsVar: "M",
+      base: "aBase",
+      rowBase: "rowBase",
+    },
+    {
+      name: "B",
+      rows: t.bn,
+      vec: k.vecB,
+      contigK: k.transB,
+      rowsVar: "N",
+      base: "bBase",
+      rowBase: "colBase",
+    },
+  ];
+  const loads = (o: Operand) => (o.vec ? (o.rows * t.bk) / 4 : o.rows * t.bk) / T;
+  const reg = (o: Operand, i: number) => `r${o.name}${i}`;
+  const regType = (o: Operand) => (o.vec ? "vec4<f32>" : "f32");
+  for (const o of ops) {
+    for (let i = 0; i < loads(o); i++) emit(`  var ${reg(o, i)}: ${regType(o)};`);
+  }
+
+  // Global loads of the slice starting at k0 into the registers. Out-of-range elements read as 0,
+  // which makes every tile edge exact without branches in the inner product.
+  const loadSlice = (indent: string) => {
+    for (const o of ops) {
+      const R = o.rowsVar;
+      for (let i = 0; i < loads(o); i++) {
+        const r = reg(o, i);
+        const idx = `lid + ${i * T}u`;
+        if (o.vec && o.contigK) {
+          // vec4 along K: element (row, kq·4 .. kq·4+3) of a row-major [rows, K] matrix.
+          emit(`${indent}{ let row = ${o.rowBase} + (${idx}) % ${o.rows}u;`);
+          emit(`${indent}  let kk = k0 + ((${idx}) / ${o.rows}u) * 4u;`);
+          emit(`${indent}  ${r} = vec4<f32>(0.0);`);
+          emit(
+            `${indent}  if (row < ${R} && kk < K) { ${r} = vec4<f32>(${o.name}[(${o.base} + row * K + kk) >> 2u]); } }`,
+          );
+        } else if (o.vec) {
+          // vec4 along the rows: element (k, rq·4 .. rq·4+3) of a row-major [K, rows] matrix.
+          emit(`${indent}{ let row = ${o.rowBase} + ((${idx}) % ${o.rows / 4}u) * 4u;`);
+          emit(`${indent}  let kk = k0 + (${idx}) / ${o.rows / 4}u;`);
+          emit(`${indent}  ${r} = vec4<f32>(0.0);`);
+          emit(
+            `${indent}  if (row < ${R} && kk < K) { ${r} = vec4<f32>(${o.name}[(${o.base} + kk * ${R} + row) >> 2u]); } }`,
+          );
+        } else {
+          // Scalars; consecutive threads take consecutive rows so workgroup stores don't conflict.
+          const addr = o.contigK ? `row * K + kk` : `kk * ${R} + row`;
+          emit(`${indent}{ let row = ${o.rowBase} + (${idx}) % ${o.rows}u;`);
+          emit(`${indent}  let kk = k0 + (${idx}) / ${o.rows}u;`);
+          emit(`${indent}  ${r} = 0.0;`);
+          emit(
+            `${indent}  if (row < ${R} && kk < K) { ${r} = f32(${o.name}[${o.base} + ${addr}]); } }`,
+          );
+        }
+      }
+    }
+  };
+  const storeSlice = (indent: string, buf: string) => {
+    for (const o of ops) {
+      const S = `${o.name}s[${buf}]`;
+      for (let i = 0; i < loads(o); i++) {
+        const r = reg(o, i);
+        const idx = `lid + ${i * T}u`;
+        if (o.vec && o.contigK) {
+          emit(`${indent}{ let row = (${idx}) % ${o.rows}u; let kq = (${idx}) / ${o.rows}u;`);
+          for (let j = 0; j < 4; j++) {
+            emit(`${indent}  ${S}[kq * 4u + ${j}u][row >> 2u][row & 3u] = ${r}[${j}];`);
+          }
+          emit(`${indent}}`);
+        } else if (o.vec) {
+          emit(
+            `${indent}${S}[(${idx}) / ${o.rows / 4}u][(${idx}) % ${o.rows / 4}u] = ${r};`,
+          );
+        } else {
+          emit(`${indent}{ let row = (${idx}) % ${o.rows}u; let kk = (${idx}) / ${o.rows}u;`);
+          emit(`${indent}  ${S}[kk][row >> 2u][row & 3u] = ${r}; }`);
+        }
+      }
+    }
+  };
+
+  // --- Accumulators: c{row}_{col group}, one vec4 each, all named. ---
+  for (let r = 0; r < t.tm; r++) {
+    for (let h = 0; h < GN; h++) emit(`  var c${r}_${h} = vec4<f32>(0.0);`);
+  }
+  const comp = ["x", "y", "z", "w"];
+  const innerProduct = (indent: string, buf: string) => {
+    for (let kk = 0; kk < t.bk; kk++) {
+      emit(`${indent}{ // k + ${kk}`);
+      for (let g = 0; g < GM; g++) emit(`${indent}let a${g} = As[${buf}][${kk}][${g * TY}u + ty];`);
+      for (let h = 0; h < GN; h++) emit(`${indent}let b${h} = Bs[${buf}][${kk}][${h * TX}u + tx];`);
+      for (let g = 0; g < GM; g++) {
+        for (let i = 0; i < 4; i++) {
+          const r = g * 4 + i;
+          for (let h = 0; h < GN; h++) {
+            emit(`${indent}c${r}_${h} = fma(vec4<f32>(a${g}.${comp[i]}), b${h}, c${r}_${h});`);
+          }
+        }
+      }
+      emit(`${indent}}`);
+    }
+  };
+
+  emit(`  let steps = (K + ${t.bk - 1}u) / ${t.bk}u;`);
+  if (t.prefetch) {
+    emit(`  var k0 = 0u;`);
+    emit(`  if (steps > 0u) {`);
+    loadSlice("    ");
+    storeSlice("    ", "0");
+    emit(`  }`);
+    emit(`  workgroupBarrier();`);
+    emit(`  for (var step = 0u; step < steps; step++) {`);
+    emit(`    let cur = step & 1u;`);
+    emit(`    let more = step + 1u < steps;`);
+    emit(`    k0 = (step + 1u) * ${t.bk}u;`);
+    // The next slice's global loads are issued before the arithmetic and land during it.
+    emit(`    if (more) {`);
+    loadSlice("      ");
+    emit(`    }`);
+    emit(`    {`);
+    innerProduct("      ", "cur");
+    emit(`    }`);
+    // Safe with one barrier: the buffer written now was last read before the previous barrier.
+    emit(`    if (more) {`);
+    storeSlice("      ", "cur ^ 1u");
+    emit(`    }`);
+    emit(`    workgroupBarrier();`);
+    emit(`  }`);
+  } else {
+    emit(`  for (var step = 0u; step < steps; step++) {`);
+    emit(`    let k0 = step * ${t.bk}u;`);
+    loadSlice("    ");
+    storeSlice("    ", "0");
+    emit(`    workgroupBarrier();`);
+    emit(`    {`);
+    innerProduct("      ", "0");
+    emit(`    }`);
+    emit(`    workgroupBarrier();`);
+    emit(`  }`);
+  }
+
+  // --- Epilogue: alpha, bias, beta · C, bounds-checked stores. ---
+  const out = (v: string) => (s === "f16" ? `vec4<f16>(${v})` : v);
+  const outS = (v: string) => (s === "f16" ? `f16(${v})` : v);
+  for (let g = 0; g < GM; g++) {
+    for (let i = 0; i < 4; i++) {
+      const r = g * 4 + i;
+      emit(`  { let m = rowBase + ${g * TY * 4 + i}u + ty * 4u;`);
+      emit(`    if (m < M) {`);
+      for (let h = 0; h < GN; h++) {
+        emit(`      { let n = colBase + ${h * TX * 4}u + tx * 4u;`);
+        emit(`        var v = p.alpha * c${r}_${h};`);
+        if (k.vecC) {
+          emit(`        if (n < N) {`);
+          emit(`          let ci = (cBase + m * N + n) >> 2u;`);
+          if (k.bias) emit(`          v += vec4<f32>(bias[n >> 2u]);`);
+          if (k.accumulate) emit(`          v += p.beta * vec4<f32>(C[ci]);`);
+          emit(`          C[ci] = ${out("v")};`);
+          emit(`        }`);
+        } else {
+          for (let j = 0; j < 4; j++) {
+            emit(`        if (n + ${j}u < N) {`);
+            emit(`          let ci = cBase + m * N + n + ${j}u;`);
+            emit(`          var e = v.${comp[j]};`);
+            if (k.bias) emit(`          e += f32(bias[n + ${j}u]);`);
+            if (k.accumulate) emit(`          e += p.beta * f32(C[ci]);`);
+            emit(`          C[ci] = ${outS("e")};`);
+            emit(`        }`);
+          }
+        }
+        emit(`      }`);
+      }
+      emit(`    }`);
+      emit(`  }`);
+    }
+  }
+  emit(`}`);
+  return L.join("\n");
+}

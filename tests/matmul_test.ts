@@ -1,0 +1,388 @@
+// Batched matmul and linear against a float64 CPU reference on fresh random inputs: every
+// transpose combination, sizes off the tile grid, broadcast batches, both tiles, scalar and vec4
+// paths, f16 storage, the fused epilogue, backward, and refusals of bad shapes.
+import { gpu, initGpu } from "../lib/gpu/mod.ts";
+import { ShapeError } from "../lib/errors.ts";
+import { backward } from "../lib/tensor/autograd.ts";
+import {
+  type DType,
+  floatToHalf,
+  halfToFloat,
+  parameter,
+  type Tensor,
+  tensor,
+  tidy,
+} from "../lib/tensor/tensor.ts";
+import { encodeMatmul, linear, matmul, matmulWith, planMatmul } from "../lib/tensor/matmul.ts";
+import { parseTile } from "../kernels/matmul.ts";
+
+await initGpu();
+const hasF16 = gpu().f16;
+
+// ---------------------------------------------------------------------------------------------
+// CPU reference
+
+const prod = (xs: readonly number[]) => xs.reduce((a, b) => a * b, 1);
+
+function random(n: number): Float64Array {
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i++) out[i] = Math.random() * 2 - 1;
+  return out;
+}
+
+/** Rounds to what the GPU holds, so the reference sees the same inputs. */
+function roundTo(x: Float64Array, dtype: DType): Float64Array {
+  if (dtype === "f32") return Float64Array.from(Float32Array.from(x));
+  return x.map((v) => halfToFloat(floatToHalf(v)));
+}
+
+/** op(A)·op(B) in float64 with NumPy batch broadcasting. */
+function refMatmul(
+  a: Float64Array,
+  aShape: readonly number[],
+  b: Float64Array,
+  bShape: readonly number[],
+  tA = false,
+  tB = false,
+): { data: Float64Array; shape: number[] } {
+  const [ar, ac] = aShape.slice(-2);
+  const [br, bc] = bShape.slice(-2);
+  const [M, K] = tA ? [ac, ar] : [ar, ac];
+  const N = tB ? br : bc;
+  const la = aShape.slice(0, -2), lb = bShape.slice(0, -2);
+  const nb = Math.max(la.length, lb.length);
+  const pa = [...new Array(nb - la.length).fill(1), ...la];
+  const pb = [...new Array(nb - lb.length).fill(1), ...lb];
+  const batch = pa.map((d, i) => Math.max(d, pb[i]));
+  const out = new Float64Array(prod(batch) * M * N);
+  for (let z = 0; z < prod(batch); z++) {
+    let rest = z, ia = 0, ib = 0, sa = 1, sb = 1;
+    for (let i = nb - 1; i >= 0; i--) {
+      const j = rest % batch[i];
+      rest = Math.floor(rest / batch[i]);
+      ia += (pa[i] === 1 ? 0 : j) * sa;
+      ib += (pb[i] === 1 ? 0 : j) * sb;
+      sa *= pa[i];
+      sb *= pb[i];
+    }
+    const oa = ia * M * K, ob = ib * K * N, oc = z * M * N;
+    for (let m = 0; m < M; m++) {
+      for (let n = 0; n < N; n++) {
+        let s = 0;
+        for (let k = 0; k < K; k++) {
+          const av = a[oa + (tA ? k * M + m : m * K + k)];
+          const bv = b[ob + (tB ? n * K + k : k * N + n)];
+          s += av * bv;
+        }
+        out[oc + m * N + n] = s;
+      }
+    }
+  }
+  return { data: out, shape: [...batch, M, N] };
+}
+
+/** Sums a [..., M, N] array over the batch dims that `shape` broadcasts. */
+function reduceTo(x: Float64Array, from: readonly number[], to: readonly number[]): Float64Array {
+  const pt = [...new Array(from.length - to.length).fill(1), ...to];
+  const out = new Float64Array(prod(to));
+  for (let i = 0; i < x.length; i++) {
+    let rest = i, j = 0, s = 1;
+    for (let d = from.length - 1; d >= 0; d--) {
+      const c = rest % from[d];
+      rest = Math.floor(rest / from[d]);
+      j += (pt[d] === 1 ? 0 : c) * s;
+      s *= pt[d];
+    }
+    out[j] += x[i];
+  }
+  return out;
+}
+
+function relError(out: ArrayLike<number>, ref: Float64Array): number {
+  if (out.length !== ref.length) throw new Error(`length ${out.length} vs ${ref.length}`);
+  let num = 0, den = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const d = out[i] - ref[i];
+    if (!Number.isFinite(out[i])) return Infinity;
+    num += d * d;
+    den += ref[i] * ref[i];
+  }
+  return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
+}
+
+function expectClose(what: string, out: ArrayLike<number>, ref: Float64Array, tol: number) {
+  const e = relError(out, ref);
+  if (!(e <= tol)) throw new Error(`${what}: relative error ${e.toExponential(2)} > ${tol}`);
+}
+
+function expectShape(what: string, t: Tensor, shape: readonly number[]) {
+  if (t.shape.join() !== shape.join()) throw new Error(`${what}: shape [${t.shape}] ≠ [${shape}]`);
+}
+
+const tol = (dtype: DType) => (dtype === "f16" ? 1e-2 : 1e-5);
+
+interface Case {
+  a: number[];
+  b: number[];
+  tA?: boolean;
+  tB?: boolean;
+  tile?: string;
+  scalar?: boolean;
+  dtype?: DType;
+}
+
+/** Stored shapes for op(A) = [.., M, K], op(B) = [.., K, N]. */
+function stored(
+  batchA: number[],
+  batchB: number[],
+  M: number,
+  K: number,
+  N: number,
+  tA: boolean,
+  tB: boolean,
+) {
+  return {
+    a: [...batchA, ...(tA ? [K, M] : [M, K])],
+    b: [...batchB, ...(tB ? [N, K] : [K, N])],
+    tA,
+    tB,
+  };
+}
+
+async function check(c: Case) {
+  const dtype = c.dtype ?? "f32";
+  const aData = roundTo(random(prod(c.a)), dtype);
+  const bData = roundTo(random(prod(c.b)), dtype);
+  const ref = refMatmul(aData, c.a, bData, c.b, c.tA, c.tB);
+  const label = `[${c.a}]${c.tA ? "ᵀ" : ""}·[${c.b}]${c.tB ? "ᵀ" : ""} ${dtype}${
+    c.tile ? ` ${c.tile}` : ""
+  }${c.scalar ? " scalar" : ""}`;
+  const out = tidy(() => {
+    const a = tensor(aData, c.a, dtype);
+    const b = tensor(bData, c.b, dtype);
+    return matmulWith(a, b, {
+      transA: c.tA,
+      transB: c.tB,
+      tile: c.tile ? parseTile(c.tile) : undefined,
+      scalar: c.scalar,
+    });
+  });
+  expectShape(label, out, ref.shape);
+  expectClose(label, await out.toArray(), ref.data, tol(dtype));
+  out.dispose();
+}
+
+const TRANSPOSES: [boolean, boolean][] = [[false, false], [true, false], [false, true], [
+  true,
+  true,
+]];
+
+// ---------------------------------------------------------------------------------------------
+// Forward
+
+Deno.test("matmul f32: awkward sizes, every transpose combination", async () => {
+  for (const [tA, tB] of TRANSPOSES) {
+    for (const [M, K, N] of [[1, 1, 1], [7, 13, 5], [33, 65, 17], [68, 20, 72]]) {
+      await check(stored([], [], M, K, N, tA, tB));
+    }
+  }
+});
+
+Deno.test("matmul f32: broadcast batches", async () => {
+  for (const [tA, tB] of TRANSPOSES) {
+    await check(stored([3, 1], [2], 9, 12, 8, tA, tB));
+  }
+  await check(stored([2, 3], [], 5, 8, 12, false, false)); // folded into one taller matmul
+  await check(stored([], [4], 5, 7, 3, false, true));
+  await check(stored([2, 1, 3], [1, 2, 1], 4, 6, 5, true, false)); // three batch levels
+});
+
+Deno.test("matmul f32: 128×128 tile, with and without prefetch, vec4 and scalar", async () => {
+  for (const tile of ["128x128x16-8x8-pf", "128x128x32-8x8"]) {
+    for (const [tA, tB] of TRANSPOSES) {
+      await check({ ...stored([], [], 130, 36, 136, tA, tB), tile });
+    }
+  }
+  await check({ ...stored([2], [], 131, 19, 129, false, true), tile: "128x128x16-8x8-pf" });
+  await check({ ...stored([], [], 40, 24, 36, true, false), scalar: true });
+  await check({ ...stored([], [], 40, 24, 36, false, true), scalar: true, tile: "32x32x16-4x4" });
+});
+
+Deno.test("matmul f16 storage", async () => {
+  if (!hasF16) {
+    console.log("skipped: this adapter has no shader-f16");
+    return;
+  }
+  for (const [tA, tB] of TRANSPOSES) {
+    await check({ ...stored([], [], 33, 65, 17, tA, tB), dtype: "f16" });
+    await check({ ...stored([2], [1], 20, 16, 24, tA, tB), dtype: "f16" });
+  }
+  await check({
+    ...stored([], [], 130, 40, 132, false, false),
+    dtype: "f16",
+    tile: "128x128x16-8x8-pf",
+  });
+});
+
+Deno.test("matmul epilogue: alpha, bias and beta·C", async () => {
+  const [M, K, N] = [37, 21, 44];
+  const aData = roundTo(random(M * K), "f32");
+  const bData = roundTo(random(K * N), "f32");
+  const biasData = roundTo(random(N), "f32");
+  const cData = roundTo(random(M * N), "f32");
+  const ref = refMatmul(aData, [M, K], bData, [K, N]).data;
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      const i = m * N + n;
+      ref[i] = 0.5 * ref[i] + biasData[n] - 2 * cData[i];
+    }
+  }
+  const out = tidy(() => {
+    const a = tensor(aData, [M, K]);
+    const b = tensor(bData, [K, N]);
+    const c = tensor(cData, [M, N]);
+    const bias = tensor(biasData, [N]);
+    encodeMatmul(planMatmul("matmul", a, b), a, b, c, { alpha: 0.5, beta: -2, bias });
+    return c;
+  });
+  expectClose("alpha·AB + bias + beta·C", await out.toArray(), ref, 1e-5);
+  out.dispose();
+});
+
+// ---------------------------------------------------------------------------------------------
+// Backward
+
+Deno.test("matmul backward: transposes and broadcast batches against the analytic gradient", async () => {
+  const cases = [
+    stored([2, 3], [3], 5, 7, 6, false, false),
+    stored([3], [2, 3], 5, 7, 6, true, false),
+    stored([2], [], 5, 7, 6, false, true),
+    stored([], [2], 5, 7, 6, true, true),
+    stored([4], [1], 3, 8, 5, false, false),
+  ];
+  for (const c of cases) {
+    const aData = roundTo(random(prod(c.a)), "f32");
+    const bData = roundTo(random(prod(c.b)), "f32");
+    const fwd = refMatmul(aData, c.a, bData, c.b, c.tA, c.tB);
+    const gData = roundTo(random(fwd.data.length), "f32");
+    const a = parameter(aData, c.a), b = parameter(bData, c.b);
+    tidy(() => backward(matmul(a, b, { transA: c.tA, transB: c.tB }), tensor(gData, fwd.shape)));
+    // dA' = G·B'ᵀ and dB' = A'ᵀ·G, on the stored (possibly transposed) layouts, summed over
+    // broadcast batch dims.
+    const gShape = fwd.shape;
+    const nb = gShape.length - 2;
+    const bFull = broadcastTo(bData, c.b, [...gShape.slice(0, nb), ...c.b.slice(-2)]);
+    const aFull = broadcastTo(aData, c.a, [...gShape.slice(0, nb), ...c.a.slice(-2)]);
+    const dAfull = c.tA
+      ? refMatmul(bFull.data, bFull.shape, gData, gShape, c.tB, true)
+      : refMatmul(gData, gShape, bFull.data, bFull.shape, false, !c.tB);
+    const dBfull = c.tB
+      ? refMatmul(gData, gShape, aFull.data, aFull.shape, true, c.tA)
+      : refMatmul(aFull.data, aFull.shape, gData, gShape, !c.tA, false);
+    const label = `[${c.a}]${c.tA ? "ᵀ" : ""}·[${c.b}]${c.tB ? "ᵀ" : ""}`;
+    expectShape(`dA ${label}`, a.grad!, c.a);
+    expectShape(`dB ${label}`, b.grad!, c.b);
+    expectClose(
+      `dA ${label}`,
+      await a.grad!.toArray(),
+      reduceTo(dAfull.data, dAfull.shape, c.a),
+      1e-5,
+    );
+    expectClose(
+      `dB ${label}`,
+      await b.grad!.toArray(),
+      reduceTo(dBfull.data, dBfull.shape, c.b),
+      1e-5,
+    );
+    for (const p of [a, b]) {
+      p.grad?.dispose();
+      p.dispose();
+    }
+  }
+});
+
+function broadcastTo(x: Float64Array, from: readonly number[], to: readonly number[]) {
+  const pf = [...new Array(to.length - from.length).fill(1), ...from];
+  const out = new Float64Array(prod(to));
+  for (let i = 0; i < out.length; i++) {
+    let rest = i, j = 0, s = 1;
+    for (let d = to.length - 1; d >= 0; d--) {
+      const c = rest % to[d];
+      rest = Math.floor(rest / to[d]);
+      j += (pf[d] === 1 ? 0 : c) * s;
+      s *= pf[d];
+    }
+    out[i] = x[j];
+  }
+  return { data: out, shape: [...to] };
+}
+
+Deno.test("linear: leading dims, bias, forward and backward", async () => {
+  const [lead, din, dout] = [[2, 3], 10, 7];
+  const rows = prod(lead);
+  const xData = roundTo(random(rows * din), "f32");
+  const wData = roundTo(random(dout * din), "f32");
+  const bData = roundTo(random(dout), "f32");
+  const x = parameter(xData, [...lead, din]);
+  const w = parameter(wData, [dout, din]);
+  const bias = parameter(bData, [dout]);
+  const ref = refMatmul(xData, [rows, din], wData, [dout, din], false, true).data;
+  for (let r = 0; r < rows; r++) for (let o = 0; o < dout; o++) ref[r * dout + o] += bData[o];
+  const gData = roundTo(random(rows * dout), "f32");
+  const y = await tidy(() => {
+    const y = linear(x, w, bias);
+    expectShape("linear", y, [...lead, dout]);
+    const values = y.toArray();
+    backward(y, tensor(gData, y.shape));
+    return values;
+  });
+  expectClose("linear forward", y, ref, 1e-5);
+  const dx = refMatmul(gData, [rows, dout], wData, [dout, din]).data;
+  const dw = refMatmul(gData, [rows, dout], xData, [rows, din], true, false).data;
+  const db = new Float64Array(dout);
+  for (let r = 0; r < rows; r++) for (let o = 0; o < dout; o++) db[o] += gData[r * dout + o];
+  expectClose("linear dx", await x.grad!.toArray(), dx, 1e-5);
+  expectClose("linear dw", await w.grad!.toArray(), dw, 1e-5);
+  expectClose("linear dbias", await bias.grad!.toArray(), db, 1e-5);
+  for (const p of [x, w, bias]) {
+    p.grad?.dispose();
+    p.dispose();
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Refusals
+
+Deno.test("matmul refuses bad shapes, dtypes and sizes before dispatching", () => {
+  tidy(() => {
+    const expectRefusal = (what: string, fn: () => unknown, words: string[]) => {
+      try {
+        fn();
+      } catch (e) {
+        if (!(e instanceof ShapeError)) throw e;
+        for (const w of words) {
+          if (!e.message.includes(w)) throw new Error(`${what}: '${e.message}' lacks '${w}'`);
+        }
+        return;
+      }
+      throw new Error(`${what}: no ShapeError`);
+    };
+    const t = (shape: number[], dtype: DType = "f32") =>
+      tensor(new Float32Array(prod(shape)), shape, dtype);
+    expectRefusal("inner dims", () => matmul(t([3, 4]), t([5, 6])), ["matmul", "[3, 4]", "[5, 6]"]);
+    expectRefusal("transposed inner dims", () => matmul(t([3, 4]), t([3, 6]), { transB: true }), [
+      "matmul",
+      "[3, 6]",
+    ]);
+    expectRefusal("batch", () => matmul(t([2, 3, 4]), t([3, 4, 5])), [
+      "matmul",
+      "batch",
+      "[2, 3, 4]",
+    ]);
+    expectRefusal("rank", () => matmul(t([4]), t([4, 5])), ["matmul", "rank"]);
+    expectRefusal("dtype", () => matmul(t([2, 2]), t([2, 2], "i32")), ["matmul", "dtype"]);
+    const big = Math.ceil(Math.sqrt(gpu().limits.maxStorageBufferBindingSize / 4)) + 1;
+    expectRefusal("size", () => matmul(t([big, 1]), t([1, big])), ["matmul", "limit"]);
+    expectRefusal("linear", () => linear(t([2, 3]), t([4, 5])), ["linear", "[2, 3]", "[4, 5]"]);
+  });
+});
