@@ -85,16 +85,21 @@ function scanRef(x: ReturnType<typeof inputs>, b: number, l: number, d: number, 
   }
 }
 
+/**
+ * Median ms per call. A queue wait costs ~11 ms here (Deno's onSubmittedWorkDone), so each
+ * repeat times n and 2n calls and keeps the difference.
+ */
 async function time(label: string, iters: number, fn: () => void): Promise<number> {
-  fn();
-  await sync();
-  const runs: number[] = [];
-  for (let r = 0; r < 5; r++) {
-    const t0 = performance.now();
-    for (let i = 0; i < iters; i++) fn();
+  const run = async (n: number) => {
     await sync();
-    runs.push((performance.now() - t0) / iters);
-  }
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) fn();
+    await sync();
+    return performance.now() - t0;
+  };
+  await run(1);
+  const runs: number[] = [];
+  for (let r = 0; r < 5; r++) runs.push(((await run(2 * iters)) - (await run(iters))) / iters);
   runs.sort((a, b) => a - b);
   const ms = runs[2];
   console.log(`${label.padEnd(34)} ${ms.toFixed(3)} ms`);
