@@ -16,6 +16,8 @@
 
 /** Time steps per chunk (and registers of saved history per thread in the backward). */
 export const LC = 16;
+/** Backward steps whose terms share one reduction: 4 arrays × 256 × G floats = 32 KiB at 8. */
+const G = 8;
 
 const HEADER = (n: number) => /* wgsl */ `
 const N = ${n}u;
@@ -93,7 +95,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }`;
 }
 
-/** Pass 3 of the forward: rescan each chunk from its true start, y_t = Σ_n C_t[n]·h_t[n]. */
+/**
+ * Pass 3 of the forward: rescan each chunk from its true start, y_t = Σ_n C_t[n]·h_t[n]. The
+ * chunk's C·h terms go to workgroup memory and are summed once per chunk, one output a thread
+ * (a single barrier instead of two per step).
+ */
 export function chunkOutputWgsl(n: number): string {
   return `${HEADER(n)}
 @group(0) @binding(1) var<storage, read> u: array<f32>;
@@ -104,7 +110,7 @@ export function chunkOutputWgsl(n: number): string {
 @group(0) @binding(6) var<storage, read> start: array<f32>;
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;
 
-var<workgroup> terms: array<array<f32, N>, DG>;
+var<workgroup> terms: array<array<array<f32, N>, LC>, DG>;
 
 @compute @workgroup_size(${n}, ${256 / n})
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -119,20 +125,25 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
   var h = select(0.0, start[state_index(b, c, dd, n)], live);
   for (var i = 0u; i < LC; i++) {
     let t = c * LC + i;
-    let valid = t < p.L;
     let tt = min(t, p.L - 1u);
     let x = (b * p.L + tt) * p.D + dd;
     let dt = delta[x];
     let bc = (b * p.L + tt) * N + n;
     h = exp(dt * a_dn) * h + dt * Bm[bc] * u[x];
-    terms[dl][n] = select(0.0, Cm[bc] * h, valid && live);
-    workgroupBarrier();
-    if (n == 0u && valid && live) {
+    terms[dl][i][n] = Cm[bc] * h;
+  }
+  workgroupBarrier();
+  // Output o: step o / DG, channel o % DG, so neighbouring threads write neighbouring channels.
+  for (var o = lid.y * N + lid.x; o < DG * LC; o += 256u) {
+    let i = o / DG;
+    let ol = o % DG;
+    let od = wid.x * DG + ol;
+    let t = c * LC + i;
+    if (od < p.D && t < p.L) {
       var s = 0.0;
-      for (var k = 0u; k < N; k++) { s += terms[dl][k]; }
-      y[x] = s;
+      for (var k = 0u; k < N; k++) { s += terms[ol][i][k]; }
+      y[(b * p.L + t) * p.D + od] = s;
     }
-    workgroupBarrier();
   }
 }`;
 }
@@ -188,8 +199,41 @@ export function chunkGradsWgsl(n: number): string {
       h = exp(dt * a_dn) * h + dt * Bm[(b * p.L + t) * N + n] * u[x];
     }
   }`).join("");
+  // Steps walk back from LC-1 to 0 in groups of G; each group's per-step terms are summed in
+  // workgroup memory after the group (2 barriers per G steps instead of 2 per step).
+  const reduceGroup = (base: number) => `
+    workgroupBarrier();
+    for (var o = tid; o < DG * G; o += 256u) {
+      let gi = o / DG;
+      let ol = o % DG;
+      let od = wid.x * DG + ol;
+      let t = c * LC + ${base}u + gi;
+      if (od < p.D && t < p.L) {
+        var su = 0.0;
+        var sd = 0.0;
+        for (var j = 0u; j < N; j++) { su += t_du[ol][gi][j]; sd += t_dd[ol][gi][j]; }
+        let x = (b * p.L + t) * p.D + od;
+        du[x] = su;
+        ddelta[x] = sd;
+      }
+    }
+    for (var o = tid; o < G * N; o += 256u) {
+      let gi = o / N;
+      let on = o % N;
+      let t = c * LC + ${base}u + gi;
+      if (t < p.L) {
+        var sb = 0.0;
+        var sc = 0.0;
+        for (var j = 0u; j < DG; j++) { sb += t_dB[j][gi][on]; sc += t_dC[j][gi][on]; }
+        let k = ((b * p.nG + wid.x) * p.L + t) * N + on;
+        dB_part[k] = sb;
+        dC_part[k] = sc;
+      }
+    }
+    workgroupBarrier();`;
   const backward = hist.map((_, k) => {
     const i = LC - 1 - k;
+    const gi = i % G;
     return `
   {
     let t = c * LC + ${i}u;
@@ -204,32 +248,13 @@ export function chunkGradsWgsl(n: number): string {
     let a = exp(dt * a_dn);
     let h_t = a * ${hist[i]} + dt * bt * ut;
     let dh = select(0.0, Cm[bc] * g + carry, valid);
-    t_du[dl][n] = dh * dt * bt;
-    t_dd[dl][n] = dh * (a_dn * a * ${hist[i]} + bt * ut);
-    t_dB[dl][n] = select(0.0, dh * dt * ut, live);
-    t_dC[dl][n] = g * h_t;
+    t_du[dl][${gi}][n] = dh * dt * bt;
+    t_dd[dl][${gi}][n] = dh * (a_dn * a * ${hist[i]} + bt * ut);
+    t_dB[dl][${gi}][n] = select(0.0, dh * dt * ut, live);
+    t_dC[dl][${gi}][n] = g * h_t;
     dA_acc += dh * dt * a * ${hist[i]};
     carry = select(carry, a * dh, valid);
-    workgroupBarrier();
-    if (valid) {
-      if (n == 0u && live) {
-        var su = 0.0;
-        var sd = 0.0;
-        for (var j = 0u; j < N; j++) { su += t_du[dl][j]; sd += t_dd[dl][j]; }
-        du[x] = su;
-        ddelta[x] = sd;
-      }
-      if (dl == 0u) {
-        var sb = 0.0;
-        var sc = 0.0;
-        for (var j = 0u; j < DG; j++) { sb += t_dB[j][n]; sc += t_dC[j][n]; }
-        let gi = ((b * p.nG + wid.x) * p.L + t) * N + n;
-        dB_part[gi] = sb;
-        dC_part[gi] = sc;
-      }
-    }
-    workgroupBarrier();
-  }`;
+  }${gi === 0 ? reduceGroup(i) : ""}`;
   }).join("");
   return `${HEADER(n).replace("has_h0: u32 }", "has_h0: u32, nG: u32 }")}
 @group(0) @binding(1) var<storage, read> u: array<f32>;
@@ -246,10 +271,11 @@ export function chunkGradsWgsl(n: number): string {
 @group(0) @binding(12) var<storage, read_write> dB_part: array<f32>;
 @group(0) @binding(13) var<storage, read_write> dC_part: array<f32>;
 
-var<workgroup> t_du: array<array<f32, N>, DG>;
-var<workgroup> t_dd: array<array<f32, N>, DG>;
-var<workgroup> t_dB: array<array<f32, N>, DG>;
-var<workgroup> t_dC: array<array<f32, N>, DG>;
+const G = ${G}u;
+var<workgroup> t_du: array<array<array<f32, N>, G>, DG>;
+var<workgroup> t_dd: array<array<array<f32, N>, G>, DG>;
+var<workgroup> t_dB: array<array<array<f32, N>, G>, DG>;
+var<workgroup> t_dC: array<array<array<f32, N>, G>, DG>;
 
 @compute @workgroup_size(${n}, ${256 / n})
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -265,6 +291,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
 ${forward}
   var carry = carry_in[state_index(b, c, dd, n)];
   var dA_acc = 0.0;
+  let tid = lid.y * N + lid.x;
 ${backward}
   if (live) { dA_part[state_index(b, c, d, n)] = dA_acc; }
 }`;

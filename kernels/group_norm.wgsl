@@ -1,0 +1,158 @@
+// GroupNorm over NCHW (DESIGN §3): x viewed as [B, G, n] with n = (C/G)·HW contiguous per group;
+//   y = (x − mean_bg) · rstd_bg · w[c] + bias[c],   rstd = 1/√(var + eps), var biased (PyTorch).
+// Group statistics take a workgroup per (b, g) and two passes over the group (mean, then squared
+// deviations), which stays accurate where E[x²] − E[x]² would cancel. Backward:
+//   dx = rstd · (dy·w − mean(dy·w) − x̂ · mean(dy·w · x̂))   over the group
+//   dw[c] = Σ_{b,hw} dy · x̂,  dbias[c] = Σ_{b,hw} dy         a workgroup per channel
+// Every sum has a fixed order, so results are deterministic. Each entry point declares exactly
+// the bindings it uses, from 1 up (derived layouts hold only those).
+
+struct P { B: u32, C: u32, HW: u32, G: u32, eps: f32 }
+@group(0) @binding(0) var<uniform> p: P;
+
+const WG = 256u;
+var<workgroup> red: array<f32, 256>;
+var<workgroup> red2: array<f32, 256>;
+
+fn flat(gid: vec3<u32>, nw: vec3<u32>) -> u32 { return gid.x + gid.y * nw.x * WG; }
+fn group_size() -> u32 { return (p.C / p.G) * p.HW; }
+
+/** Workgroup sum of each thread's a and b; every thread gets the totals. */
+fn reduce2(lid: u32, a: f32, b: f32) -> vec2<f32> {
+  red[lid] = a;
+  red2[lid] = b;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lid < s) {
+      red[lid] += red[lid + s];
+      red2[lid] += red2[lid + s];
+    }
+    workgroupBarrier();
+  }
+  let r = vec2(red[0], red2[0]);
+  workgroupBarrier();
+  return r;
+}
+
+@group(0) @binding(1) var<storage, read> sx: array<f32>;
+@group(0) @binding(2) var<storage, read_write> stats: array<f32>;
+
+// stats[2·(b·G + g)] = mean, [+1] = rstd; workgroup id = b·G + g.
+@compute @workgroup_size(256)
+fn group_stats(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(num_workgroups) nw: vec3<u32>) {
+  let bg = wid.x + wid.y * nw.x;
+  if (bg >= p.B * p.G) { return; }
+  let n = group_size();
+  let base = bg * n;
+  var s = 0.0;
+  for (var i = lid.x; i < n; i += WG) { s += sx[base + i]; }
+  let mean = reduce2(lid.x, s, 0.0).x / f32(n);
+  var q = 0.0;
+  for (var i = lid.x; i < n; i += WG) {
+    let d = sx[base + i] - mean;
+    q += d * d;
+  }
+  let v = reduce2(lid.x, q, 0.0).x / f32(n);
+  if (lid.x == 0u) {
+    stats[2u * bg] = mean;
+    stats[2u * bg + 1u] = inverseSqrt(v + p.eps);
+  }
+}
+
+@group(0) @binding(1) var<storage, read> ax: array<f32>;
+@group(0) @binding(2) var<storage, read> astats: array<f32>;
+@group(0) @binding(3) var<storage, read> aw: array<f32>;
+@group(0) @binding(4) var<storage, read> abias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> ay: array<f32>;
+
+@compute @workgroup_size(256)
+fn apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+  let i = flat(gid, nw);
+  if (i >= p.B * p.C * p.HW) { return; }
+  let c = (i / p.HW) % p.C;
+  let bg = i / group_size();
+  ay[i] = (ax[i] - astats[2u * bg]) * astats[2u * bg + 1u] * aw[c] + abias[c];
+}
+
+@group(0) @binding(1) var<storage, read> bx: array<f32>;
+@group(0) @binding(2) var<storage, read> bdy: array<f32>;
+@group(0) @binding(3) var<storage, read> bstats: array<f32>;
+@group(0) @binding(4) var<storage, read> bw: array<f32>;
+@group(0) @binding(5) var<storage, read_write> sums: array<f32>;
+
+// sums[2·bg] = mean(dy·w), [+1] = mean(dy·w·x̂) over the group.
+@compute @workgroup_size(256)
+fn backward_sums(@builtin(local_invocation_id) lid: vec3<u32>,
+                 @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+  let bg = wid.x + wid.y * nw.x;
+  if (bg >= p.B * p.G) { return; }
+  let n = group_size();
+  let base = bg * n;
+  let mean = bstats[2u * bg];
+  let rstd = bstats[2u * bg + 1u];
+  let c0 = (bg % p.G) * (p.C / p.G);
+  var s1 = 0.0;
+  var s2 = 0.0;
+  for (var i = lid.x; i < n; i += WG) {
+    let dyw = bdy[base + i] * bw[c0 + i / p.HW];
+    s1 += dyw;
+    s2 += dyw * (bx[base + i] - mean) * rstd;
+  }
+  let r = reduce2(lid.x, s1, s2);
+  if (lid.x == 0u) {
+    sums[2u * bg] = r.x / f32(n);
+    sums[2u * bg + 1u] = r.y / f32(n);
+  }
+}
+
+@group(0) @binding(1) var<storage, read> dx_x: array<f32>;
+@group(0) @binding(2) var<storage, read> dx_dy: array<f32>;
+@group(0) @binding(3) var<storage, read> dx_stats: array<f32>;
+@group(0) @binding(4) var<storage, read> dx_w: array<f32>;
+@group(0) @binding(5) var<storage, read> dx_sums: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dx: array<f32>;
+
+@compute @workgroup_size(256)
+fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>,
+                  @builtin(num_workgroups) nw: vec3<u32>) {
+  let i = flat(gid, nw);
+  if (i >= p.B * p.C * p.HW) { return; }
+  let c = (i / p.HW) % p.C;
+  let bg = i / group_size();
+  let rstd = dx_stats[2u * bg + 1u];
+  let xhat = (dx_x[i] - dx_stats[2u * bg]) * rstd;
+  dx[i] = rstd * (dx_dy[i] * dx_w[c] - dx_sums[2u * bg] - xhat * dx_sums[2u * bg + 1u]);
+}
+
+@group(0) @binding(1) var<storage, read> px: array<f32>;
+@group(0) @binding(2) var<storage, read> pdy: array<f32>;
+@group(0) @binding(3) var<storage, read> pstats: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dparams: array<f32>;
+
+// dparams[c] = dw[c], dparams[C + c] = dbias[c]; workgroup id = c.
+@compute @workgroup_size(256)
+fn backward_params(@builtin(local_invocation_id) lid: vec3<u32>,
+                   @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+  let c = wid.x + wid.y * nw.x;
+  if (c >= p.C) { return; }
+  let g = c / (p.C / p.G);
+  var sw = 0.0;
+  var sb = 0.0;
+  for (var b = 0u; b < p.B; b++) {
+    let base = (b * p.C + c) * p.HW;
+    let bg = b * p.G + g;
+    let mean = pstats[2u * bg];
+    let rstd = pstats[2u * bg + 1u];
+    for (var i = lid.x; i < p.HW; i += WG) {
+      let dy = pdy[base + i];
+      sw += dy * (px[base + i] - mean) * rstd;
+      sb += dy;
+    }
+  }
+  let r = reduce2(lid.x, sw, sb);
+  if (lid.x == 0u) {
+    dparams[c] = r.x;
+    dparams[p.C + c] = r.y;
+  }
+}

@@ -1,0 +1,258 @@
+// conv2d over NCHW tensors (VQGAN's convolutions, DESIGN §3), as im2col + the tiled matmul:
+//   cols = im2col(x)            [Cin·kh·kw, columns]   one column per output pixel
+//   y    = w[Cout, Cin·kh·kw] · cols                    placed into NCHW, plus bias
+//   dx   = col2im(wᵀ · g)       dw = g · colsᵀ          db = Σ g
+// The matmul is the project's tuned GEMM, so the convolution runs at its speed; the price is
+// the column buffer, Cin·kh·kw times the output map. Work is cut into units (a few whole images,
+// or bands of output rows of one image) whose column buffer stays under a budget, so 256×256
+// maps with hundreds of channels fit any device. Columns are recomputed in backward instead of
+// being kept, and split into blocks along the pixels so that dw's matmul, whose K is the pixel
+// count, still has enough workgroups. Layout details: kernels/conv2d.wgsl.
+import { ShapeError } from "../errors.ts";
+import { dispatch, gpu, grid, pipeline } from "../gpu/mod.ts";
+import conv2dWgsl from "../../kernels/conv2d.wgsl" with { type: "text" };
+import { matmul } from "./matmul.ts";
+import { addInPlace, sum, sumTo, zeros } from "./ops.ts";
+import { noGrad, record, Tensor } from "./tensor.ts";
+
+/** [top, bottom, left, right], as F.pad's (left, right, top, bottom) reordered to rows first. */
+export type Padding = number | readonly [number, number, number, number];
+
+export interface Conv2dOptions {
+  stride?: number;
+  /** Zero padding: one size for every side, or [top, bottom, left, right]. */
+  padding?: Padding;
+  /** Cap on one unit's column buffer in bytes (tests force image and row chunking with it). */
+  columnBytes?: number;
+  /** Column blocks per unit (default: enough for the weight-gradient matmul to fill a GPU). */
+  splits?: number;
+}
+
+/** VQGAN's Downsample: F.pad(x, (0, 1, 0, 1)) then a 3×3 stride-2 conv without padding. */
+export const DOWNSAMPLE = { stride: 2, padding: [0, 1, 0, 1] } as const satisfies Conv2dOptions;
+
+interface Geometry {
+  B: number;
+  Cin: number;
+  H: number;
+  W: number;
+  Cout: number;
+  kh: number;
+  kw: number;
+  stride: number;
+  pad: readonly [number, number, number, number];
+  Ho: number;
+  Wo: number;
+}
+
+/** Images [b0, b0 + nb) and output rows [oy0, oy0 + rows), columns split as S × KS. */
+interface Unit {
+  b0: number;
+  nb: number;
+  oy0: number;
+  rows: number;
+  S: number;
+  KS: number;
+  total: number;
+}
+
+const DEFAULT_COLUMN_BYTES = 256 * 2 ** 20;
+const fmt = (t: Tensor) => `[${t.shape.join(", ")}]`;
+const groups = (n: number) => grid(Math.ceil(n / 256));
+
+/** PyTorch's output size of one spatial dim. */
+function outSize(n: number, k: number, before: number, after: number, stride: number) {
+  return Math.floor((n + before + after - k) / stride) + 1;
+}
+
+function geometry(x: Tensor, w: Tensor, bias: Tensor | undefined, o: Conv2dOptions): Geometry {
+  const stride = o.stride ?? 1;
+  const p = o.padding ?? 0;
+  const pad = typeof p === "number" ? [p, p, p, p] as const : p;
+  const desc = `x ${fmt(x)}, w ${fmt(w)}${bias ? `, bias ${fmt(bias)}` : ""}, stride ${stride}, ` +
+    `padding [${pad}]`;
+  const fail = (why: string) => new ShapeError(`conv2d: ${why} (${desc})`);
+  if ([x, w, bias].some((t) => t && t.dtype !== "f32")) throw fail("needs f32 tensors");
+  if (x.shape.length !== 4 || w.shape.length !== 4) {
+    throw fail("needs x [B, Cin, H, W] and w [Cout, Cin, kh, kw]");
+  }
+  const [B, Cin, H, W] = x.shape;
+  const [Cout, wCin, kh, kw] = w.shape;
+  if (wCin !== Cin) throw fail(`x has ${Cin} channels, w expects ${wCin}`);
+  if (bias && (bias.shape.length !== 1 || bias.shape[0] !== Cout)) {
+    throw fail(`bias must be [${Cout}]`);
+  }
+  if (!Number.isInteger(stride) || stride < 1) throw fail("stride must be a positive integer");
+  if (pad.length !== 4 || !pad.every((v) => Number.isInteger(v) && v >= 0)) {
+    throw fail("padding must be non-negative integers");
+  }
+  if (kh < 1 || kw < 1 || Cout < 1 || Cin < 1) throw fail("empty kernel");
+  const Ho = outSize(H, kh, pad[0], pad[1], stride);
+  const Wo = outSize(W, kw, pad[2], pad[3], stride);
+  if (Ho < 1 || Wo < 1) throw fail("the kernel is larger than the padded input");
+  return { B, Cin, H, W, Cout, kh, kw, stride, pad, Ho, Wo };
+}
+
+/** Cuts the work into units whose column buffers stay under the budget. */
+function planUnits(g: Geometry, o: Conv2dOptions): Unit[] {
+  const rowsOf = Math.max(g.Cin * g.kh * g.kw, g.Cout);
+  const limit = Math.min(gpu().limits.maxStorageBufferBindingSize, gpu().limits.maxBufferSize);
+  const budget = Math.min(o.columnBytes ?? DEFAULT_COLUMN_BYTES, limit);
+  const rowBytes = rowsOf * g.Wo * 4;
+  const perImage = rowBytes * g.Ho;
+  const units: Unit[] = [];
+  const add = (b0: number, nb: number, oy0: number, rows: number) => {
+    const total = nb * rows * g.Wo;
+    // dw's matmul has ceil(Cout/128)·ceil(Cin·kh·kw/128) tiles per block: aim for ~256 in all,
+    // with blocks of at least 1024 pixels.
+    const tiles = Math.ceil(g.Cout / 128) * Math.ceil((g.Cin * g.kh * g.kw) / 128);
+    const auto = Math.min(Math.ceil(256 / tiles), Math.floor(total / 1024));
+    const want = Math.max(1, Math.min(o.splits ?? auto, total));
+    // Blocks of whole 128-column matmul tiles when they are that wide, else of whole vec4s.
+    const align = total >= 128 * want ? 128 : 4;
+    const KS = Math.ceil(total / want / align) * align;
+    units.push({ b0, nb, oy0, rows, S: Math.ceil(total / KS), KS, total });
+  };
+  // Equal shares: n things in the fewest pieces of at most `most`.
+  const share = (n: number, most: number) => Math.ceil(n / Math.ceil(n / Math.max(1, most)));
+  if (perImage <= budget) {
+    const nb = share(g.B, Math.floor(budget / perImage));
+    for (let b0 = 0; b0 < g.B; b0 += nb) add(b0, Math.min(nb, g.B - b0), 0, g.Ho);
+  } else {
+    const rows = share(g.Ho, Math.floor(budget / rowBytes));
+    for (let b0 = 0; b0 < g.B; b0++) {
+      for (let oy0 = 0; oy0 < g.Ho; oy0 += rows) add(b0, 1, oy0, Math.min(rows, g.Ho - oy0));
+    }
+  }
+  return units;
+}
+
+/** The uniform block of kernels/conv2d.wgsl for one unit; C is the rows of a place/take matrix. */
+function params(g: Geometry, u: Unit, hasBias = false, iy0 = 0, iyRows = 0): number[] {
+  return [
+    g.Cin,
+    g.H,
+    g.W,
+    g.Cout,
+    g.kh,
+    g.kw,
+    g.stride,
+    g.pad[0],
+    g.pad[2],
+    g.Ho,
+    g.Wo,
+    u.b0,
+    u.nb,
+    u.oy0,
+    u.rows,
+    u.S,
+    u.KS,
+    u.total,
+    iy0,
+    iyRows,
+    hasBias ? 1 : 0,
+  ];
+}
+
+function im2col(x: Tensor, g: Geometry, u: Unit): Tensor {
+  const R = g.Cin * g.kh * g.kw;
+  const cols = new Tensor([u.S, R, u.KS], "f32", undefined, "conv2d");
+  dispatch(
+    pipeline(conv2dWgsl, "im2col"),
+    [x.buffer, cols.buffer],
+    params(g, u),
+    groups(cols.size),
+  );
+  return cols;
+}
+
+/** Adds the unit's column gradient into dx, over the input rows its columns read. */
+function col2im(dcols: Tensor, dx: Tensor, g: Geometry, u: Unit): void {
+  const iy0 = Math.max(0, u.oy0 * g.stride - g.pad[0]);
+  const iyEnd = Math.min(g.H, (u.oy0 + u.rows - 1) * g.stride - g.pad[0] + g.kh);
+  if (iyEnd <= iy0) return;
+  const n = u.nb * g.Cin * (iyEnd - iy0) * g.W;
+  dispatch(
+    pipeline(conv2dWgsl, "col2im"),
+    [dcols.buffer, dx.buffer],
+    params(g, u, false, iy0, iyEnd - iy0),
+    groups(n),
+  );
+}
+
+/**
+ * 2-D convolution (cross-correlation, as PyTorch's F.conv2d): x [B, Cin, H, W], w [Cout, Cin, kh,
+ * kw], bias [Cout] → [B, Cout, Ho, Wo], with Ho = ⌊(H + top + bottom − kh) / stride⌋ + 1.
+ */
+export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, opts: Conv2dOptions = {}): Tensor {
+  const g = geometry(x, w, bias, opts);
+  const units = planUnits(g, opts);
+  const R = g.Cin * g.kh * g.kw;
+  const y = new Tensor([g.B, g.Cout, g.Ho, g.Wo], "f32", undefined, "conv2d");
+  noGrad(() => {
+    const w2 = w.reshape([g.Cout, R]);
+    for (const u of units) {
+      const cols = im2col(x, g, u);
+      const ycols = matmul(w2, cols);
+      const n = u.nb * g.Cout * u.rows * g.Wo;
+      dispatch(
+        pipeline(conv2dWgsl, "place"),
+        [ycols.buffer, (bias ?? ycols).buffer, y.buffer],
+        params(g, u, Boolean(bias)),
+        groups(n),
+      );
+      cols.dispose();
+      ycols.dispose();
+    }
+    w2.dispose();
+  });
+  const inputs = bias ? [x, w, bias] : [x, w];
+  return record(y, "conv2d", inputs, (gy) => {
+    const dx = x.requiresGrad ? zeros(x.shape) : null;
+    let dw: Tensor | null = null;
+    const w2 = w.reshape([g.Cout, R]);
+    for (const u of units) {
+      const gcols = new Tensor([u.S, g.Cout, u.KS], "f32", undefined, "conv2d");
+      dispatch(
+        pipeline(conv2dWgsl, "take"),
+        [gy.buffer, gcols.buffer],
+        params(g, u),
+        groups(gcols.size),
+      );
+      if (dx) {
+        const dcols = matmul(w2, gcols, { transA: true });
+        col2im(dcols, dx, g, u);
+        dcols.dispose();
+      }
+      if (w.requiresGrad) {
+        const cols = im2col(x, g, u);
+        const blocks = matmul(gcols, cols, { transB: true });
+        const part = sum(blocks, 0);
+        if (dw) {
+          addInPlace(dw, part);
+          part.dispose();
+        } else dw = part;
+        cols.dispose();
+        blocks.dispose();
+      }
+      gcols.dispose();
+    }
+    w2.dispose();
+    let dwShaped: Tensor | null = null;
+    if (dw) {
+      dwShaped = dw.reshape(w.shape);
+      dw.dispose();
+    }
+    const grads = [dx, dwShaped];
+    if (bias) {
+      let db: Tensor | null = null;
+      if (bias.requiresGrad) {
+        const s = sumTo(gy, [g.Cout, 1, 1]);
+        db = s.reshape([g.Cout]);
+        s.dispose();
+      }
+      grads.push(db);
+    }
+    return grads;
+  });
+}

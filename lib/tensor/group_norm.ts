@@ -1,0 +1,109 @@
+// GroupNorm (VQGAN's Normalize, DESIGN §3) over NCHW tensors; kernels in kernels/group_norm.wgsl.
+import { ShapeError } from "../errors.ts";
+import { dispatch, f32bits, grid, pipeline } from "../gpu/mod.ts";
+import groupNormWgsl from "../../kernels/group_norm.wgsl" with { type: "text" };
+import { slice } from "./ops.ts";
+import { record, Tensor } from "./tensor.ts";
+
+const fmt = (t: Tensor) => `[${t.shape.join(", ")}]`;
+const groups = (n: number) => grid(Math.ceil(n / 256));
+
+/**
+ * DESIGN §3: 32 groups, fewer when C < 32 — the largest divisor of C not above 32 (so C itself
+ * below 32, one channel per group; and a width such as 48 that 32 does not divide gets 24).
+ */
+export function groupCount(channels: number): number {
+  if (!Number.isInteger(channels) || channels < 1) {
+    throw new ShapeError(`groupCount: needs a positive channel count, got ${channels}`);
+  }
+  for (let g = Math.min(32, channels); g > 1; g--) if (channels % g === 0) return g;
+  return 1;
+}
+
+/**
+ * PyTorch's F.group_norm: x [B, C, ...spatial] normalised over each group of C/groups channels
+ * and all positions, then scaled by weight [C] and shifted by bias [C].
+ */
+export function groupNorm(
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor,
+  groupsCount: number,
+  eps = 1e-6,
+): Tensor {
+  const desc = `x ${fmt(x)}, weight ${fmt(weight)}, bias ${fmt(bias)}, ${groupsCount} groups`;
+  const fail = (why: string) => new ShapeError(`groupNorm: ${why} (${desc})`);
+  if ([x, weight, bias].some((t) => t.dtype !== "f32")) throw fail("needs f32 tensors");
+  if (x.shape.length < 2) throw fail("needs x [B, C, ...]");
+  const [B, C] = x.shape;
+  const HW = x.shape.slice(2).reduce((a, b) => a * b, 1);
+  if (!Number.isInteger(groupsCount) || groupsCount < 1 || C % groupsCount !== 0) {
+    throw fail(`${C} channels do not split into ${groupsCount} groups`);
+  }
+  if (weight.shape.join() !== `${C}` || bias.shape.join() !== `${C}`) {
+    throw fail(`weight and bias must be [${C}]`);
+  }
+  const G = groupsCount;
+  const uni = [B, C, HW, G, f32bits(eps)];
+  const stats = new Tensor([B, G, 2], "f32", undefined, "groupNorm");
+  const y = new Tensor(x.shape, "f32", undefined, "groupNorm");
+  if (x.size > 0) {
+    dispatch(
+      pipeline(groupNormWgsl, "group_stats"),
+      [x.buffer, stats.buffer],
+      uni,
+      grid(B * G),
+    );
+    dispatch(
+      pipeline(groupNormWgsl, "apply"),
+      [x.buffer, stats.buffer, weight.buffer, bias.buffer, y.buffer],
+      uni,
+      groups(x.size),
+    );
+  }
+  const out = record(y, "groupNorm", [x, weight, bias], (dy) => {
+    let dx: Tensor | null = null;
+    if (x.requiresGrad) {
+      const sums = new Tensor([B, G, 2], "f32");
+      dx = new Tensor(x.shape, "f32");
+      if (x.size > 0) {
+        dispatch(
+          pipeline(groupNormWgsl, "backward_sums"),
+          [x.buffer, dy.buffer, stats.buffer, weight.buffer, sums.buffer],
+          uni,
+          grid(B * G),
+        );
+        dispatch(
+          pipeline(groupNormWgsl, "backward_input"),
+          [x.buffer, dy.buffer, stats.buffer, weight.buffer, sums.buffer, dx.buffer],
+          uni,
+          groups(x.size),
+        );
+      }
+      sums.dispose();
+    }
+    let dw: Tensor | null = null, db: Tensor | null = null;
+    if (weight.requiresGrad || bias.requiresGrad) {
+      const dparams = new Tensor([2, C], "f32");
+      dispatch(
+        pipeline(groupNormWgsl, "backward_params"),
+        [x.buffer, dy.buffer, stats.buffer, dparams.buffer],
+        uni,
+        grid(C),
+      );
+      const row = (i: number) => {
+        const r = slice(dparams, 0, i, i + 1);
+        const v = r.reshape([C]);
+        r.dispose();
+        return v;
+      };
+      if (weight.requiresGrad) dw = row(0);
+      if (bias.requiresGrad) db = row(1);
+      dparams.dispose();
+    }
+    return [dx, dw, db];
+  });
+  // The statistics live as long as the tape needs them.
+  if (!out.node) stats.dispose();
+  return out;
+}

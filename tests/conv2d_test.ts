@@ -1,0 +1,167 @@
+import { conv2d, type Conv2dOptions, DOWNSAMPLE } from "../lib/tensor/conv2d.ts";
+import { tensor, tidyAsync } from "../lib/tensor/tensor.ts";
+import {
+  assertClose,
+  assertThrows,
+  f32,
+  gpuReady,
+  type Input,
+  numericGrads,
+  randn,
+  runWithGrads,
+} from "./helpers.ts";
+
+interface Case {
+  x: [number, number, number, number];
+  w: [number, number, number, number];
+  bias: boolean;
+  opts: Conv2dOptions;
+}
+
+function pads(o: Conv2dOptions): readonly [number, number, number, number] {
+  const p = o.padding ?? 0;
+  return typeof p === "number" ? [p, p, p, p] : p;
+}
+
+/** float64 F.conv2d and its three gradients for the output gradient r. */
+function convRef(
+  x: ArrayLike<number>,
+  w: ArrayLike<number>,
+  bias: ArrayLike<number> | null,
+  c: Case,
+  r?: ArrayLike<number>,
+) {
+  const [B, Cin, H, W] = c.x;
+  const [Cout, , kh, kw] = c.w;
+  const s = c.opts.stride ?? 1;
+  const [pt, pb, pl, pr] = pads(c.opts);
+  const Ho = Math.floor((H + pt + pb - kh) / s) + 1;
+  const Wo = Math.floor((W + pl + pr - kw) / s) + 1;
+  const y = new Float64Array(B * Cout * Ho * Wo);
+  const dx = new Float64Array(x.length), dw = new Float64Array(w.length);
+  const db = new Float64Array(Cout);
+  for (let b = 0; b < B; b++) {
+    for (let co = 0; co < Cout; co++) {
+      for (let oy = 0; oy < Ho; oy++) {
+        for (let ox = 0; ox < Wo; ox++) {
+          const o = ((b * Cout + co) * Ho + oy) * Wo + ox;
+          const gy = r ? r[o] : 0;
+          let acc = bias ? bias[co] : 0;
+          db[co] += gy;
+          for (let ci = 0; ci < Cin; ci++) {
+            for (let ky = 0; ky < kh; ky++) {
+              const iy = oy * s - pt + ky;
+              if (iy < 0 || iy >= H) continue;
+              for (let kx = 0; kx < kw; kx++) {
+                const ix = ox * s - pl + kx;
+                if (ix < 0 || ix >= W) continue;
+                const xi = ((b * Cin + ci) * H + iy) * W + ix;
+                const wi = ((co * Cin + ci) * kh + ky) * kw + kx;
+                acc += w[wi] * x[xi];
+                dx[xi] += w[wi] * gy;
+                dw[wi] += x[xi] * gy;
+              }
+            }
+          }
+          y[o] = acc;
+        }
+      }
+    }
+  }
+  return { y, dx, dw, db, shape: [B, Cout, Ho, Wo] };
+}
+
+async function check(c: Case, what: string) {
+  const x = f32(randn(c.x.reduce((a, b) => a * b)));
+  const w = f32(randn(c.w.reduce((a, b) => a * b), undefined, 0.3));
+  const bias = c.bias ? f32(randn(c.w[0])) : null;
+  const ref0 = convRef(x, w, bias, c);
+  const r = f32(randn(ref0.y.length));
+  const ref = convRef(x, w, bias, c, r);
+  const inputs: Input[] = [{ data: x, shape: [...c.x] }, { data: w, shape: [...c.w] }];
+  if (bias) inputs.push({ data: bias, shape: [c.w[0]] });
+  const { out, shape, grads } = await runWithGrads(
+    ([xt, wt, bt]) => conv2d(xt, wt, bt, c.opts),
+    inputs,
+    r,
+  );
+  if (shape.join() !== ref.shape.join()) throw new Error(`${what}: shape [${shape}]`);
+  assertClose(out, ref.y, 1e-5, `${what} y`);
+  assertClose(grads[0]!, ref.dx, 1e-5, `${what} dx`);
+  assertClose(grads[1]!, ref.dw, 1e-5, `${what} dw`);
+  if (bias) assertClose(grads[2]!, ref.db, 1e-5, `${what} dbias`);
+}
+
+Deno.test("conv2d forward and gradients match float64 at odd sizes, strides and paddings", async () => {
+  await gpuReady;
+  const cases: [string, Case][] = [
+    ["3x3 s1 p1", { x: [2, 3, 7, 6], w: [5, 3, 3, 3], bias: true, opts: { padding: 1 } }],
+    ["3x3 s2 p1", {
+      x: [1, 4, 9, 7],
+      w: [6, 4, 3, 3],
+      bias: true,
+      opts: { stride: 2, padding: 1 },
+    }],
+    ["downsample 8x8", { x: [2, 4, 8, 8], w: [4, 4, 3, 3], bias: true, opts: DOWNSAMPLE }],
+    ["downsample 7x9", { x: [1, 3, 7, 9], w: [2, 3, 3, 3], bias: true, opts: DOWNSAMPLE }],
+    ["1x1", { x: [3, 5, 5, 3], w: [7, 5, 1, 1], bias: false, opts: {} }],
+    ["1x1 s2", { x: [1, 2, 5, 6], w: [3, 2, 1, 1], bias: true, opts: { stride: 2 } }],
+    [
+      "2x3 asymmetric",
+      { x: [2, 2, 5, 4], w: [3, 2, 2, 3], bias: true, opts: { padding: [2, 0, 1, 3] } },
+    ],
+    ["vec4 paths", { x: [2, 8, 12, 12], w: [16, 8, 3, 3], bias: true, opts: { padding: 1 } }],
+  ];
+  for (const [what, c] of cases) await check(c, what);
+});
+
+Deno.test("conv2d gives the same result when cut into image units, row bands and blocks", async () => {
+  await gpuReady;
+  const base = { x: [3, 4, 11, 9], w: [5, 4, 3, 3], bias: true } as const;
+  const perRow = 4 * 9 * 9 * 4; // Cin·kh·kw rows × Wo columns × 4 bytes, padding 1
+  const controls: [string, Conv2dOptions][] = [
+    ["one image per unit", { columnBytes: perRow * 11 }],
+    ["row bands of 3", { columnBytes: perRow * 3 }],
+    ["row bands of 1, stride 2", { columnBytes: perRow, stride: 2 }],
+    ["5 blocks", { splits: 5 }],
+    ["bands and blocks", { columnBytes: perRow * 4, splits: 3 }],
+  ];
+  for (const [what, o] of controls) {
+    await check({ ...base, x: [...base.x], w: [...base.w], opts: { padding: 1, ...o } }, what);
+  }
+  // 640 columns in 2 blocks of whole 128-column tiles: 384 + 256, the last one padded.
+  await check(
+    { x: [2, 2, 16, 20], w: [3, 2, 3, 3], bias: true, opts: { padding: 1, splits: 2 } },
+    "tile-aligned blocks",
+  );
+});
+
+Deno.test("the conv2d reference agrees with central differences", () => {
+  // Guards the analytic gradients the GPU is checked against.
+  const c: Case = { x: [1, 2, 5, 4], w: [2, 2, 3, 3], bias: true, opts: DOWNSAMPLE };
+  const x = randn(40), w = randn(36), b = randn(2);
+  const r = randn(convRef(x, w, b, c).y.length);
+  const ref = convRef(x, w, b, c, r);
+  const num = numericGrads(([xs, ws, bs]) => convRef(xs, ws, bs, c).y, [x, w, b], r, 1e-4);
+  assertClose(ref.dx, num[0], 1e-8, "dx");
+  assertClose(ref.dw, num[1], 1e-8, "dw");
+  assertClose(ref.db, num[2], 1e-8, "db");
+});
+
+Deno.test("conv2d refuses shapes that disagree, naming the op and the shapes", async () => {
+  await gpuReady;
+  await tidyAsync(async () => {
+    const x = tensor(new Float32Array(2 * 3 * 4 * 4), [2, 3, 4, 4]);
+    const w = (shape: number[]) => tensor(new Float32Array(shape.reduce((a, b) => a * b)), shape);
+    assertThrows(
+      () => conv2d(x, w([4, 2, 3, 3])),
+      /conv2d: .*x \[2, 3, 4, 4\], w \[4, 2, 3, 3\]/,
+      "Cin",
+    );
+    assertThrows(() => conv2d(x, w([4, 3, 3, 3]), w([3])), /conv2d: bias must be \[4\]/, "bias");
+    assertThrows(() => conv2d(x.reshape([6, 4, 4]), w([4, 3, 3, 3])), /conv2d: needs x/, "rank");
+    assertThrows(() => conv2d(x, w([4, 3, 5, 5])), /conv2d: the kernel is larger/, "kernel");
+    assertThrows(() => conv2d(x, w([4, 3, 3, 3]), undefined, { stride: 0 }), /stride/, "stride");
+    await Promise.resolve();
+  });
+});

@@ -1,0 +1,109 @@
+import { groupCount, groupNorm } from "../lib/tensor/group_norm.ts";
+import { tensor, tidyAsync } from "../lib/tensor/tensor.ts";
+import {
+  assert,
+  assertClose,
+  assertThrows,
+  f32,
+  gpuReady,
+  numericGrads,
+  randn,
+  runWithGrads,
+} from "./helpers.ts";
+
+/** float64 F.group_norm over x [B, C, ...] with n = C/G · HW per group. */
+function groupNormRef(
+  x: ArrayLike<number>,
+  w: ArrayLike<number>,
+  b: ArrayLike<number>,
+  shape: number[],
+  G: number,
+  eps = 1e-6,
+) {
+  const [B, C] = shape;
+  const HW = shape.slice(2).reduce((a, v) => a * v, 1);
+  const n = (C / G) * HW;
+  const y = new Float64Array(x.length);
+  for (let bg = 0; bg < B * G; bg++) {
+    let mean = 0, v = 0;
+    for (let i = 0; i < n; i++) mean += x[bg * n + i];
+    mean /= n;
+    for (let i = 0; i < n; i++) v += (x[bg * n + i] - mean) ** 2;
+    const rstd = 1 / Math.sqrt(v / n + eps);
+    for (let i = 0; i < n; i++) {
+      const c = (bg % G) * (C / G) + Math.floor(i / HW);
+      y[bg * n + i] = (x[bg * n + i] - mean) * rstd * w[c] + b[c];
+    }
+  }
+  return y;
+}
+
+Deno.test("groupNorm forward and gradients match float64 references", async () => {
+  await gpuReady;
+  const cases: [number[], number, number][] = [
+    [[2, 6, 5, 3], 3, 0],
+    [[1, 64, 4, 4], 32, 0],
+    [[3, 4, 7], 2, 0],
+    [[2, 12, 3, 5], groupCount(12), 0],
+    [[1, 8, 33, 31], 2, 0],
+    // A large mean: a one-pass E[x²] − E[x]² would lose most digits here.
+    [[2, 4, 9, 9], 2, 100],
+  ];
+  for (const [shape, G, offset] of cases) {
+    const C = shape[1];
+    const x = f32(randn(shape.reduce((a, b) => a * b)).map((v) => v + offset));
+    const w = f32(randn(C)), b = f32(randn(C));
+    const r = f32(randn(x.length));
+    const what = `groupNorm [${shape}] G ${G}`;
+    const { out, grads } = await runWithGrads(
+      ([xt, wt, bt]) => groupNorm(xt, wt, bt, G),
+      [{ data: x, shape }, { data: w, shape: [C] }, { data: b, shape: [C] }],
+      r,
+    );
+    assertClose(out, groupNormRef(x, w, b, shape, G), 1e-5, `${what} y`);
+    if (x.length > 5000) continue; // central differences cost O(n²)
+    const num = numericGrads(
+      ([xs, ws, bs]) => groupNormRef(xs, ws, bs, shape, G),
+      [x.slice(), w.slice(), b.slice()],
+      r,
+      1e-4,
+    );
+    assertClose(grads[0]!, num[0], offset ? 1e-4 : 2e-5, `${what} dx`);
+    assertClose(grads[1]!, num[1], 1e-5, `${what} dweight`);
+    assertClose(grads[2]!, num[2], 1e-5, `${what} dbias`);
+  }
+});
+
+Deno.test("groupCount: 32 groups, else the largest divisor not above 32", () => {
+  const want: [number, number][] = [
+    [32, 32],
+    [64, 32],
+    [512, 32],
+    [16, 16],
+    [3, 3],
+    [1, 1],
+    [48, 24],
+    [31, 31],
+    [66, 22],
+  ];
+  for (const [c, g] of want) assert(groupCount(c) === g, `groupCount(${c}) = ${groupCount(c)}`);
+});
+
+Deno.test("groupNorm refuses shapes that disagree, naming the op and the shapes", async () => {
+  await gpuReady;
+  await tidyAsync(async () => {
+    const x = tensor(new Float32Array(2 * 6 * 4), [2, 6, 4]);
+    const v = (n: number) => tensor(new Float32Array(n), [n]);
+    assertThrows(
+      () => groupNorm(x, v(6), v(6), 4),
+      /groupNorm: 6 channels do not split into 4 groups \(x \[2, 6, 4\]/,
+      "groups",
+    );
+    assertThrows(
+      () => groupNorm(x, v(5), v(6), 3),
+      /groupNorm: weight and bias must be \[6\]/,
+      "w",
+    );
+    await Promise.resolve();
+  });
+});
