@@ -10,66 +10,7 @@ import {
   randn,
   runWithGrads,
 } from "./helpers.ts";
-
-interface Case {
-  x: [number, number, number, number];
-  w: [number, number, number, number];
-  bias: boolean;
-  opts: Conv2dOptions;
-}
-
-function pads(o: Conv2dOptions): readonly [number, number, number, number] {
-  const p = o.padding ?? 0;
-  return typeof p === "number" ? [p, p, p, p] : p;
-}
-
-/** float64 F.conv2d and its three gradients for the output gradient r. */
-function convRef(
-  x: ArrayLike<number>,
-  w: ArrayLike<number>,
-  bias: ArrayLike<number> | null,
-  c: Case,
-  r?: ArrayLike<number>,
-) {
-  const [B, Cin, H, W] = c.x;
-  const [Cout, , kh, kw] = c.w;
-  const s = c.opts.stride ?? 1;
-  const [pt, pb, pl, pr] = pads(c.opts);
-  const Ho = Math.floor((H + pt + pb - kh) / s) + 1;
-  const Wo = Math.floor((W + pl + pr - kw) / s) + 1;
-  const y = new Float64Array(B * Cout * Ho * Wo);
-  const dx = new Float64Array(x.length), dw = new Float64Array(w.length);
-  const db = new Float64Array(Cout);
-  for (let b = 0; b < B; b++) {
-    for (let co = 0; co < Cout; co++) {
-      for (let oy = 0; oy < Ho; oy++) {
-        for (let ox = 0; ox < Wo; ox++) {
-          const o = ((b * Cout + co) * Ho + oy) * Wo + ox;
-          const gy = r ? r[o] : 0;
-          let acc = bias ? bias[co] : 0;
-          db[co] += gy;
-          for (let ci = 0; ci < Cin; ci++) {
-            for (let ky = 0; ky < kh; ky++) {
-              const iy = oy * s - pt + ky;
-              if (iy < 0 || iy >= H) continue;
-              for (let kx = 0; kx < kw; kx++) {
-                const ix = ox * s - pl + kx;
-                if (ix < 0 || ix >= W) continue;
-                const xi = ((b * Cin + ci) * H + iy) * W + ix;
-                const wi = ((co * Cin + ci) * kh + ky) * kw + kx;
-                acc += w[wi] * x[xi];
-                dx[xi] += w[wi] * gy;
-                dw[wi] += x[xi] * gy;
-              }
-            }
-          }
-          y[o] = acc;
-        }
-      }
-    }
-  }
-  return { y, dx, dw, db, shape: [B, Cout, Ho, Wo] };
-}
+import { type Case, convRef } from "./image_ref.ts";
 
 async function check(c: Case, what: string) {
   const x = f32(randn(c.x.reduce((a, b) => a * b)));

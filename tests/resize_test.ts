@@ -1,59 +1,7 @@
 import { areaResize, bicubicResize, upsampleNearest2x } from "../lib/tensor/resize.ts";
 import { tensor, tidyAsync } from "../lib/tensor/tensor.ts";
+import { areaMatrix, bicubicMatrix, separable } from "./image_ref.ts";
 import { assertClose, assertThrows, f32, gpuReady, randn, runWithGrads } from "./helpers.ts";
-
-/** [m, n] matrix of PyTorch's bicubic (align_corners=False, a = −0.75) from n to m samples. */
-function bicubicMatrix(n: number, m: number): Float64Array {
-  const A = -0.75;
-  const near = (x: number) => ((A + 2) * x - (A + 3)) * x * x + 1;
-  const far = (x: number) => ((A * x - 5 * A) * x + 8 * A) * x - 4 * A;
-  const R = new Float64Array(m * n);
-  for (let o = 0; o < m; o++) {
-    const s = (n / m) * (o + 0.5) - 0.5;
-    const f = Math.floor(s), t = s - f;
-    const w = [far(t + 1), near(t), near(1 - t), far(2 - t)];
-    for (let k = 0; k < 4; k++) R[o * n + Math.min(Math.max(f - 1 + k, 0), n - 1)] += w[k];
-  }
-  return R;
-}
-
-/** [m, n] matrix of adaptive average pooling from n to m samples. */
-function areaMatrix(n: number, m: number): Float64Array {
-  const R = new Float64Array(m * n);
-  for (let o = 0; o < m; o++) {
-    const a = Math.floor((o * n) / m), b = Math.ceil(((o + 1) * n) / m);
-    for (let i = a; i < b; i++) R[o * n + i] = 1 / (b - a);
-  }
-  return R;
-}
-
-/** y[p] = Ry · x[p] · Rxᵀ over planes; with `adjoint`, x[p] = Ryᵀ · y[p] · Rx instead. */
-function separable(
-  v: ArrayLike<number>,
-  planes: number,
-  [H, W]: number[],
-  [oH, oW]: number[],
-  Ry: Float64Array,
-  Rx: Float64Array,
-  adjoint = false,
-): Float64Array {
-  const out = new Float64Array(planes * (adjoint ? H * W : oH * oW));
-  for (let p = 0; p < planes; p++) {
-    for (let oy = 0; oy < oH; oy++) {
-      for (let ox = 0; ox < oW; ox++) {
-        for (let y = 0; y < H; y++) {
-          for (let x = 0; x < W; x++) {
-            const w = Ry[oy * H + y] * Rx[ox * W + x];
-            if (w === 0) continue;
-            if (adjoint) out[(p * H + y) * W + x] += w * v[(p * oH + oy) * oW + ox];
-            else out[(p * oH + oy) * oW + ox] += w * v[(p * H + y) * W + x];
-          }
-        }
-      }
-    }
-  }
-  return out;
-}
 
 // VAR's scale pairs and a few awkward ones.
 const PAIRS: [number[], number[]][] = [

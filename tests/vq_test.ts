@@ -11,29 +11,7 @@ import {
   rng,
   runWithGrads,
 } from "./helpers.ts";
-
-/** float64 argmin over codes with ties to the lowest index; `at(n, c)` reads vector n. */
-function nearestRef(
-  at: (n: number, c: number) => number,
-  e: ArrayLike<number>,
-  N: number,
-  C: number,
-) {
-  const V = e.length / C;
-  const idx = new Int32Array(N);
-  const best = new Float64Array(N);
-  for (let n = 0; n < N; n++) {
-    let bd = Infinity, bi = 0;
-    for (let v = 0; v < V; v++) {
-      let d = 0;
-      for (let c = 0; c < C; c++) d += (at(n, c) - e[v * C + c]) ** 2;
-      if (d < bd) [bd, bi] = [d, v];
-    }
-    idx[n] = bi;
-    best[n] = bd;
-  }
-  return { idx, best };
-}
+import { nearestRef } from "./image_ref.ts";
 
 /** Readers of vector n, channel c for [N, C] and NCHW layouts. */
 const rows = (z: ArrayLike<number>, C: number) => (n: number, c: number) => z[n * C + c];
