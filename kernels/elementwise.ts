@@ -54,6 +54,7 @@ export const UNARY: Record<string, UnaryOp> = {
   rsqrt: { forward: "inverseSqrt(x)", backward: "-0.5 * g * y * y * y" },
   square: { forward: "x * x", backward: "2.0 * g * x" },
   relu: { forward: "max(x, 0.0)", backward: "select(0.0, g, x > 0.0)" },
+  abs: { forward: "abs(x)", backward: "g * sign(x)" },
   sigmoid: { forward: "sigmoid_(x)", backward: "g * y * (1.0 - y)" },
   tanh: { forward: "tanh_(x)", backward: "g * sech2_(x)" },
   silu: {

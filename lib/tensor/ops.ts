@@ -157,6 +157,7 @@ export const sqrt = (x: Tensor) => unary("sqrt", x);
 export const rsqrt = (x: Tensor) => unary("rsqrt", x);
 export const square = (x: Tensor) => unary("square", x);
 export const relu = (x: Tensor) => unary("relu", x);
+export const abs = (x: Tensor) => unary("abs", x);
 export const sigmoid = (x: Tensor) => unary("sigmoid", x);
 export const tanh = (x: Tensor) => unary("tanh", x);
 export const silu = (x: Tensor) => unary("silu", x);
