@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs on the accelerator machine: `vmambar bench` and PyTorch's figures for the same ops in one
-# run, then one table with the ratios (WGSL / PyTorch). Arguments go to `vmambar bench`.
-#   source .device/env.sh && tools/bench-device.sh --tiles auto,128x128x16-8x8
+# Runs on the accelerator machine: every WGSL benchmark beside PyTorch's figures for the same ops
+# in one run, then tables with the ratios. Arguments go to `vmambar bench` (matmul, elementwise,
+# dispatch); the scan and attention rows use the base256 shapes (DESIGN §4).
+#   source .device/env.sh && tools/bench-device.sh [--ops matmul] [--tiles auto]
 # Results land in $OUT (the device tool's output folder) or ./out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,4 +13,11 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.g
 export PYTHONUNBUFFERED=1
 deno run --cached-only -A main.ts bench --json "$out/wgsl.json" "$@" 2>&1 | tee "$out/wgsl.log"
 python3 tools/torch_bench.py --json "$out/torch.json" 2>&1 | tee "$out/torch.log"
+deno run --cached-only -A tools/bench_scan.ts --json "$out/scan.json" --dump "$out/scan_dump.safetensors" 2>&1 | tee "$out/scan.log"
+python3 tools/torch_scan.py --dump "$out/scan_dump.safetensors" --wgsl "$out/scan.json" 2>&1 | tee -a "$out/scan.log"
+deno run --cached-only -A tools/bench_attention.ts --json "$out/attention.json" 2>&1 | tee "$out/attention.log"
+python3 tools/torch_attention.py --ours "$out/attention.json" 2>&1 | tee -a "$out/attention.log"
+echo
 python3 tools/torch_bench.py --compare "$out/wgsl.json" "$out/torch.json" | tee "$out/compare.txt"
+grep -A4 "speed ratio" "$out/scan.log" || true
+tail -6 "$out/attention.log"
