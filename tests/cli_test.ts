@@ -1,19 +1,9 @@
 // The CLI as a user meets it: help everywhere, one-line errors, and the compile task.
 import { commands } from "../lib/cli/commands.ts";
-import { assert } from "./helpers.ts";
+import { assert, runCli } from "./helpers.ts";
 
 const root = new URL("..", import.meta.url).pathname;
-
-async function vmambar(...args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "main.ts", ...args],
-    cwd: root,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
+const vmambar = runCli;
 
 Deno.test("vmambar --help lists every command", async () => {
   const r = await vmambar("--help");

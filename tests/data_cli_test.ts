@@ -4,23 +4,14 @@ import { encodePng } from "../lib/data/png.ts";
 import { listShards } from "../lib/data/shards.ts";
 import { renderScene, shapesScene } from "../lib/data/shapes.ts";
 import { garbage, jpeg, tempDir } from "./data_fixtures.ts";
+import { runCli } from "./helpers.ts";
 
-const root = new URL("..", import.meta.url).pathname;
 
 function check(cond: boolean, msg: string): void {
   if (!cond) throw new Error(msg);
 }
 
-async function vmambar(...args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "main.ts", "data", ...args],
-    cwd: root,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
+const vmambar = (...args: string[]) => runCli("data", ...args);
 
 Deno.test("data cli: shapes then stats, with a contact sheet", async () => {
   const dir = await tempDir("cli");

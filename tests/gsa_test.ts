@@ -3,11 +3,9 @@
 import { GSA } from "../lib/nn/attention.ts";
 import { Init } from "../lib/nn/module.ts";
 import { blockCausalMask, disposeMask, KVCache, rope2dTable } from "../lib/tensor/attention.ts";
-import { backward } from "../lib/tensor/autograd.ts";
 import { mul, slice, sumAll } from "../lib/tensor/ops.ts";
 import { noGrad, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
-import { upload } from "../lib/gpu/mod.ts";
-import { assert, assertClose, f32, gpuReady, randn } from "./helpers.ts";
+import { assertClose, assertDirectionalGrads, f32, gpuReady, randn } from "./helpers.ts";
 
 const scales = [1, 2, 3];
 const T = 5;
@@ -92,25 +90,7 @@ Deno.test("GSA: every parameter's gradient agrees with a directional difference"
   const x0 = tensor(f32(randn(B * S * d)), [B, S, d]);
   const r = tensor(f32(randn(B * S * d)), [B, S, d]);
   const loss = () => sumAll(mul(gsa.forward(h, x0, mask, { table }), r));
-  await tidyAsync(async () => {
-    backward(loss());
-    for (const [name, p] of gsa.namedParameters()) {
-      assert(p.grad && p.grad.shape.join() === p.shape.join(), `${name} has no gradient`);
-      const g = await p.grad.toArray();
-      const v = f32(randn(p.size));
-      const p0 = Float32Array.from(await p.toArray());
-      const at = async (eps: number) => {
-        upload(p.buffer, p0.map((w, i) => w + eps * v[i]));
-        return await noGrad(loss).item();
-      };
-      const eps = 2e-3;
-      const numeric = (await at(eps) - await at(-eps)) / (2 * eps);
-      upload(p.buffer, p0);
-      const analytic = g.reduce((a, gi, i) => a + gi * v[i], 0);
-      const rel = Math.abs(numeric - analytic) / Math.max(Math.abs(analytic), 1e-2);
-      assert(rel < 2e-2, `${name}: grad·v = ${analytic}, difference quotient ${numeric}`);
-    }
-  });
+  await assertDirectionalGrads(gsa.namedParameters(), loss);
   for (const t of [h, x0, r, table]) t.dispose();
   disposeMask(mask);
   gsa.dispose();

@@ -1,10 +1,10 @@
 // Shared test utilities: seeded random inputs, float64 references, error norms, and a gradient
 // check that compares an op's GPU backward with central differences of its CPU reference.
-import { initGpu } from "../lib/gpu/mod.ts";
+import { initGpu, upload } from "../lib/gpu/mod.ts";
 import { backward } from "../lib/tensor/autograd.ts";
 import { sumAll } from "../lib/tensor/ops.ts";
 import { mul } from "../lib/tensor/ops.ts";
-import { type DType, parameter, Tensor, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
+import { type DType, noGrad, parameter, Tensor, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
 
 export const gpuReady = initGpu();
 
@@ -158,4 +158,46 @@ export async function runWithGrads(
       t.dispose();
     }
   }
+}
+
+/**
+ * Checks every parameter's gradient of a scalar `loss` against a central difference along a
+ * random direction: (L(θ + εv) − L(θ − εv)) / 2ε ≈ ∇L·v, within `tol` relative. For whole
+ * layers, whose float64 references would repeat the layer.
+ */
+export async function assertDirectionalGrads(
+  named: [string, Tensor][],
+  loss: () => Tensor,
+  { eps = 2e-3, tol = 2e-2, floor = 1e-2 } = {},
+): Promise<void> {
+  await tidyAsync(async () => {
+    backward(loss());
+    for (const [name, p] of named) {
+      assert(p.grad && p.grad.shape.join() === p.shape.join(), `${name} has no gradient`);
+      const g = await p.grad.toArray();
+      const v = f32(randn(p.size));
+      const p0 = Float32Array.from(await p.toArray());
+      const at = async (e: number) => {
+        upload(p.buffer, p0.map((w, i) => w + e * v[i]));
+        return await noGrad(loss).item();
+      };
+      const numeric = (await at(eps) - await at(-eps)) / (2 * eps);
+      upload(p.buffer, p0);
+      const analytic = g.reduce((a, gi, i) => a + gi * v[i], 0);
+      const rel = Math.abs(numeric - analytic) / Math.max(Math.abs(analytic), floor);
+      assert(rel < tol, `${name}: grad·v = ${analytic}, difference quotient ${numeric}`);
+    }
+  });
+}
+
+/** Runs `vmambar ARGS…` in a subprocess from the repository root. */
+export async function runCli(...args: string[]) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "main.ts", ...args],
+    cwd: new URL("..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }

@@ -1,11 +1,9 @@
 // The Mamba block as a whole: carried state, PAD transparency, and gradients of every parameter.
 import { Mamba, type MambaCache } from "../lib/nn/mamba.ts";
 import { Init } from "../lib/nn/module.ts";
-import { backward } from "../lib/tensor/autograd.ts";
 import { mul, slice, sumAll } from "../lib/tensor/ops.ts";
 import { noGrad, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
-import { upload } from "../lib/gpu/mod.ts";
-import { assert, assertClose, f32, gpuReady, randn } from "./helpers.ts";
+import { assertClose, assertDirectionalGrads, f32, gpuReady, randn } from "./helpers.ts";
 
 Deno.test("Mamba block: running in pieces with the carried cache equals one full pass", async () => {
   await gpuReady;
@@ -57,25 +55,7 @@ Deno.test("Mamba block: every parameter's gradient agrees with a directional dif
   const x = tensor(f32(randn(b * l * d)), [b, l, d]);
   const r = tensor(f32(randn(b * l * d)), [b, l, d]);
   const loss = () => sumAll(mul(block.forward(x).y, r));
-  await tidyAsync(async () => {
-    backward(loss());
-    for (const [name, p] of block.namedParameters()) {
-      assert(p.grad && p.grad.shape.join() === p.shape.join(), `${name} has no gradient`);
-      const g = await p.grad.toArray();
-      const v = f32(randn(p.size));
-      const p0 = Float32Array.from(await p.toArray());
-      const at = async (eps: number) => {
-        upload(p.buffer, p0.map((w, i) => w + eps * v[i]));
-        return await noGrad(loss).item();
-      };
-      const eps = 1e-2 / Math.max(1e-3, Math.sqrt(v.reduce((a, b) => a + b * b, 0) / v.length));
-      const numeric = (await at(eps) - await at(-eps)) / (2 * eps);
-      upload(p.buffer, p0);
-      const analytic = g.reduce((a, gi, i) => a + gi * v[i], 0);
-      const rel = Math.abs(numeric - analytic) / Math.max(Math.abs(analytic), 1e-3);
-      assert(rel < 2e-2, `${name}: grad·v = ${analytic}, difference quotient ${numeric}`);
-    }
-  });
+  await assertDirectionalGrads(block.namedParameters(), loss, { eps: 1e-2, floor: 1e-3 });
   block.dispose();
   x.dispose();
   r.dispose();
