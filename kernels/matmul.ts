@@ -7,7 +7,9 @@
 //
 // Storage is row-major. A is [M, K] ([K, M] when transA), B is [K, N] ([N, K] when transB), C is
 // [M, N]. Operands are read as vec4 along their contiguous dim when it is a multiple of 4, else
-// as scalars. f16 storage is widened to f32 on load and every product accumulates in f32.
+// as scalars. With f16 storage the tiles stay f16 in workgroup memory and the products of one BK
+// slice are summed in f16 (packed half FMAs: twice the f32 rate), then added into f32
+// accumulators, so rounding grows with BK, not with K (about 1e-3 relative at BK 32).
 // Workgroup memory holds both tiles k-major (As[k][m], Bs[k][n]) so a thread reads its 4-wide
 // row and column groups as single vec4s.
 
@@ -97,8 +99,8 @@ function tileProblem(t: MatmulTile): void {
 }
 
 /** Workgroup memory a tile needs (it must fit maxComputeWorkgroupStorageSize). */
-export function workgroupBytes(t: MatmulTile): number {
-  return (t.prefetch ? 2 : 1) * (t.bm + t.bn) * t.bk * 4;
+export function workgroupBytes(t: MatmulTile, dtype: "f32" | "f16" = "f32"): number {
+  return (t.prefetch ? 2 : 1) * (t.bm + t.bn) * t.bk * (dtype === "f16" ? 2 : 4);
 }
 
 /** Words of the uniform block, in order; see packMatmulParams. */
@@ -151,6 +153,7 @@ export function matmulWgsl(k: MatmulKernel): string {
   const GN = t.tn / 4;
   const nbuf = t.prefetch ? 2 : 1;
   const s = k.dtype; // storage scalar type
+  const w = s; // workgroup tiles and slice sums: f16 math for f16 storage
   const L: string[] = [];
   const emit = (line: string) => L.push(line);
 
@@ -166,8 +169,8 @@ export function matmulWgsl(k: MatmulKernel): string {
   }
   // Indexed [buffer][k][row / 4]; the outer indices are constants in the unrolled inner product,
   // so the bounds clamps naga adds there fold away.
-  emit(`var<workgroup> As: array<array<array<vec4<f32>, ${t.bm / 4}>, ${t.bk}>, ${nbuf}>;`);
-  emit(`var<workgroup> Bs: array<array<array<vec4<f32>, ${t.bn / 4}>, ${t.bk}>, ${nbuf}>;`);
+  emit(`var<workgroup> As: array<array<array<vec4<${w}>, ${t.bm / 4}>, ${t.bk}>, ${nbuf}>;`);
+  emit(`var<workgroup> Bs: array<array<array<vec4<${w}>, ${t.bn / 4}>, ${t.bk}>, ${nbuf}>;`);
   emit("");
   emit(`@compute @workgroup_size(${T})`);
   emit(`fn main(@builtin(workgroup_id) wid: vec3<u32>,
@@ -214,7 +217,7 @@ export function matmulWgsl(k: MatmulKernel): string {
   ];
   const loads = (o: Operand) => (o.vec ? (o.rows * t.bk) / 4 : o.rows * t.bk) / T;
   const reg = (o: Operand, i: number) => `r${o.name}${i}`;
-  const regType = (o: Operand) => (o.vec ? "vec4<f32>" : "f32");
+  const regType = (o: Operand) => (o.vec ? `vec4<${w}>` : w);
   for (const o of ops) {
     for (let i = 0; i < loads(o); i++) emit(`  var ${reg(o, i)}: ${regType(o)};`);
   }
@@ -231,17 +234,17 @@ export function matmulWgsl(k: MatmulKernel): string {
           // vec4 along K: element (row, kq·4 .. kq·4+3) of a row-major [rows, K] matrix.
           emit(`${indent}{ let row = ${o.rowBase} + (${idx}) % ${o.rows}u;`);
           emit(`${indent}  let kk = k0 + ((${idx}) / ${o.rows}u) * 4u;`);
-          emit(`${indent}  ${r} = vec4<f32>(0.0);`);
+          emit(`${indent}  ${r} = vec4<${w}>(0.0);`);
           emit(
-            `${indent}  if (row < ${R} && kk < K) { ${r} = vec4<f32>(${o.name}[(${o.base} + row * K + kk) >> 2u]); } }`,
+            `${indent}  if (row < ${R} && kk < K) { ${r} = vec4<${w}>(${o.name}[(${o.base} + row * K + kk) >> 2u]); } }`,
           );
         } else if (o.vec) {
           // vec4 along the rows: element (k, rq·4 .. rq·4+3) of a row-major [K, rows] matrix.
           emit(`${indent}{ let row = ${o.rowBase} + ((${idx}) % ${o.rows / 4}u) * 4u;`);
           emit(`${indent}  let kk = k0 + (${idx}) / ${o.rows / 4}u;`);
-          emit(`${indent}  ${r} = vec4<f32>(0.0);`);
+          emit(`${indent}  ${r} = vec4<${w}>(0.0);`);
           emit(
-            `${indent}  if (row < ${R} && kk < K) { ${r} = vec4<f32>(${o.name}[(${o.base} + kk * ${R} + row) >> 2u]); } }`,
+            `${indent}  if (row < ${R} && kk < K) { ${r} = vec4<${w}>(${o.name}[(${o.base} + kk * ${R} + row) >> 2u]); } }`,
           );
         } else {
           // Scalars; consecutive threads take consecutive rows so workgroup stores don't conflict.
@@ -250,7 +253,7 @@ export function matmulWgsl(k: MatmulKernel): string {
           emit(`${indent}  let kk = k0 + (${idx}) / ${o.rows}u;`);
           emit(`${indent}  ${r} = 0.0;`);
           emit(
-            `${indent}  if (row < ${R} && kk < K) { ${r} = f32(${o.name}[${o.base} + ${addr}]); } }`,
+            `${indent}  if (row < ${R} && kk < K) { ${r} = ${w}(${o.name}[${o.base} + ${addr}]); } }`,
           );
         }
       }
@@ -285,7 +288,15 @@ export function matmulWgsl(k: MatmulKernel): string {
     for (let h = 0; h < GN; h++) emit(`  var c${r}_${h} = vec4<f32>(0.0);`);
   }
   const comp = ["x", "y", "z", "w"];
+  // f16: each slice's products are summed in named f16 partials, then widened into c.
+  const half = w === "f16";
+  const acc = (r: number, h: number) => (half ? `p${r}_${h}` : `c${r}_${h}`);
   const innerProduct = (indent: string, buf: string) => {
+    if (half) {
+      for (let r = 0; r < t.tm; r++) {
+        for (let h = 0; h < GN; h++) emit(`${indent}var p${r}_${h} = vec4<f16>(0.0);`);
+      }
+    }
     for (let kk = 0; kk < t.bk; kk++) {
       emit(`${indent}{ // k + ${kk}`);
       for (let g = 0; g < GM; g++) emit(`${indent}let a${g} = As[${buf}][${kk}][${g * TY}u + ty];`);
@@ -294,11 +305,17 @@ export function matmulWgsl(k: MatmulKernel): string {
         for (let i = 0; i < 4; i++) {
           const r = g * 4 + i;
           for (let h = 0; h < GN; h++) {
-            emit(`${indent}c${r}_${h} = fma(vec4<f32>(a${g}.${comp[i]}), b${h}, c${r}_${h});`);
+            const a = acc(r, h);
+            emit(`${indent}${a} = fma(vec4<${w}>(a${g}.${comp[i]}), b${h}, ${a});`);
           }
         }
       }
       emit(`${indent}}`);
+    }
+    if (half) {
+      for (let r = 0; r < t.tm; r++) {
+        for (let h = 0; h < GN; h++) emit(`${indent}c${r}_${h} += vec4<f32>(p${r}_${h});`);
+      }
     }
   };
 
