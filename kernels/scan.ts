@@ -28,6 +28,37 @@ struct P { B: u32, L: u32, D: u32, nC: u32, has_h0: u32 }
 fn state_index(b: u32, c: u32, d: u32, n: u32) -> u32 { return ((b * p.nC + c) * p.D + d) * N + n; }
 `;
 
+type StepValue = "dt" | "u" | "B" | "C" | "dy";
+
+/**
+ * Loads of every step of a chunk, issued before any arithmetic so that their latencies overlap
+ * (a loop would wait for each step's loads in turn). Steps past L read Δ = 0 and dy = 0, which
+ * makes them identities of the recurrence: no branches are needed.
+ */
+function preload(values: StepValue[], channel: string): string {
+  const lines: string[] = [];
+  for (let i = 0; i < LC; i++) {
+    lines.push(`  let t${i} = c * LC + ${i}u;`);
+    lines.push(`  let ok${i} = t${i} < p.L;`);
+    lines.push(`  let x${i} = (b * p.L + min(t${i}, p.L - 1u)) * p.D + ${channel};`);
+    lines.push(`  let bc${i} = (b * p.L + min(t${i}, p.L - 1u)) * N + n;`);
+    for (const v of values) {
+      const load = {
+        dt: `select(0.0, delta[x${i}], ok${i})`,
+        u: `u[x${i}]`,
+        B: `Bm[bc${i}]`,
+        C: `Cm[bc${i}]`,
+        dy: `select(0.0, dy[x${i}], ok${i})`,
+      }[v];
+      lines.push(`  let ${v}${i} = ${load};`);
+    }
+  }
+  return lines.join("\n");
+}
+
+const eachStep = (f: (i: number) => string, reverse = false) =>
+  Array.from({ length: LC }, (_, k) => f(reverse ? LC - 1 - k : k)).join("\n");
+
 /** Pass 1 of the forward: per chunk, decay product and end state from a zero start. */
 export function chunkStateWgsl(n: number): string {
   return `${HEADER(n)}
@@ -46,16 +77,13 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
   let b = wid.z;
   if (d >= p.D) { return; }
   let a_dn = A[d * N + n];
+${preload(["dt", "u", "B"], "d")}
   var h = 0.0;
   var prod = 1.0;
-  for (var i = 0u; i < LC; i++) {
-    let t = c * LC + i;
-    if (t >= p.L) { break; }
-    let x = (b * p.L + t) * p.D + d;
-    let dt = delta[x];
-    let a = exp(dt * a_dn);
-    h = a * h + dt * Bm[(b * p.L + t) * N + n] * u[x];
-    prod *= a;
+${
+    eachStep((i) =>
+      `  { let a = exp(dt${i} * a_dn); h = a * h + dt${i} * B${i} * u${i}; prod *= a; }`
+    )
   }
   decay[state_index(b, c, d, n)] = prod;
   h_end[state_index(b, c, d, n)] = h;
@@ -123,14 +151,11 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
   let dd = min(d, p.D - 1u);
   let a_dn = A[dd * N + n];
   var h = select(0.0, start[state_index(b, c, dd, n)], live);
-  for (var i = 0u; i < LC; i++) {
-    let t = c * LC + i;
-    let tt = min(t, p.L - 1u);
-    let x = (b * p.L + tt) * p.D + dd;
-    let dt = delta[x];
-    let bc = (b * p.L + tt) * N + n;
-    h = exp(dt * a_dn) * h + dt * Bm[bc] * u[x];
-    terms[dl][i][n] = Cm[bc] * h;
+${preload(["dt", "u", "B", "C"], "dd")}
+${
+    eachStep((i) =>
+      `  h = exp(dt${i} * a_dn) * h + dt${i} * B${i} * u${i};\n  terms[dl][${i}][n] = C${i} * h;`
+    )
   }
   workgroupBarrier();
   // Output o: step o / DG, channel o % DG, so neighbouring threads write neighbouring channels.
@@ -166,16 +191,14 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
   let b = wid.z;
   if (d >= p.D) { return; }
   let a_dn = A[d * N + n];
+${preload(["dt", "C", "dy"], "d")}
   var carry = 0.0;  // a_{t+1}·dh_{t+1}
   var prod = 1.0;
-  for (var k = 0u; k < LC; k++) {
-    let t = c * LC + LC - 1u - k;
-    if (t >= p.L) { continue; }
-    let x = (b * p.L + t) * p.D + d;
-    let dh = Cm[(b * p.L + t) * N + n] * dy[x] + carry;
-    let a = exp(delta[x] * a_dn);
-    carry = a * dh;
-    prod *= a;
+${
+    eachStep(
+      (i) => `  { let a = exp(dt${i} * a_dn); carry = a * (C${i} * dy${i} + carry); prod *= a; }`,
+      true,
+    )
   }
   decay[state_index(b, c, d, n)] = prod;
   carry_out[state_index(b, c, d, n)] = carry;
@@ -189,16 +212,9 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
  */
 export function chunkGradsWgsl(n: number): string {
   const hist = Array.from({ length: LC }, (_, i) => `hp${i}`);
-  const forward = hist.map((name, i) => `
-  let ${name} = h;
-  {
-    let t = c * LC + ${i}u;
-    if (t < p.L) {
-      let x = (b * p.L + t) * p.D + dd;
-      let dt = delta[x];
-      h = exp(dt * a_dn) * h + dt * Bm[(b * p.L + t) * N + n] * u[x];
-    }
-  }`).join("");
+  const forward = eachStep((i) =>
+    `  let hp${i} = h;\n  h = exp(dt${i} * a_dn) * h + dt${i} * B${i} * u${i};`
+  );
   // Steps walk back from LC-1 to 0 in groups of G; each group's per-step terms are summed in
   // workgroup memory after the group (2 barriers per G steps instead of 2 per step).
   const reduceGroup = (base: number) => `
@@ -236,18 +252,14 @@ export function chunkGradsWgsl(n: number): string {
     const gi = i % G;
     return `
   {
-    let t = c * LC + ${i}u;
-    let valid = t < p.L;
-    let tt = min(t, p.L - 1u);
-    let x = (b * p.L + tt) * p.D + dd;
-    let bc = (b * p.L + tt) * N + n;
-    let dt = delta[x];
-    let ut = u[x];
-    let bt = Bm[bc];
-    let g = select(0.0, dy[x], valid && live);
+    let valid = ok${i};
+    let dt = dt${i};
+    let ut = u${i};
+    let bt = B${i};
+    let g = select(0.0, dy${i}, live);
     let a = exp(dt * a_dn);
     let h_t = a * ${hist[i]} + dt * bt * ut;
-    let dh = select(0.0, Cm[bc] * g + carry, valid);
+    let dh = select(0.0, C${i} * g + carry, valid);
     t_du[dl][${gi}][n] = dh * dt * bt;
     t_dd[dl][${gi}][n] = dh * (a_dn * a * ${hist[i]} + bt * ut);
     t_dB[dl][${gi}][n] = select(0.0, dh * dt * ut, live);
@@ -288,6 +300,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
   let dd = min(d, p.D - 1u);
   let a_dn = A[dd * N + n];
   var h = start[state_index(b, c, dd, n)];
+${preload(["dt", "u", "B", "C", "dy"], "dd")}
 ${forward}
   var carry = carry_in[state_index(b, c, dd, n)];
   var dA_acc = 0.0;
