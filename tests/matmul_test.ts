@@ -222,6 +222,10 @@ Deno.test("matmul f16 storage", async () => {
     dtype: "f16",
     tile: "128x128x16-8x8-pf",
   });
+  // f16's large tile (16×8 a thread) across tile edges, with K over one slice.
+  for (const [tA, tB] of TRANSPOSES) {
+    await check({ ...stored([], [], 260, 70, 132, tA, tB), dtype: "f16", tile: "256x128x32-16x8" });
+  }
 });
 
 Deno.test("matmul epilogue: alpha, bias and beta·C", async () => {

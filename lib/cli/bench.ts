@@ -188,7 +188,8 @@ async function benchMatmulShape(
     const plan = planMatmul("matmul", a, b, { transB: s.transB });
     for (const name of tiles) {
       const tile = name === "auto" ? undefined : parseTile(name);
-      const auto = chooseTile(s.sharedB ? s.batch * s.M : s.M, s.N, s.sharedB ? 1 : s.batch);
+      const rows = s.sharedB ? s.batch * s.M : s.M;
+      const auto = chooseTile(rows, s.N, s.sharedB ? 1 : s.batch, plan.dtype);
       const kernel = name === "auto" ? `auto ${tileName(auto)}` : name;
       const c = fill(plan.outShape, NaN, plan.dtype);
       let error = Infinity;

@@ -84,26 +84,35 @@ export function planMatmul(op: string, a: Tensor, b: Tensor, o: MatmulOptions = 
   return { M, N, K, batch, outShape, dtype };
 }
 
-/** 128×128 tiles when they give the GPU enough workgroups to fill it, else 64×64. */
-export function chooseTile(M: number, N: number, batch: number): MatmulTile {
+/** Large tiles when they give the GPU enough workgroups to fill it, else 64×64. */
+export function chooseTile(
+  M: number,
+  N: number,
+  batch: number,
+  dtype: "f32" | "f16" = "f32",
+): MatmulTile {
+  if (dtype === "f16" && Math.ceil(M / 256) * Math.ceil(N / 128) * batch >= 96) {
+    return fitTile(TILES.largeHalf, dtype);
+  }
   const large = Math.ceil(M / 128) * Math.ceil(N / 128) * batch;
   const tile = large >= 96 ? TILES.large : TILES.small;
-  return fitTile(tile);
+  return fitTile(tile, dtype);
 }
 
 /** Drops double buffering, then halves BK, until the device's workgroup memory holds the tile. */
-function fitTile(t: MatmulTile): MatmulTile {
+function fitTile(t: MatmulTile, dtype: "f32" | "f16" = "f32"): MatmulTile {
   const max = gpu().limits.maxComputeWorkgroupStorageSize;
+  const bytes = (x: MatmulTile) => workgroupBytes(x, dtype);
   let fit = t;
-  if (workgroupBytes(fit) > max) fit = { ...fit, prefetch: false };
-  while (workgroupBytes(fit) > max && tileValid({ ...fit, bk: fit.bk / 2 })) {
+  if (bytes(fit) > max) fit = { ...fit, prefetch: false };
+  while (bytes(fit) > max && tileValid({ ...fit, bk: fit.bk / 2 })) {
     fit = { ...fit, bk: fit.bk / 2 };
   }
   // WebGPU guarantees 16 KiB, which the default tiles fit without prefetch.
-  if (workgroupBytes(fit) > max) {
+  if (bytes(fit) > max) {
     throw new Error(
       `matmul: tile ${tileName(t)} needs ${
-        workgroupBytes(fit)
+        bytes(fit)
       } bytes of workgroup memory, the device has ${max}`,
     );
   }
@@ -173,7 +182,10 @@ export function encodeMatmul(
       dims = [];
     }
   }
-  const tile = fitTile(c.tile ?? chooseTile(M, N, dims.reduce((x, d) => x * d.n, 1)));
+  const tile = fitTile(
+    c.tile ?? chooseTile(M, N, dims.reduce((x, d) => x * d.n, 1), plan.dtype),
+    plan.dtype,
+  );
   const vec = !c.scalar;
   const kernel: MatmulKernel = {
     tile,
