@@ -8,7 +8,8 @@ fraction of SDPA's speed that the WGSL kernels reach).
 """
 import argparse
 import json
-import statistics
+
+from torch_bench import time_cuda  # same directory
 
 SCALES = [1, 2, 3, 4, 5, 6, 8, 10, 13, 16]
 TEXT = 128
@@ -29,22 +30,6 @@ def block_causal_mask(torch, batch, device):
     pos = torch.arange(len(levels), device=device)
     key_ok = torch.stack([pos >= p for p in pads(batch)])  # text PADs are positions < pad count
     return (visible[None] & key_ok[:, None, :])[:, None]
-
-
-def time_cuda(torch, fn, repeats=5, iters=30):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(repeats):
-        start.record()
-        for _ in range(iters):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / iters)
-    return statistics.median(times)
 
 
 def measure(batch=8, heads=16, head_dim=128):
@@ -74,8 +59,8 @@ def measure(batch=8, heads=16, head_dim=128):
         "device": torch.cuda.get_device_name(),
         "torch": torch.__version__,
         "shape": {"B": batch, "S": S, "H": heads, "Dh": head_dim},
-        "forwardMs": time_cuda(torch, forward),
-        "forwardBackwardMs": time_cuda(torch, forward_backward),
+        "forwardMs": time_cuda(torch, forward, 5),
+        "forwardBackwardMs": time_cuda(torch, forward_backward, 5),
     }
 
 

@@ -9,9 +9,9 @@ dumped output against a float64 sequential scan, and prints the ratio table.
 """
 import argparse
 import json
-import statistics
 
 import torch
+from torch_bench import time_cuda  # same directory
 
 
 def parallel_scan(u, delta, A, B, C):
@@ -34,21 +34,6 @@ def sequential_scan(u, delta, A, B, C):
         h = torch.exp(delta[:, t, :, None] * A) * h + (delta[:, t] * u[:, t])[:, :, None] * B[:, t, None, :]
         ys.append((h * C[:, t, None, :]).sum(-1))
     return torch.stack(ys, 1)
-
-
-def time_ms(fn, iters=20, repeats=5):
-    fn()
-    torch.cuda.synchronize()
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    out = []
-    for _ in range(repeats):
-        s.record()
-        for _ in range(iters):
-            fn()
-        e.record()
-        e.synchronize()
-        out.append(s.elapsed_time(e) / iters)
-    return statistics.median(out)
 
 
 def main():
@@ -85,7 +70,7 @@ def main():
         y = parallel_scan(u, delta, A, B, C)
         torch.autograd.grad(y, (u, delta, A, B, C), dy)
 
-    torch_ms = {"scan_fwd": time_ms(fwd, 5), "scan_fwd_bwd": time_ms(fwd_bwd, 3)}
+    torch_ms = {"scan_fwd": time_cuda(torch, fwd, 5), "scan_fwd_bwd": time_cuda(torch, fwd_bwd, 5)}
     print(f"PyTorch parallel scan fp32 on {torch.cuda.get_device_name()}: "
           f"forward {torch_ms['scan_fwd']:.3f} ms, forward+backward {torch_ms['scan_fwd_bwd']:.3f} ms")
     if args.wgsl:
