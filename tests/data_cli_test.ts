@@ -6,7 +6,6 @@ import { renderScene, shapesScene } from "../lib/data/shapes.ts";
 import { garbage, jpeg, tempDir } from "./data_fixtures.ts";
 import { runCli } from "./helpers.ts";
 
-
 function check(cond: boolean, msg: string): void {
   if (!cond) throw new Error(msg);
 }

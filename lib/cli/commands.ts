@@ -19,4 +19,20 @@ export const commands: Record<string, Command> = {
     summary: "make and inspect image–caption shards: shapes, emoji, folder, stats",
     run: async (argv) => (await import("./data.ts")).main(argv),
   },
+  "train-tokenizer": {
+    summary: "train the multi-scale VQ-VAE image tokenizer on image shards",
+    run: async (argv) => (await import("./train_tokenizer.ts")).main(argv),
+  },
+  tokenize: {
+    summary: "turn image–caption shards into token shards (multi-scale indices + text ids)",
+    run: async (argv) => (await import("./tokenize.ts")).main(argv),
+  },
+  reconstruct: {
+    summary: "encode and decode images through a tokenizer; writes NAME.recon.png, prints PSNR",
+    run: async (argv) => (await import("./reconstruct.ts")).main(argv),
+  },
+  "import-tokenizer": {
+    summary: "wrap a VAR tokenizer's state dict (safetensors) as a vmambar tokenizer checkpoint",
+    run: async (argv) => (await import("./import_tokenizer.ts")).main(argv),
+  },
 };

@@ -87,14 +87,20 @@ export function lookupCodes(codebook: Tensor, indices: Tensor): Tensor {
   });
 }
 
-/** How many indices name each of V codes (codebook usage): u32 [V]; others are ignored. */
-export function codeUsage(indices: Tensor, V: number): Tensor {
+/**
+ * How many indices name each of V codes (codebook usage): u32 [V]; others are ignored. With
+ * `into`, the counts are added to that u32 [V] tensor (usage over many steps, read back rarely).
+ */
+export function codeUsage(indices: Tensor, V: number, into?: Tensor): Tensor {
   if (indices.dtype !== "i32" || !Number.isInteger(V) || V < 1) {
     throw new ShapeError(
       `codeUsage: needs i32 indices and V ≥ 1 (indices ${fmt(indices)} ${indices.dtype}, V ${V})`,
     );
   }
-  const counts = zeros([V], "u32");
+  if (into && (into.dtype !== "u32" || into.size !== V)) {
+    throw new ShapeError(`codeUsage: into must be u32 [${V}], got ${fmt(into)} ${into.dtype}`);
+  }
+  const counts = into ?? zeros([V], "u32");
   if (indices.size > 0) {
     dispatch(
       pipeline(vqWgsl, "code_usage"),

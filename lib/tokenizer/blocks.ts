@@ -63,7 +63,9 @@ export class ResnetBlock extends Module {
     if (cin !== cout) this.ninShortcut = this.child("nin_shortcut", new Conv2d(init, cin, cout, 1));
   }
   forward(x: Tensor): Tensor {
-    const h = this.conv2.forward(silu(this.norm2.forward(this.conv1.forward(silu(this.norm1.forward(x))))));
+    const h = this.conv2.forward(
+      silu(this.norm2.forward(this.conv1.forward(silu(this.norm1.forward(x))))),
+    );
     return add(this.ninShortcut ? this.ninShortcut.forward(x) : x, h);
   }
 }

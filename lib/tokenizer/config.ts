@@ -68,7 +68,9 @@ export function validateTokenizerConfig(cfg: TokenizerConfig, source: string): T
   if (!Array.isArray(cfg.chMult) || cfg.chMult.length < 1) throw bad("chMult must be a list");
   if (!Array.isArray(cfg.scales) || cfg.scales.length < 1) throw bad("scales must be a list");
   const side = cfg.image / 2 ** (cfg.chMult.length - 1);
-  if (!Number.isInteger(side)) throw bad(`image ${cfg.image} does not halve ${cfg.chMult.length - 1} times`);
+  if (!Number.isInteger(side)) {
+    throw bad(`image ${cfg.image} does not halve ${cfg.chMult.length - 1} times`);
+  }
   if (cfg.scales.at(-1) !== side) {
     throw bad(`the last scale must be the encoder map's side ${side}, got ${cfg.scales.at(-1)}`);
   }

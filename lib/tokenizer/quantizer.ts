@@ -19,13 +19,21 @@ class Phi extends Conv2d {
   }
 }
 
-/** Which shared φ serves scale k of K: the one whose tick in linspace(1/12, 11/12, 4) is nearest. */
+/**
+ * Which shared φ serves scale k of K: the one whose tick is nearest to k/(K-1), as VAR's
+ * PhiPartiallyShared: ticks = np.linspace(1/3/n, 1-1/3/n, n) for n = 4 shared convs, else
+ * linspace(1/2/n, 1-1/2/n, n); ties go to the lower index (np.argmin). The ticks are computed as
+ * numpy does (i·step + start, the last one exactly stop), since exact ties do occur, e.g. at
+ * k = 7 of K = 10, where rounding picks φ 3 (VAR's base256 scales).
+ */
 export function phiIndex(k: number, K: number, shared: number): number {
   const at = K === 1 ? 0 : k / (K - 1);
-  const lo = 1 / (3 * shared), hi = 1 - 1 / (3 * shared);
+  const start = shared === 4 ? 1 / 3 / shared : 1 / 2 / shared;
+  const stop = 1 - start;
+  const step = (stop - start) / (shared - 1);
   let best = 0, dist = Infinity;
   for (let i = 0; i < shared; i++) {
-    const tick = shared === 1 ? lo : lo + ((hi - lo) * i) / (shared - 1);
+    const tick = i === 0 ? start : i === shared - 1 ? stop : i * step + start;
     const d = Math.abs(tick - at);
     if (d < dist) [best, dist] = [i, d];
   }
@@ -39,8 +47,11 @@ export interface QuantizeResult {
   vqLoss: Tensor;
   /** Code indices per scale, i32 [B, pn, pn]. */
   indices: Tensor[];
-  /** Code-usage counts at each scale, f32 [V]. */
+  /** Code-usage counts at each scale, u32 [V]. */
   usage: Tensor[];
+  /** What each scale quantized (area-resized rest of f, no gradient): dead-code restarts draw
+   * new codes from these. */
+  inputs: Tensor[];
 }
 
 /** Mean squared error over every element, as a [1] tensor. */
@@ -85,11 +96,11 @@ export class ResidualQuantizer extends Module {
     let vqLoss: Tensor | null = null;
     const indices: Tensor[] = [];
     const usage: Tensor[] = [];
+    const inputs: Tensor[] = [];
     this.cfg.scales.forEach((pn, k) => {
-      const idx = noGrad(() => {
-        const rest = k === K - 1 ? fRest : areaResize(fRest, pn, pn);
-        return nearestCode(rest, this.codebook);
-      });
+      const rest = noGrad(() => k === K - 1 ? fRest : areaResize(fRest, pn, pn));
+      const idx = nearestCode(rest, this.codebook);
+      inputs.push(rest);
       indices.push(idx);
       usage.push(codeUsage(idx, this.cfg.vocab));
       const h = this.scaleTerm(idx, k, H);
@@ -101,7 +112,7 @@ export class ResidualQuantizer extends Module {
     });
     // Straight-through: the value of f_hat, the gradient of f.
     const fHatST = add(noGrad(() => sub(fHat, fNoGrad)), f);
-    return { fHat: fHatST, vqLoss: scale(vqLoss!, 1 / K), indices, usage };
+    return { fHat: fHatST, vqLoss: scale(vqLoss!, 1 / K), indices, usage, inputs };
   }
 
   /** Indices per scale for an encoder map, without gradients (tokenize). */
@@ -129,4 +140,3 @@ export class ResidualQuantizer extends Module {
     return fHat!;
   }
 }
-

@@ -65,7 +65,9 @@ export class Encoder extends Module {
       for (let j = 0; j < cfg.numResBlocks; j++) {
         level.blocks.push(blocks.child(`${j}`, new ResnetBlock(init, cin, cout)));
         cin = cout;
-        if (i === L - 1 && cfg.deepestAttention) level.attns.push(attns.child(`${j}`, new AttnBlock(init, cin)));
+        if (i === L - 1 && cfg.deepestAttention) {
+          level.attns.push(attns.child(`${j}`, new AttnBlock(init, cin)));
+        }
       }
       if (i !== L - 1) level.resample = level.child("downsample", new Downsample2x(init, cin));
       this.down.push(level);
@@ -105,7 +107,9 @@ export class Decoder extends Module {
       for (let j = 0; j < cfg.numResBlocks + 1; j++) {
         level.blocks.push(blocks.child(`${j}`, new ResnetBlock(init, cin, cout)));
         cin = cout;
-        if (i === L - 1 && cfg.deepestAttention) level.attns.push(attns.child(`${j}`, new AttnBlock(init, cin)));
+        if (i === L - 1 && cfg.deepestAttention) {
+          level.attns.push(attns.child(`${j}`, new AttnBlock(init, cin)));
+        }
       }
       if (i !== 0) level.resample = level.child("upsample", new Upsample2x(init, cin));
       levels[i] = level;
