@@ -201,6 +201,21 @@ Deno.test("loader: a folder of images with .txt captions", async () => {
   check(loader.skipped.keys("corrupt image").join() === "d", "corrupt image");
 });
 
+Deno.test("loader: a source where no image decodes is one clear error, not an endless loop", async () => {
+  const dir = await tempDir("allbad");
+  const writer = new ShardWriter(dir, 12);
+  await writer.add({ jpg: garbage(), txt: "garbage" });
+  await writer.add({ jpg: await truncatedJpeg(), txt: "cut" });
+  await writer.close();
+  let message = "";
+  try {
+    await all(openLoader({ source: dir, batchSize: 4, imageSize: 8, textLength: 16 }));
+  } catch (e) {
+    message = (e as Error).message;
+  }
+  check(/no image of .* could be decoded \(skipped 2 bad samples/.test(message), message);
+});
+
 Deno.test("loader: CSV, TSV and JSONL manifests", async () => {
   const dir = await tempDir("manifest");
   await Deno.mkdir(join(dir, "img"));

@@ -121,9 +121,24 @@ export class Loader {
     let group: Decoded[] = [];
     let last: LoaderPosition = this.options.position;
     const decoded = mapOrdered(this.#placed(), (p) => this.#decode(p), decodeConcurrency);
+    // An epoch read from its start in which nothing decodes would repeat forever: refuse it.
+    const start = this.options.position;
+    let epoch = start.epoch, good = 0, fromStart = start.sample === 0;
+    const refuseEmptyEpoch = () => {
+      if (fromStart && good === 0) {
+        throw new UserError(
+          `no image of ${this.options.source} could be decoded (${this.skipped.summary()})`,
+        );
+      }
+    };
     for await (const d of decoded) {
+      if (d.after.epoch !== epoch) {
+        refuseEmptyEpoch();
+        [epoch, good, fromStart] = [d.after.epoch, 0, true];
+      }
       last = d.after;
       if (!d.pixels) continue;
+      good++;
       group.push(d);
       if (group.length === batchSize) {
         yield this.#batch(group, last);
@@ -131,6 +146,7 @@ export class Loader {
       }
     }
     if (group.length > 0) yield this.#batch(group, last);
+    if (last !== start) refuseEmptyEpoch();
   }
 
   #batch(group: Decoded[], position: LoaderPosition): Batch {
