@@ -1,15 +1,22 @@
 // Compute pipelines, compiled once per (source, entry point, override constants).
 import { gpu } from "./device.ts";
 
-const cache = new Map<string, GPUComputePipeline>();
+// Keyed by the source string itself (V8 keeps a string's hash, and sources come from imports or
+// from `generated`, so the same object comes back each call), then by entry point and constants.
+const cache = new Map<string, Map<string, GPUComputePipeline>>();
+let compiled = 0;
 
 export function pipeline(
   code: string,
   entryPoint = "main",
   constants: Record<string, number> = {},
 ): GPUComputePipeline {
-  const key = `${entryPoint}\u0000${JSON.stringify(constants)}\u0000${code}`;
-  let p = cache.get(key);
+  let byEntry = cache.get(code);
+  if (!byEntry) cache.set(code, byEntry = new Map());
+  const key = Object.keys(constants).length
+    ? `${entryPoint}:${JSON.stringify(constants)}`
+    : entryPoint;
+  let p = byEntry.get(key);
   if (!p) {
     const { device } = gpu();
     const module = device.createShaderModule({ code });
@@ -17,9 +24,19 @@ export function pipeline(
       layout: "auto",
       compute: { module, entryPoint, constants },
     });
-    cache.set(key, p);
+    byEntry.set(key, p);
+    compiled++;
   }
   return p;
+}
+
+const sources = new Map<string, string>();
+
+/** Generated WGSL, built once per key: generators are too slow to run on every dispatch. */
+export function generated(key: string, make: () => string): string {
+  let code = sources.get(key);
+  if (code === undefined) sources.set(key, code = make());
+  return code;
 }
 
 /** Compiles `code` and returns its compiler errors, or [] (for tests and kernel development). */
@@ -33,5 +50,5 @@ export async function compileErrors(code: string): Promise<string[]> {
 }
 
 export function pipelineCount(): number {
-  return cache.size;
+  return compiled;
 }

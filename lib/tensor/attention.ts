@@ -7,7 +7,7 @@
 // probabilities tile by tile (one pass over key tiles for dK and dV, one over query tiles for
 // dQ) and never holds an Sq×Sk matrix in memory.
 import { ShapeError } from "../errors.ts";
-import { dispatch, gpu, grid, pipeline } from "../gpu/mod.ts";
+import { dispatch, generated, gpu, grid, pipeline } from "../gpu/mod.ts";
 import {
   flashAttentionWgsl,
   type FlashKernel,
@@ -25,13 +25,9 @@ export * from "./rope.ts";
 
 const MAX_HEAD_DIM = 256;
 
-const sources = new Map<string, string>();
 function flashPipeline(kind: FlashKernel, headDim: number): GPUComputePipeline {
   const dp = paddedHeadDim(headDim);
-  const key = `${kind}:${dp}`;
-  let code = sources.get(key);
-  if (!code) sources.set(key, code = flashAttentionWgsl(kind, dp));
-  return pipeline(code);
+  return pipeline(generated(`flash:${kind}:${dp}`, () => flashAttentionWgsl(kind, dp)));
 }
 
 interface Plan {

@@ -2,7 +2,7 @@
 // Shapes, dtypes and device limits are checked before anything is dispatched; backward reuses the
 // transpose flags instead of copying transposed operands.
 import { ShapeError } from "../errors.ts";
-import { dispatch, gpu, pipeline } from "../gpu/mod.ts";
+import { dispatch, generated, gpu, pipeline } from "../gpu/mod.ts";
 import {
   type MatmulKernel,
   type MatmulTile,
@@ -198,7 +198,7 @@ export function encodeMatmul(
     bias: Boolean(c.bias),
     accumulate: (c.beta ?? 0) !== 0,
   };
-  const pipe = pipeline(matmulWgsl(kernel));
+  const pipe = pipeline(generated(JSON.stringify(kernel), () => matmulWgsl(kernel)));
   const buffers = [a.buffer, b.buffer, out.buffer, ...(c.bias ? [c.bias.buffer] : [])];
   const maxZ = gpu().limits.maxComputeWorkgroupsPerDimension;
   // The last two dims go to the grid; anything above them is a host loop.

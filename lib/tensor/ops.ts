@@ -1,7 +1,7 @@
 // Core tensor ops: elementwise (generated from kernels/elementwise.ts), reductions, data movement.
 // Each op validates shapes and dtypes before dispatching and records its backward.
 import { ShapeError } from "../errors.ts";
-import { dispatch, f32bits, gpu, grid, pipeline } from "../gpu/mod.ts";
+import { dispatch, f32bits, generated, gpu, grid, pipeline } from "../gpu/mod.ts";
 import {
   BINARY,
   binaryBackwardWgsl,
@@ -131,14 +131,19 @@ function unary(op: string, x: Tensor, alpha = 0): Tensor {
   const out = new Tensor(x.shape, dtype, undefined, op);
   if (x.size > 0) {
     const u = flatUniforms(x.size, alpha);
-    dispatch(pipeline(unaryForwardWgsl(op, dtype)), [x.buffer, out.buffer], u, groups(x.size));
+    dispatch(
+      pipeline(generated(`unary:${op}:${dtype}`, () => unaryForwardWgsl(op, dtype))),
+      [x.buffer, out.buffer],
+      u,
+      groups(x.size),
+    );
   }
   return record(out, op, [x], (g) => {
     const dx = new Tensor(x.shape, dtype);
     if (x.size > 0) {
       const u = flatUniforms(x.size, alpha);
       dispatch(
-        pipeline(unaryBackwardWgsl(op, dtype)),
+        pipeline(generated(`unary-bwd:${op}:${dtype}`, () => unaryBackwardWgsl(op, dtype))),
         [x.buffer, out.buffer, g.buffer, dx.buffer],
         u,
         groups(x.size),
@@ -174,7 +179,7 @@ function binary(op: string, a: Tensor, b: Tensor): Tensor {
   const u = elementwiseUniforms(dims, strides[0], strides[1]);
   if (out.size > 0) {
     dispatch(
-      pipeline(binaryForwardWgsl(op, dtype)),
+      pipeline(generated(`binary:${op}:${dtype}`, () => binaryForwardWgsl(op, dtype))),
       [a.buffer, b.buffer, out.buffer],
       u,
       groups(out.size),
@@ -190,7 +195,12 @@ function binary(op: string, a: Tensor, b: Tensor): Tensor {
       const full = new Tensor(shape, dtype);
       if (full.size > 0) {
         dispatch(
-          pipeline(binaryBackwardWgsl(op, which, dtype)),
+          pipeline(
+            generated(
+              `binary-bwd:${op}:${which}:${dtype}`,
+              () => binaryBackwardWgsl(op, which, dtype),
+            ),
+          ),
           [a.buffer, b.buffer, g.buffer, full.buffer],
           u,
           groups(full.size),
@@ -517,9 +527,10 @@ export function permute(x: Tensor, perm: number[]): Tensor {
   const inStrides = contiguousStrides(x.shape);
   const { dims, strides } = collapseStrided("permute", shape, [perm.map((p) => inStrides[p])]);
   const out = new Tensor(shape, x.dtype, undefined, "permute");
+  const word = x.dtype === "f16" ? "f16" : "u32";
   if (out.size > 0) {
     dispatch(
-      pipeline(stridedCopyWgsl(x.dtype === "f16" ? "f16" : "u32")),
+      pipeline(generated(`strided:${word}`, () => stridedCopyWgsl(word))),
       [x.buffer, out.buffer],
       elementwiseUniforms(dims, strides[0], strides[0]),
       groups(out.size),

@@ -1,7 +1,7 @@
 // The selective scan op (Mamba-1, DESIGN §4) over the chunked kernels of kernels/scan.ts, with a
 // stateful entry for generation: start from a given SSM state, return the state after the chunk.
 import { ShapeError } from "../errors.ts";
-import { dispatch, grid, pipeline } from "../gpu/mod.ts";
+import { dispatch, generated, grid, pipeline } from "../gpu/mod.ts";
 import {
   carryWgsl,
   chunkGradStateWgsl,
@@ -76,19 +76,19 @@ export function selectiveScan(
   const y = new Tensor([b, l, d], "f32", undefined, "selectiveScan");
   if (l > 0 && d > 0 && b > 0) {
     dispatch(
-      pipeline(chunkStateWgsl(n)),
+      pipeline(generated(`chunkStateWgsl:${n}`, () => chunkStateWgsl(n))),
       [u.buffer, delta.buffer, A.buffer, Bm.buffer, decay.buffer, hEnd.buffer],
       uni,
       groups,
     );
     dispatch(
-      pipeline(carryWgsl(n, false)),
+      pipeline(generated(`carry:${n}:fwd`, () => carryWgsl(n, false))),
       [decay.buffer, hEnd.buffer, (opts.h0 ?? decay).buffer, start.buffer, state.buffer],
       uni,
       grid(Math.ceil((b * d * n) / 256)),
     );
     dispatch(
-      pipeline(chunkOutputWgsl(n)),
+      pipeline(generated(`chunkOutputWgsl:${n}`, () => chunkOutputWgsl(n))),
       [u.buffer, delta.buffer, A.buffer, Bm.buffer, Cm.buffer, start.buffer, y.buffer],
       uni,
       groups,
@@ -109,19 +109,19 @@ export function selectiveScan(
     const dBPart = new Tensor([b, nG, l * n], "f32");
     const dCPart = new Tensor([b, nG, l * n], "f32");
     dispatch(
-      pipeline(chunkGradStateWgsl(n)),
+      pipeline(generated(`chunkGradStateWgsl:${n}`, () => chunkGradStateWgsl(n))),
       [delta.buffer, A.buffer, Cm.buffer, dy.buffer, gDecay.buffer, carryOut.buffer],
       uni,
       groups,
     );
     dispatch(
-      pipeline(carryWgsl(n, true)),
+      pipeline(generated(`carry:${n}:bwd`, () => carryWgsl(n, true))),
       [gDecay.buffer, carryOut.buffer, gDecay.buffer, carryIn.buffer, unused.buffer],
       [b, l, d, nC, 0],
       grid(Math.ceil((b * d * n) / 256)),
     );
     dispatch(
-      pipeline(chunkGradsWgsl(n)),
+      pipeline(generated(`chunkGradsWgsl:${n}`, () => chunkGradsWgsl(n))),
       [
         u.buffer,
         delta.buffer,
