@@ -26,6 +26,11 @@ export interface MatmulTile {
    * current one is multiplied: global latency hides behind arithmetic, one barrier per step.
    */
   prefetch: boolean;
+  /**
+   * Accumulators run down columns (one vec4 = 4 rows of one column), so each k broadcasts the TN
+   * elements of B instead of the TM of A: fewer splats when TM > TN. Not timed yet: opt-in.
+   */
+  colAcc?: boolean;
 }
 
 export interface MatmulKernel {
@@ -62,16 +67,20 @@ export const TILES = {
   small: { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4, prefetch: true },
 } satisfies Record<string, MatmulTile>;
 
-/** "128x128x16-8x8" or "128x128x16-8x8-pf" (prefetch). */
+/** "128x128x16-8x8", with "-pf" (prefetch) and "-cm" (column accumulators) when set. */
 export function tileName(t: MatmulTile): string {
-  return `${t.bm}x${t.bn}x${t.bk}-${t.tm}x${t.tn}${t.prefetch ? "-pf" : ""}`;
+  return `${t.bm}x${t.bn}x${t.bk}-${t.tm}x${t.tn}${t.prefetch ? "-pf" : ""}${
+    t.colAcc ? "-cm" : ""
+  }`;
 }
 
 export function parseTile(name: string): MatmulTile {
-  const m = /^(\d+)x(\d+)x(\d+)-(\d+)x(\d+)(-pf)?$/.exec(name);
-  if (!m) throw new Error(`tile '${name}': expected BMxBNxBK-TMxTN[-pf], e.g. 128x128x16-8x8-pf`);
+  const m = /^(\d+)x(\d+)x(\d+)-(\d+)x(\d+)(-pf)?(-cm)?$/.exec(name);
+  if (!m) {
+    throw new Error(`tile '${name}': expected BMxBNxBK-TMxTN[-pf][-cm], e.g. 128x128x16-8x8-pf`);
+  }
   const [bm, bn, bk, tm, tn] = m.slice(1, 6).map(Number);
-  const t = { bm, bn, bk, tm, tn, prefetch: Boolean(m[6]) };
+  const t = { bm, bn, bk, tm, tn, prefetch: Boolean(m[6]), colAcc: Boolean(m[7]) };
   tileProblem(t);
   return t;
 }
@@ -289,39 +298,55 @@ export function matmulWgsl(k: MatmulKernel): string {
     }
   };
 
-  // --- Accumulators: c{row}_{col group}, one vec4 each, all named. ---
-  for (let r = 0; r < t.tm; r++) {
-    for (let h = 0; h < GN; h++) emit(`  var c${r}_${h} = vec4<f32>(0.0);`);
-  }
   const comp = ["x", "y", "z", "w"];
-  // f16: each slice's products are summed in named f16 partials, then widened into c.
+  // With f16 storage each slice's products are summed in f16 partials (p…), then widened into
+  // the f32 accumulators (c…). Accumulators are named vec4s: c{row}_{col group} by default, or
+  // with colAcc c{col group}_{col}_{row group}, 4 rows of one column.
   const half = w === "f16";
-  const acc = (r: number, h: number) => (half ? `p${r}_${h}` : `c${r}_${h}`);
+  const colAcc = Boolean(t.colAcc);
+  const cols: [number, number][] = [];
+  for (let h = 0; h < GN; h++) for (let j = 0; j < 4; j++) cols.push([h, j]);
+  const accNames = (prefix: string) =>
+    colAcc
+      ? cols.flatMap(([h, j]) => Array.from({ length: GM }, (_, g) => `${prefix}${h}_${j}_${g}`))
+      : Array.from({ length: t.tm * GN }, (_, i) => `${prefix}${Math.floor(i / GN)}_${i % GN}`);
+  for (const c of accNames("c")) emit(`  var ${c} = vec4<f32>(0.0);`);
+  /** The f32 vec4 of row g·4 + i and column group h, for the epilogue. */
+  const rowVec = (g: number, i: number, h: number) =>
+    colAcc
+      ? `vec4<f32>(${[0, 1, 2, 3].map((j) => `c${h}_${j}_${g}.${comp[i]}`).join(", ")})`
+      : `c${g * 4 + i}_${h}`;
+  const sum = half ? "p" : "c";
   const innerProduct = (indent: string, buf: string) => {
-    if (half) {
-      for (let r = 0; r < t.tm; r++) {
-        for (let h = 0; h < GN; h++) emit(`${indent}var p${r}_${h} = vec4<f16>(0.0);`);
-      }
-    }
+    if (half) { for (const p of accNames("p")) emit(`${indent}var ${p} = vec4<f16>(0.0);`); }
     for (let kk = 0; kk < t.bk; kk++) {
       emit(`${indent}{ // k + ${kk}`);
       for (let g = 0; g < GM; g++) emit(`${indent}let a${g} = As[${buf}][${kk}][${g * TY}u + ty];`);
       for (let h = 0; h < GN; h++) emit(`${indent}let b${h} = Bs[${buf}][${kk}][${h * TX}u + tx];`);
-      for (let g = 0; g < GM; g++) {
-        for (let i = 0; i < 4; i++) {
-          const r = g * 4 + i;
-          for (let h = 0; h < GN; h++) {
-            const a = acc(r, h);
-            emit(`${indent}${a} = fma(vec4<${w}>(a${g}.${comp[i]}), b${h}, ${a});`);
+      if (colAcc) {
+        for (const [h, j] of cols) {
+          emit(`${indent}{ let s = vec4<${w}>(b${h}.${comp[j]});`);
+          for (let g = 0; g < GM; g++) {
+            const acc = `${sum}${h}_${j}_${g}`;
+            emit(`${indent}  ${acc} = fma(a${g}, s, ${acc});`);
+          }
+          emit(`${indent}}`);
+        }
+      } else {
+        for (let g = 0; g < GM; g++) {
+          for (let i = 0; i < 4; i++) {
+            for (let h = 0; h < GN; h++) {
+              const acc = `${sum}${g * 4 + i}_${h}`;
+              emit(`${indent}${acc} = fma(vec4<${w}>(a${g}.${comp[i]}), b${h}, ${acc});`);
+            }
           }
         }
       }
       emit(`${indent}}`);
     }
     if (half) {
-      for (let r = 0; r < t.tm; r++) {
-        for (let h = 0; h < GN; h++) emit(`${indent}c${r}_${h} += vec4<f32>(p${r}_${h});`);
-      }
+      const ps = accNames("p");
+      accNames("c").forEach((c, i) => emit(`${indent}${c} += vec4<f32>(${ps[i]});`));
     }
   };
 
@@ -368,12 +393,11 @@ export function matmulWgsl(k: MatmulKernel): string {
   const outS = (v: string) => (s === "f16" ? `f16(${v})` : v);
   for (let g = 0; g < GM; g++) {
     for (let i = 0; i < 4; i++) {
-      const r = g * 4 + i;
       emit(`  { let m = rowBase + ${g * TY * 4 + i}u + ty * 4u;`);
       emit(`    if (m < M) {`);
       for (let h = 0; h < GN; h++) {
         emit(`      { let n = colBase + ${h * TX * 4}u + tx * 4u;`);
-        emit(`        var v = p.alpha * c${r}_${h};`);
+        emit(`        var v = p.alpha * ${rowVec(g, i, h)};`);
         if (k.vecC) {
           emit(`        if (n < N) {`);
           emit(`          let ci = (cBase + m * N + n) >> 2u;`);

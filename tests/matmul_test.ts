@@ -198,7 +198,7 @@ Deno.test("matmul f32: broadcast batches", async () => {
 });
 
 Deno.test("matmul f32: 128×128 tile, with and without prefetch, vec4 and scalar", async () => {
-  for (const tile of ["128x128x16-8x8-pf", "128x128x32-8x8"]) {
+  for (const tile of ["128x128x16-8x8-pf", "128x128x32-8x8", "128x128x32-8x8-cm"]) {
     for (const [tA, tB] of TRANSPOSES) {
       await check({ ...stored([], [], 130, 36, 136, tA, tB), tile });
     }
@@ -222,9 +222,12 @@ Deno.test("matmul f16 storage", async () => {
     dtype: "f16",
     tile: "128x128x16-8x8-pf",
   });
-  // f16's large tile (16×8 a thread) across tile edges, with K over one slice.
+  // f16's large tile (16×8 a thread) across tile edges, with K over one slice, and column
+  // accumulators.
   for (const [tA, tB] of TRANSPOSES) {
-    await check({ ...stored([], [], 260, 70, 132, tA, tB), dtype: "f16", tile: "256x128x32-16x8" });
+    for (const tile of ["256x128x32-16x8", "256x128x32-16x8-cm"]) {
+      await check({ ...stored([], [], 260, 70, 132, tA, tB), dtype: "f16", tile });
+    }
   }
 });
 
