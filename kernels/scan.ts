@@ -59,6 +59,23 @@ function preload(values: StepValue[], channel: string): string {
 const eachStep = (f: (i: number) => string, reverse = false) =>
   Array.from({ length: LC }, (_, k) => f(reverse ? LC - 1 - k : k)).join("\n");
 
+/**
+ * The entry point of the per-chunk passes: thread (n, dl) of workgroup (channel group, chunk c,
+ * batch b). Threads past the last channel (live = false) read channel D-1 and write nothing, so
+ * passes with barriers keep every thread.
+ */
+const chunkEntry = (n: number) =>
+  `@compute @workgroup_size(${n}, ${256 / n})
+fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  let n = lid.x;
+  let dl = lid.y;
+  let d = wid.x * DG + dl;
+  let c = wid.y;
+  let b = wid.z;
+  let live = d < p.D;
+  let dd = min(d, p.D - 1u);
+  let a_dn = A[dd * N + n];`;
+
 /** Pass 1 of the forward: per chunk, decay product and end state from a zero start. */
 export function chunkStateWgsl(n: number): string {
   return `${HEADER(n)}
@@ -69,14 +86,8 @@ export function chunkStateWgsl(n: number): string {
 @group(0) @binding(5) var<storage, read_write> decay: array<f32>;
 @group(0) @binding(6) var<storage, read_write> h_end: array<f32>;
 
-@compute @workgroup_size(${n}, ${256 / n})
-fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-  let n = lid.x;
-  let d = wid.x * DG + lid.y;
-  let c = wid.y;
-  let b = wid.z;
-  if (d >= p.D) { return; }
-  let a_dn = A[d * N + n];
+${chunkEntry(n)}
+  if (!live) { return; }
 ${preload(["dt", "u", "B"], "d")}
   var h = 0.0;
   var prod = 1.0;
@@ -140,16 +151,7 @@ export function chunkOutputWgsl(n: number): string {
 
 var<workgroup> terms: array<array<array<f32, N>, LC>, DG>;
 
-@compute @workgroup_size(${n}, ${256 / n})
-fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-  let n = lid.x;
-  let dl = lid.y;
-  let d = wid.x * DG + dl;
-  let c = wid.y;
-  let b = wid.z;
-  let live = d < p.D;
-  let dd = min(d, p.D - 1u);
-  let a_dn = A[dd * N + n];
+${chunkEntry(n)}
   var h = select(0.0, start[state_index(b, c, dd, n)], live);
 ${preload(["dt", "u", "B", "C"], "dd")}
 ${
@@ -183,14 +185,8 @@ export function chunkGradStateWgsl(n: number): string {
 @group(0) @binding(5) var<storage, read_write> decay: array<f32>;
 @group(0) @binding(6) var<storage, read_write> carry_out: array<f32>;
 
-@compute @workgroup_size(${n}, ${256 / n})
-fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-  let n = lid.x;
-  let d = wid.x * DG + lid.y;
-  let c = wid.y;
-  let b = wid.z;
-  if (d >= p.D) { return; }
-  let a_dn = A[d * N + n];
+${chunkEntry(n)}
+  if (!live) { return; }
 ${preload(["dt", "C", "dy"], "d")}
   var carry = 0.0;  // a_{t+1}·dh_{t+1}
   var prod = 1.0;
@@ -289,16 +285,7 @@ var<workgroup> t_dd: array<array<array<f32, N>, G>, DG>;
 var<workgroup> t_dB: array<array<array<f32, N>, G>, DG>;
 var<workgroup> t_dC: array<array<array<f32, N>, G>, DG>;
 
-@compute @workgroup_size(${n}, ${256 / n})
-fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-  let n = lid.x;
-  let dl = lid.y;
-  let d = wid.x * DG + dl;
-  let c = wid.y;
-  let b = wid.z;
-  let live = d < p.D;
-  let dd = min(d, p.D - 1u);
-  let a_dn = A[dd * N + n];
+${chunkEntry(n)}
   var h = start[state_index(b, c, dd, n)];
 ${preload(["dt", "u", "B", "C", "dy"], "dd")}
 ${forward}
