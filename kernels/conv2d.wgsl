@@ -19,6 +19,7 @@ struct P {
   b0: u32, nb: u32, oy0: u32, rows: u32,
   S: u32, KS: u32, total: u32,
   iy0: u32, iy_rows: u32, has_bias: u32,
+  fresh: u32,                                 // col2im: write dx instead of adding into it
 }
 @group(0) @binding(0) var<uniform> p: P;
 
@@ -63,7 +64,8 @@ fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 @group(0) @binding(2) var<storage, read_write> dx: array<f32>;
 
 // The transpose of im2col, as a gather so it is deterministic: each input element of the unit's
-// images, in rows [iy0, iy0 + iy_rows), adds the column entries that read it.
+// images, in rows [iy0, iy0 + iy_rows), adds the column entries that read it (or, with `fresh`,
+// when one unit covers every row, writes their sum, so dx needs no zeroing first).
 @compute @workgroup_size(256)
 fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
   let i = flat(gid, nw);
@@ -89,7 +91,7 @@ fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     }
   }
   let o = (((p.b0 + b) * p.Cin + ci) * p.H + iy) * p.W + ix;
-  dx[o] += s;
+  if (p.fresh == 1u) { dx[o] = s; } else { dx[o] += s; }
 }
 
 @group(0) @binding(1) var<storage, read> ycols: array<f32>;
@@ -128,4 +130,27 @@ fn take(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     v = g[((p.b0 + b) * p.C + c) * p.Ho * p.Wo + p.oy0 * p.Wo + q % per];
   }
   gcols[i] = v;
+}
+
+@group(0) @binding(1) var<storage, read> gy: array<f32>;
+@group(0) @binding(2) var<storage, read_write> db: array<f32>;
+var<workgroup> partial: array<f32, 256>;
+
+// db[c] = Σ over images and pixels of gy [nb, C, Ho, Wo]: a workgroup per channel.
+@compute @workgroup_size(256)
+fn bias_grad(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  let c = wid.x;
+  let per = p.Ho * p.Wo;
+  var s = 0.0;
+  for (var b = 0u; b < p.nb; b++) {
+    let base = (b * p.C + c) * per;
+    for (var j = lid.x; j < per; j += 256u) { s += gy[base + j]; }
+  }
+  partial[lid.x] = s;
+  workgroupBarrier();
+  for (var h = 128u; h > 0u; h >>= 1u) {
+    if (lid.x < h) { partial[lid.x] += partial[lid.x + h]; }
+    workgroupBarrier();
+  }
+  if (lid.x == 0u) { db[c] = partial[0]; }
 }

@@ -4,10 +4,12 @@
 // deviations), which stays accurate where E[x²] − E[x]² would cancel. Backward:
 //   dx = rstd · (dy·w − mean(dy·w) − x̂ · mean(dy·w · x̂))   over the group
 //   dw[c] = Σ_{b,hw} dy · x̂,  dbias[c] = Σ_{b,hw} dy         a workgroup per channel
-// Every sum has a fixed order, so results are deterministic. Each entry point declares exactly
-// the bindings it uses, from 1 up (derived layouts hold only those).
+// With `silu` the op is SiLU(GroupNorm(x)) (VQGAN's norm → nonlinearity pairs): apply writes
+// silu(y), and backward first turns dy into dy·silu'(y), recomputing y from x and the statistics
+// rather than keeping it. Every sum has a fixed order, so results are deterministic. Each entry
+// point declares exactly the bindings it uses, from 1 up (derived layouts hold only those).
 
-struct P { B: u32, C: u32, HW: u32, G: u32, eps: f32 }
+struct P { B: u32, C: u32, HW: u32, G: u32, eps: f32, silu: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 
 const WG = 256u;
@@ -16,6 +18,14 @@ var<workgroup> red2: array<f32, 256>;
 
 fn flat(gid: vec3<u32>, nw: vec3<u32>) -> u32 { return gid.x + gid.y * nw.x * WG; }
 fn group_size() -> u32 { return (p.C / p.G) * p.HW; }
+
+/** The gradient reaching y = x̂·w + b: dy itself, or dy·silu'(y) when SiLU follows. */
+fn grad_y(dy: f32, xhat: f32, w: f32, b: f32) -> f32 {
+  if (p.silu == 0u) { return dy; }
+  let y = xhat * w + b;
+  let s = 1.0 / (1.0 + exp(-y));
+  return dy * s * (1.0 + y * (1.0 - s));
+}
 
 /** Workgroup sum of each thread's a and b; every thread gets the totals. */
 fn reduce2(lid: u32, a: f32, b: f32) -> vec2<f32> {
@@ -72,14 +82,16 @@ fn apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
   if (i >= p.B * p.C * p.HW) { return; }
   let c = (i / p.HW) % p.C;
   let bg = i / group_size();
-  ay[i] = (ax[i] - astats[2u * bg]) * astats[2u * bg + 1u] * aw[c] + abias[c];
+  let y = (ax[i] - astats[2u * bg]) * astats[2u * bg + 1u] * aw[c] + abias[c];
+  ay[i] = select(y, y / (1.0 + exp(-y)), p.silu == 1u);
 }
 
 @group(0) @binding(1) var<storage, read> bx: array<f32>;
 @group(0) @binding(2) var<storage, read> bdy: array<f32>;
 @group(0) @binding(3) var<storage, read> bstats: array<f32>;
 @group(0) @binding(4) var<storage, read> bw: array<f32>;
-@group(0) @binding(5) var<storage, read_write> sums: array<f32>;
+@group(0) @binding(5) var<storage, read> bb: array<f32>;
+@group(0) @binding(6) var<storage, read_write> sums: array<f32>;
 
 // sums[2·bg] = mean(dy·w), [+1] = mean(dy·w·x̂) over the group.
 @compute @workgroup_size(256)
@@ -95,9 +107,11 @@ fn backward_sums(@builtin(local_invocation_id) lid: vec3<u32>,
   var s1 = 0.0;
   var s2 = 0.0;
   for (var i = lid.x; i < n; i += WG) {
-    let dyw = bdy[base + i] * bw[c0 + i / p.HW];
+    let c = c0 + i / p.HW;
+    let xhat = (bx[base + i] - mean) * rstd;
+    let dyw = grad_y(bdy[base + i], xhat, bw[c], bb[c]) * bw[c];
     s1 += dyw;
-    s2 += dyw * (bx[base + i] - mean) * rstd;
+    s2 += dyw * xhat;
   }
   let r = reduce2(lid.x, s1, s2);
   if (lid.x == 0u) {
@@ -110,8 +124,9 @@ fn backward_sums(@builtin(local_invocation_id) lid: vec3<u32>,
 @group(0) @binding(2) var<storage, read> dx_dy: array<f32>;
 @group(0) @binding(3) var<storage, read> dx_stats: array<f32>;
 @group(0) @binding(4) var<storage, read> dx_w: array<f32>;
-@group(0) @binding(5) var<storage, read> dx_sums: array<f32>;
-@group(0) @binding(6) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(5) var<storage, read> dx_b: array<f32>;
+@group(0) @binding(6) var<storage, read> dx_sums: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dx: array<f32>;
 
 @compute @workgroup_size(256)
 fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>,
@@ -122,15 +137,19 @@ fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>,
   let bg = i / group_size();
   let rstd = dx_stats[2u * bg + 1u];
   let xhat = (dx_x[i] - dx_stats[2u * bg]) * rstd;
-  dx[i] = rstd * (dx_dy[i] * dx_w[c] - dx_sums[2u * bg] - xhat * dx_sums[2u * bg + 1u]);
+  let dyw = grad_y(dx_dy[i], xhat, dx_w[c], dx_b[c]) * dx_w[c];
+  dx[i] = rstd * (dyw - dx_sums[2u * bg] - xhat * dx_sums[2u * bg + 1u]);
 }
 
 @group(0) @binding(1) var<storage, read> px: array<f32>;
 @group(0) @binding(2) var<storage, read> pdy: array<f32>;
 @group(0) @binding(3) var<storage, read> pstats: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dparams: array<f32>;
+@group(0) @binding(4) var<storage, read> pw: array<f32>;
+@group(0) @binding(5) var<storage, read> pb: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dweight: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dbias: array<f32>;
 
-// dparams[c] = dw[c], dparams[C + c] = dbias[c]; workgroup id = c.
+// dweight[c] and dbias[c]; workgroup id = c.
 @compute @workgroup_size(256)
 fn backward_params(@builtin(local_invocation_id) lid: vec3<u32>,
                    @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
@@ -145,14 +164,15 @@ fn backward_params(@builtin(local_invocation_id) lid: vec3<u32>,
     let mean = pstats[2u * bg];
     let rstd = pstats[2u * bg + 1u];
     for (var i = lid.x; i < p.HW; i += WG) {
-      let dy = pdy[base + i];
-      sw += dy * (px[base + i] - mean) * rstd;
+      let xhat = (px[base + i] - mean) * rstd;
+      let dy = grad_y(pdy[base + i], xhat, pw[c], pb[c]);
+      sw += dy * xhat;
       sb += dy;
     }
   }
   let r = reduce2(lid.x, sw, sb);
   if (lid.x == 0u) {
-    dparams[c] = r.x;
-    dparams[p.C + c] = r.y;
+    dweight[c] = r.x;
+    dbias[c] = r.y;
   }
 }

@@ -18,6 +18,7 @@ function groupNormRef(
   b: ArrayLike<number>,
   shape: number[],
   G: number,
+  silu = false,
   eps = 1e-6,
 ) {
   const [B, C] = shape;
@@ -32,7 +33,8 @@ function groupNormRef(
     const rstd = 1 / Math.sqrt(v / n + eps);
     for (let i = 0; i < n; i++) {
       const c = (bg % G) * (C / G) + Math.floor(i / HW);
-      y[bg * n + i] = (x[bg * n + i] - mean) * rstd * w[c] + b[c];
+      const v = (x[bg * n + i] - mean) * rstd * w[c] + b[c];
+      y[bg * n + i] = silu ? v / (1 + Math.exp(-v)) : v;
     }
   }
   return y;
@@ -40,30 +42,32 @@ function groupNormRef(
 
 Deno.test("groupNorm forward and gradients match float64 references", async () => {
   await gpuReady;
-  const cases: [number[], number, number][] = [
-    [[2, 6, 5, 3], 3, 0],
-    [[1, 64, 4, 4], 32, 0],
-    [[3, 4, 7], 2, 0],
-    [[2, 12, 3, 5], groupCount(12), 0],
-    [[1, 8, 33, 31], 2, 0],
+  const cases: [number[], number, number, boolean][] = [
+    [[2, 6, 5, 3], 3, 0, false],
+    [[2, 6, 5, 3], 3, 0, true],
+    [[1, 64, 4, 4], 32, 0, false],
+    [[3, 4, 7], 2, 0, true],
+    [[2, 12, 3, 5], groupCount(12), 0, false],
+    [[1, 8, 33, 31], 2, 0, true],
     // A large mean: a one-pass E[x²] − E[x]² would lose most digits here.
-    [[2, 4, 9, 9], 2, 100],
+    [[2, 4, 9, 9], 2, 100, false],
+    [[2, 4, 9, 9], 2, 100, true],
   ];
-  for (const [shape, G, offset] of cases) {
+  for (const [shape, G, offset, silu] of cases) {
     const C = shape[1];
     const x = f32(randn(shape.reduce((a, b) => a * b)).map((v) => v + offset));
     const w = f32(randn(C)), b = f32(randn(C));
     const r = f32(randn(x.length));
-    const what = `groupNorm [${shape}] G ${G}`;
+    const what = `groupNorm${silu ? "+silu" : ""} [${shape}] G ${G}`;
     const { out, grads } = await runWithGrads(
-      ([xt, wt, bt]) => groupNorm(xt, wt, bt, G),
+      ([xt, wt, bt]) => groupNorm(xt, wt, bt, G, { silu }),
       [{ data: x, shape }, { data: w, shape: [C] }, { data: b, shape: [C] }],
       r,
     );
-    assertClose(out, groupNormRef(x, w, b, shape, G), 1e-5, `${what} y`);
+    assertClose(out, groupNormRef(x, w, b, shape, G, silu), 1e-5, `${what} y`);
     if (x.length > 5000) continue; // central differences cost O(n²)
     const num = numericGrads(
-      ([xs, ws, bs]) => groupNormRef(xs, ws, bs, shape, G),
+      ([xs, ws, bs]) => groupNormRef(xs, ws, bs, shape, G, silu),
       [x.slice(), w.slice(), b.slice()],
       r,
       1e-4,

@@ -5,7 +5,7 @@ import { assertClose, f32, gpuReady, randn } from "./helpers.ts";
 /** torch.optim.AdamW in float64, with global-norm clipping first. */
 function adamwRef(
   params: Float64Array[],
-  gradsPerStep: Float64Array[][],
+  gradsPerStep: (Float64Array | null)[][],
   o: { lr: number; beta1: number; beta2: number; eps: number; wd: number[]; maxNorm: number },
 ) {
   const m = params.map((p) => new Float64Array(p.length));
@@ -13,12 +13,16 @@ function adamwRef(
   const norms: number[] = [];
   gradsPerStep.forEach((grads, s) => {
     const t = s + 1;
-    const norm = Math.sqrt(grads.reduce((a, g) => a + g.reduce((b, x) => b + x * x, 0), 0));
+    const norm = Math.sqrt(
+      grads.reduce((a, g) => a + (g ?? new Float64Array()).reduce((b, x) => b + x * x, 0), 0),
+    );
     norms.push(norm);
     const c = o.maxNorm > 0 ? Math.min(1, o.maxNorm / (norm + 1e-6)) : 1;
     params.forEach((p, k) => {
+      const gk = grads[k];
+      if (!gk) return; // no gradient this step: untouched, moments too
       for (let i = 0; i < p.length; i++) {
-        const g = grads[k][i] * c;
+        const g = gk[i] * c;
         m[k][i] = o.beta1 * m[k][i] + (1 - o.beta1) * g;
         v[k][i] = o.beta2 * v[k][i] + (1 - o.beta2) * g * g;
         p[i] *= 1 - o.lr * o.wd[k];
@@ -32,24 +36,34 @@ function adamwRef(
 
 Deno.test("AdamW with clipping matches a float64 torch.optim.AdamW over several steps", async () => {
   await gpuReady;
-  for (const maxNorm of [0, 0.5]) {
-    const shapes = [[7, 13], [1], [1030]];
+  // Awkward sizes: one element, a tail past 256, one over 64 workgroups of 256 (partials stride),
+  // and a parameter that has no gradient on some steps. 1, 3 and the device's most tensors per
+  // dispatch split the same 9 tensors into different groups.
+  const shapes = [[7, 13], [1], [1030], [3, 5, 7], [64 * 256 + 77], [2], [255], [257], [9, 9]];
+  const wd = [0.1, 0, 0.01, 0, 0.05, 0, 0.2, 0.01, 0];
+  for (
+    const [maxNorm, perDispatch] of [[0, undefined], [0.5, undefined], [0.5, 1], [3, 3]] as const
+  ) {
     const init = shapes.map((s) => f32(randn(s.reduce((a, b) => a * b, 1))));
     const ps = shapes.map((s, k) => parameter(init[k], s));
-    const wd = [0.1, 0, 0.01];
     const opt = new AdamW(ps.map((param, k) => ({ param, weightDecay: wd[k] })), {
       lr: 0.01,
       beta1: 0.9,
       beta2: 0.95,
       eps: 1e-8,
       maxGradNorm: maxNorm,
+      tensorsPerDispatch: perDispatch,
     });
     const steps = 4;
-    const grads = Array.from({ length: steps }, () => init.map((x) => f32(randn(x.length))));
+    const grads = Array.from(
+      { length: steps },
+      (_, s) => init.map((x, k) => (k === 3 && s % 2 === 1 ? null : f32(randn(x.length)))),
+    );
     for (let s = 0; s < steps; s++) {
       ps.forEach((p, k) => {
         p.grad?.dispose();
-        p.grad = tensor(grads[s][k], p.shape);
+        const g = grads[s][k];
+        p.grad = g ? tensor(g, p.shape) : null;
       });
       opt.update();
     }
@@ -62,13 +76,14 @@ Deno.test("AdamW with clipping matches a float64 torch.optim.AdamW over several 
       wd,
       maxNorm,
     });
+    const what = `maxNorm ${maxNorm}, ${perDispatch ?? "most"} per dispatch`;
     for (let k = 0; k < ps.length; k++) {
-      assertClose(await ps[k].toArray(), ref[k], 1e-6, `AdamW param ${k} (maxNorm ${maxNorm})`);
+      assertClose(await ps[k].toArray(), ref[k], 1e-6, `AdamW param ${k} (${what})`);
     }
     const [norm, scale] = await opt.stats.toArray();
-    assertClose([norm], [norms.at(-1)!], 1e-6, "grad norm");
+    assertClose([norm], [norms.at(-1)!], 1e-6, `grad norm (${what})`);
     const want = maxNorm > 0 ? Math.min(1, maxNorm / (norms.at(-1)! + 1e-6)) : 1;
-    assertClose([scale], [want], 1e-6, "clip scale");
+    assertClose([scale], [want], 1e-6, `clip scale (${what})`);
     opt.dispose();
     for (const p of ps) {
       p.grad?.dispose();

@@ -21,6 +21,7 @@ export function pipeline(
     const { device } = gpu();
     const module = device.createShaderModule({ code });
     p = device.createComputePipeline({
+      label: `${labels.get(code) ?? code.match(/^\/\/ *(.{0,40})/)?.[1] ?? "wgsl"}:${entryPoint}`,
       layout: "auto",
       compute: { module, entryPoint, constants },
     });
@@ -31,11 +32,15 @@ export function pipeline(
 }
 
 const sources = new Map<string, string>();
+const labels = new Map<string, string>(); // generated code → its key, to name its pipelines
 
 /** Generated WGSL, built once per key: generators are too slow to run on every dispatch. */
 export function generated(key: string, make: () => string): string {
   let code = sources.get(key);
-  if (code === undefined) sources.set(key, code = make());
+  if (code === undefined) {
+    sources.set(key, code = make());
+    labels.set(code, key.length > 60 ? key.slice(0, 60) : key);
+  }
   return code;
 }
 

@@ -16,7 +16,13 @@ interface Batch {
 
 let batch: Batch | null = null;
 const spareUniformBuffers: GPUBuffer[] = [];
-export const recorderStats = { dispatches: 0, submits: 0, readbacks: 0 };
+export const recorderStats = {
+  dispatches: 0,
+  submits: 0,
+  readbacks: 0,
+  /** When set (profiling), dispatches are also counted by pipeline label (the entry point). */
+  byLabel: null as Map<string, number> | null,
+};
 
 function open(): Batch {
   const { device } = gpu();
@@ -81,6 +87,8 @@ export function dispatch(
   batch.pass.setBindGroup(0, group);
   batch.pass.dispatchWorkgroups(workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1);
   recorderStats.dispatches++;
+  const by = recorderStats.byLabel;
+  if (by) by.set(pipe.label, (by.get(pipe.label) ?? 0) + 1);
 }
 
 /** Submits everything recorded so far. */

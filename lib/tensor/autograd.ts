@@ -51,9 +51,12 @@ export function backward(root: Tensor, grad?: Tensor): void {
       const g = grads.get(t);
       if (!g) continue;
       grads.delete(t);
+      let owned = false;
       if (!t.node) {
         // A leaf: accumulate into its own buffer, never aliasing a gradient the tape still uses.
+        // A gradient nothing else holds or views becomes the leaf's own, without a copy.
         if (t.grad) addInPlace(t.grad, g);
+        else if (g !== grad && !held(g) && !g.shared) t.grad = keep(g), owned = true;
         else t.grad = keep(copy(g));
       } else {
         const gs = t.node.backward(g);
@@ -70,7 +73,7 @@ export function backward(root: Tensor, grad?: Tensor): void {
           if (prev && !held(prev) && prev !== g) prev.dispose();
         });
       }
-      if (g !== grad && !held(g)) g.dispose();
+      if (!owned && g !== grad && !held(g)) g.dispose();
     }
   });
 }

@@ -12,7 +12,7 @@ import { ShapeError } from "../errors.ts";
 import { dispatch, gpu, grid, pipeline } from "../gpu/mod.ts";
 import conv2dWgsl from "../../kernels/conv2d.wgsl" with { type: "text" };
 import { matmul } from "./matmul.ts";
-import { addInPlace, sum, sumTo, zeros } from "./ops.ts";
+import { addInPlace, sum, zeros } from "./ops.ts";
 import { noGrad, record, Tensor } from "./tensor.ts";
 
 /** [top, bottom, left, right], as F.pad's (left, right, top, bottom) reordered to rows first. */
@@ -128,7 +128,14 @@ function planUnits(g: Geometry, o: Conv2dOptions): Unit[] {
 }
 
 /** The uniform block of kernels/conv2d.wgsl for one unit; C is the rows of a place/take matrix. */
-function params(g: Geometry, u: Unit, hasBias = false, iy0 = 0, iyRows = 0): number[] {
+function params(
+  g: Geometry,
+  u: Unit,
+  hasBias = false,
+  iy0 = 0,
+  iyRows = 0,
+  fresh = false,
+): number[] {
   return [
     g.Cin,
     g.H,
@@ -151,6 +158,7 @@ function params(g: Geometry, u: Unit, hasBias = false, iy0 = 0, iyRows = 0): num
     iy0,
     iyRows,
     hasBias ? 1 : 0,
+    fresh ? 1 : 0,
   ];
 }
 
@@ -166,16 +174,19 @@ function im2col(x: Tensor, g: Geometry, u: Unit): Tensor {
   return cols;
 }
 
-/** Adds the unit's column gradient into dx, over the input rows its columns read. */
-function col2im(dcols: Tensor, dx: Tensor, g: Geometry, u: Unit): void {
-  const iy0 = Math.max(0, u.oy0 * g.stride - g.pad[0]);
-  const iyEnd = Math.min(g.H, (u.oy0 + u.rows - 1) * g.stride - g.pad[0] + g.kh);
+/**
+ * Adds the unit's column gradient into dx, over the input rows its columns read; or, when the
+ * unit is the whole convolution (`fresh`), writes every element of dx, zeros included.
+ */
+function col2im(dcols: Tensor, dx: Tensor, g: Geometry, u: Unit, fresh: boolean): void {
+  const iy0 = fresh ? 0 : Math.max(0, u.oy0 * g.stride - g.pad[0]);
+  const iyEnd = fresh ? g.H : Math.min(g.H, (u.oy0 + u.rows - 1) * g.stride - g.pad[0] + g.kh);
   if (iyEnd <= iy0) return;
   const n = u.nb * g.Cin * (iyEnd - iy0) * g.W;
   dispatch(
     pipeline(conv2dWgsl, "col2im"),
     [dcols.buffer, dx.buffer],
-    params(g, u, false, iy0, iyEnd - iy0),
+    params(g, u, false, iy0, iyEnd - iy0, fresh),
     groups(n),
   );
 }
@@ -208,7 +219,9 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, opts: Conv2dOptions 
   });
   const inputs = bias ? [x, w, bias] : [x, w];
   return record(y, "conv2d", inputs, (gy) => {
-    const dx = x.requiresGrad ? zeros(x.shape) : null;
+    // One unit covers all of dx, which col2im then writes whole: no zeroing needed.
+    const whole = units.length === 1;
+    const dx = x.requiresGrad ? (whole ? new Tensor(x.shape, "f32") : zeros(x.shape)) : null;
     let dw: Tensor | null = null;
     const w2 = w.reshape([g.Cout, R]);
     for (const u of units) {
@@ -221,13 +234,13 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, opts: Conv2dOptions 
       );
       if (dx) {
         const dcols = matmul(w2, gcols, { transA: true });
-        col2im(dcols, dx, g, u);
+        col2im(dcols, dx, g, u, whole);
         dcols.dispose();
       }
       if (w.requiresGrad) {
         const cols = im2col(x, g, u);
         const blocks = matmul(gcols, cols, { transB: true });
-        const part = sum(blocks, 0);
+        const part = u.S === 1 ? blocks.reshape([g.Cout, R]) : sum(blocks, 0);
         if (dw) {
           addInPlace(dw, part);
           part.dispose();
@@ -247,9 +260,14 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, opts: Conv2dOptions 
     if (bias) {
       let db: Tensor | null = null;
       if (bias.requiresGrad) {
-        const s = sumTo(gy, [g.Cout, 1, 1]);
-        db = s.reshape([g.Cout]);
-        s.dispose();
+        db = new Tensor([g.Cout], "f32", undefined, "conv2d");
+        const whole = { b0: 0, nb: g.B, oy0: 0, rows: g.Ho, S: 1, KS: 0, total: 0 };
+        dispatch(
+          pipeline(conv2dWgsl, "bias_grad"),
+          [gy.buffer, db.buffer],
+          params(g, whole),
+          [g.Cout],
+        );
       }
       grads.push(db);
     }

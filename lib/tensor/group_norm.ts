@@ -2,7 +2,6 @@
 import { ShapeError } from "../errors.ts";
 import { dispatch, f32bits, grid, pipeline } from "../gpu/mod.ts";
 import groupNormWgsl from "../../kernels/group_norm.wgsl" with { type: "text" };
-import { slice } from "./ops.ts";
 import { record, Tensor } from "./tensor.ts";
 
 const fmt = (t: Tensor) => `[${t.shape.join(", ")}]`;
@@ -22,14 +21,15 @@ export function groupCount(channels: number): number {
 
 /**
  * PyTorch's F.group_norm: x [B, C, ...spatial] normalised over each group of C/groups channels
- * and all positions, then scaled by weight [C] and shifted by bias [C].
+ * and all positions, then scaled by weight [C] and shifted by bias [C]. With `silu`, F.silu of
+ * that in the same kernels (no intermediate tensor kept for backward).
  */
 export function groupNorm(
   x: Tensor,
   weight: Tensor,
   bias: Tensor,
   groupsCount: number,
-  eps = 1e-6,
+  { eps = 1e-6, silu = false }: { eps?: number; silu?: boolean } = {},
 ): Tensor {
   const desc = `x ${fmt(x)}, weight ${fmt(weight)}, bias ${fmt(bias)}, ${groupsCount} groups`;
   const fail = (why: string) => new ShapeError(`groupNorm: ${why} (${desc})`);
@@ -44,7 +44,7 @@ export function groupNorm(
     throw fail(`weight and bias must be [${C}]`);
   }
   const G = groupsCount;
-  const uni = [B, C, HW, G, f32bits(eps)];
+  const uni = [B, C, HW, G, f32bits(eps), silu ? 1 : 0];
   const stats = new Tensor([B, G, 2], "f32", undefined, "groupNorm");
   const y = new Tensor(x.shape, "f32", undefined, "groupNorm");
   if (x.size > 0) {
@@ -69,13 +69,13 @@ export function groupNorm(
       if (x.size > 0) {
         dispatch(
           pipeline(groupNormWgsl, "backward_sums"),
-          [x.buffer, dy.buffer, stats.buffer, weight.buffer, sums.buffer],
+          [x.buffer, dy.buffer, stats.buffer, weight.buffer, bias.buffer, sums.buffer],
           uni,
           grid(B * G),
         );
         dispatch(
           pipeline(groupNormWgsl, "backward_input"),
-          [x.buffer, dy.buffer, stats.buffer, weight.buffer, sums.buffer, dx.buffer],
+          [x.buffer, dy.buffer, stats.buffer, weight.buffer, bias.buffer, sums.buffer, dx.buffer],
           uni,
           groups(x.size),
         );
@@ -84,22 +84,16 @@ export function groupNorm(
     }
     let dw: Tensor | null = null, db: Tensor | null = null;
     if (weight.requiresGrad || bias.requiresGrad) {
-      const dparams = new Tensor([2, C], "f32");
+      dw = new Tensor([C], "f32");
+      db = new Tensor([C], "f32");
       dispatch(
         pipeline(groupNormWgsl, "backward_params"),
-        [x.buffer, dy.buffer, stats.buffer, dparams.buffer],
+        [x.buffer, dy.buffer, stats.buffer, weight.buffer, bias.buffer, dw.buffer, db.buffer],
         uni,
         grid(C),
       );
-      const row = (i: number) => {
-        const r = slice(dparams, 0, i, i + 1);
-        const v = r.reshape([C]);
-        r.dispose();
-        return v;
-      };
-      if (weight.requiresGrad) dw = row(0);
-      if (bias.requiresGrad) db = row(1);
-      dparams.dispose();
+      if (!weight.requiresGrad) dw.dispose(), dw = null;
+      if (!bias.requiresGrad) db.dispose(), db = null;
     }
     return [dx, dw, db];
   });

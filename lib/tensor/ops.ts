@@ -192,6 +192,12 @@ function binary(op: string, a: Tensor, b: Tensor): Tensor {
         grads.push(null);
         continue;
       }
+      // d(a + b) is the output's gradient itself (so is d(a − b)/da): no kernel, only a sum where
+      // the operand was broadcast. The autograd lets several inputs share one gradient tensor.
+      if (op === "add" || (op === "sub" && which === "da")) {
+        grads.push(sameShape(shape, input.shape) ? g : sumTo(g, input.shape));
+        continue;
+      }
       const full = new Tensor(shape, dtype);
       if (full.size > 0) {
         dispatch(

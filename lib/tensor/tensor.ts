@@ -63,6 +63,11 @@ export class Tensor {
     return this.#storage.buffer;
   }
 
+  /** True when another tensor views the same buffer (a reshape), so it cannot be handed over. */
+  get shared(): boolean {
+    return (this.#storage?.refs ?? 0) > 1;
+  }
+
   get disposed(): boolean {
     return this.#storage === null;
   }

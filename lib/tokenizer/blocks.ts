@@ -6,7 +6,7 @@ import { groupCount, groupNorm } from "../tensor/group_norm.ts";
 import { upsampleNearest2x } from "../tensor/resize.ts";
 import { matmul } from "../tensor/matmul.ts";
 import { softmax } from "../tensor/nn_ops.ts";
-import { add, scale, silu, slice } from "../tensor/ops.ts";
+import { add, scale, slice } from "../tensor/ops.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { type Init, Module } from "../nn/module.ts";
 
@@ -43,8 +43,9 @@ export class GroupNorm extends Module {
     this.weight = this.param("weight", init.constant([channels], 1));
     this.bias = this.param("bias", init.constant([channels], 0));
   }
-  forward(x: Tensor): Tensor {
-    return groupNorm(x, this.weight, this.bias, this.groups);
+  /** GroupNorm, or SiLU(GroupNorm) fused in one op when `silu` (VQGAN's norm → nonlinearity). */
+  forward(x: Tensor, silu = false): Tensor {
+    return groupNorm(x, this.weight, this.bias, this.groups, { silu });
   }
 }
 
@@ -64,7 +65,7 @@ export class ResnetBlock extends Module {
   }
   forward(x: Tensor): Tensor {
     const h = this.conv2.forward(
-      silu(this.norm2.forward(this.conv1.forward(silu(this.norm1.forward(x))))),
+      this.norm2.forward(this.conv1.forward(this.norm1.forward(x, true)), true),
     );
     return add(this.ninShortcut ? this.ninShortcut.forward(x) : x, h);
   }

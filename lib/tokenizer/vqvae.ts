@@ -1,6 +1,5 @@
 // The multi-scale VQ-VAE of DESIGN §3: VQGAN's encoder and decoder as VAR builds them, quant_conv,
 // post_quant_conv and the residual quantizer, under VAR's `VQVAE` state-dict names.
-import { silu } from "../tensor/ops.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { Init, Module } from "../nn/module.ts";
 import { AttnBlock, Conv2d, Downsample2x, GroupNorm, ResnetBlock, Upsample2x } from "./blocks.ts";
@@ -80,7 +79,7 @@ export class Encoder extends Module {
     let h = this.convIn.forward(x);
     for (const level of this.down) h = level.run(h);
     h = this.mid.forward(h);
-    return this.convOut.forward(silu(this.normOut.forward(h)));
+    return this.convOut.forward(this.normOut.forward(h, true));
   }
 }
 
@@ -123,7 +122,7 @@ export class Decoder extends Module {
   forward(z: Tensor): Tensor {
     let h = this.mid.forward(this.convIn.forward(z));
     for (let i = this.up.length - 1; i >= 0; i--) h = this.up[i].run(h);
-    return this.convOut.forward(silu(this.normOut.forward(h)));
+    return this.convOut.forward(this.normOut.forward(h, true));
   }
 }
 

@@ -1,8 +1,9 @@
 // AdamW with decoupled weight decay and global gradient-norm clipping, all on the GPU: the clip
 // scale is computed into a buffer that the update reads, so a step needs no readback.
 import { ShapeError } from "../errors.ts";
-import { dispatch, f32bits, grid, pipeline } from "../gpu/mod.ts";
+import { dispatch, f32bits, generated, gpu, grid, pipeline } from "../gpu/mod.ts";
 import optimWgsl from "../../kernels/optim.wgsl" with { type: "text" };
+import { adamwMultiWgsl, sumSquaresMultiWgsl } from "../../kernels/optim.ts";
 import { keep, Tensor } from "../tensor/tensor.ts";
 import { fill, zeros } from "../tensor/ops.ts";
 
@@ -14,6 +15,11 @@ export interface AdamWOptions {
   weightDecay?: number;
   /** Clip the global gradient norm to this (≤ 0: no clipping). */
   maxGradNorm?: number;
+  /**
+   * Most tensors one dispatch updates (default: as many as the device's storage-buffer limit
+   * allows, up to 16; 1 on a device with WebGPU's default limits).
+   */
+  tensorsPerDispatch?: number;
 }
 
 export interface ParamGroupEntry {
@@ -24,17 +30,25 @@ export interface ParamGroupEntry {
 
 const MAX_PARTIALS_PER_TENSOR = 64;
 
+/** Consecutive runs of at most `k` items. */
+function chunks<T>(items: T[], k: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += k) out.push(items.slice(i, i + k));
+  return out;
+}
+
 export class AdamW {
   readonly entries: ParamGroupEntry[];
   readonly m: Tensor[];
   readonly v: Tensor[];
-  opts: Required<AdamWOptions>;
+  opts: Required<Omit<AdamWOptions, "tensorsPerDispatch">>;
   step = 0;
   /** [global grad norm, clip scale] of the last step, on the GPU (read it only when logging). */
   readonly stats: Tensor;
   #partials: Tensor;
-  #offsets: number[] = [];
-  #counts: number[] = [];
+  /** Tensors per dispatch of the sum of squares and of the update. */
+  #kSquares: number;
+  #kAdam: number;
 
   constructor(params: (Tensor | ParamGroupEntry)[], opts: AdamWOptions = {}) {
     this.entries = params.map((p) => (p instanceof Tensor ? { param: p } : p));
@@ -43,6 +57,7 @@ export class AdamW {
         throw new ShapeError(`AdamW: parameters must be f32 and require grad (${param})`);
       }
     }
+    const { tensorsPerDispatch, ...rest } = opts;
     this.opts = {
       lr: 1e-3,
       beta1: 0.9,
@@ -50,37 +65,59 @@ export class AdamW {
       eps: 1e-8,
       weightDecay: 0.01,
       maxGradNorm: 0,
-      ...opts,
+      ...rest,
     };
+    // One binding is the partials (or the clip scale); the update binds 4 buffers per tensor.
+    const buffers = gpu().limits.maxStorageBuffersPerShaderStage;
+    const most = Math.max(1, Math.min(16, tensorsPerDispatch ?? 16));
+    this.#kSquares = Math.max(1, Math.min(most, buffers - 1));
+    this.#kAdam = Math.max(1, Math.min(most, Math.floor((buffers - 1) / 4)));
     this.m = this.entries.map(({ param }) => keep(zeros(param.shape)));
     this.v = this.entries.map(({ param }) => keep(zeros(param.shape)));
-    let total = 0;
-    for (const { param } of this.entries) {
-      const count = Math.max(1, Math.min(MAX_PARTIALS_PER_TENSOR, Math.ceil(param.size / 256)));
-      this.#offsets.push(total);
-      this.#counts.push(count);
-      total += count;
-    }
+    const total = this.entries.reduce((a, { param }) => a + partialCount(param.size), 0);
     this.#partials = keep(zeros([Math.max(1, total)]));
     this.stats = keep(fill([2], 1));
   }
 
+  /** The entries that have a gradient this step, with their moments. */
+  #live(): { param: Tensor; grad: Tensor; m: Tensor; v: Tensor; wd: number }[] {
+    const live = [];
+    for (let k = 0; k < this.entries.length; k++) {
+      const { param, weightDecay } = this.entries[k];
+      if (!param.grad || param.size === 0) continue;
+      const wd = weightDecay ?? this.opts.weightDecay;
+      live.push({ param, grad: param.grad, m: this.m[k], v: this.v[k], wd });
+    }
+    return live;
+  }
+
   /** Computes the global gradient norm and clip scale into `stats` (no readback). */
-  #clip(): void {
-    const sumSquares = pipeline(optimWgsl, "sum_squares");
-    this.entries.forEach(({ param }, k) => {
-      // A parameter without a gradient contributes zeros (n = 0 over a placeholder buffer).
-      dispatch(
-        sumSquares,
-        [param.grad?.buffer ?? this.stats.buffer, this.#partials.buffer],
-        [param.grad ? param.size : 0, this.#offsets[k]],
-        [this.#counts[k]],
+  #clip(live: { grad: Tensor }[]): void {
+    let offset = 0;
+    for (const group of chunks(live, this.#kSquares)) {
+      const code = generated(
+        `sum-squares:${group.length}`,
+        () => sumSquaresMultiWgsl(group.length),
       );
-    });
+      const uniforms: number[] = [];
+      let workgroups = 0;
+      for (const { grad } of group) {
+        workgroups += partialCount(grad.size);
+        uniforms.push(grad.size, workgroups);
+      }
+      uniforms.push(offset);
+      dispatch(
+        pipeline(code),
+        [...group.map(({ grad }) => grad.buffer), this.#partials.buffer],
+        uniforms,
+        [workgroups],
+      );
+      offset += workgroups;
+    }
     dispatch(
       pipeline(optimWgsl, "clip_scale"),
       [this.#partials.buffer, this.stats.buffer],
-      [this.#partials.size, f32bits(this.opts.maxGradNorm)],
+      [offset, f32bits(this.opts.maxGradNorm)],
       [1],
     );
   }
@@ -88,23 +125,38 @@ export class AdamW {
   /** One update of every parameter that has a gradient; `lr` overrides the base rate (schedules). */
   update(lr = this.opts.lr): void {
     this.step++;
-    this.#clip();
-    const { beta1, beta2, eps, weightDecay } = this.opts;
+    const live = this.#live();
+    this.#clip(live);
+    const { beta1, beta2, eps } = this.opts;
     const bc1 = 1 - beta1 ** this.step;
     const bc2 = 1 - beta2 ** this.step;
-    const adamw = pipeline(optimWgsl, "adamw");
-    this.entries.forEach(({ param, weightDecay: wd }, k) => {
-      if (!param.grad || param.size === 0) return;
+    for (const group of chunks(live, this.#kAdam)) {
+      const code = generated(`adamw:${group.length}`, () => adamwMultiWgsl(group.length));
+      const uniforms: number[] = [];
+      let end = 0;
+      for (const { param, wd } of group) {
+        end += param.size;
+        uniforms.push(end, f32bits(wd));
+      }
+      uniforms.push(...[lr, beta1, beta2, eps, bc1, bc2].map(f32bits));
       dispatch(
-        adamw,
-        [param.buffer, param.grad.buffer, this.m[k].buffer, this.v[k].buffer, this.stats.buffer],
-        [param.size, ...[lr, beta1, beta2, eps, wd ?? weightDecay, bc1, bc2].map(f32bits)],
-        grid(Math.ceil(param.size / 256)),
+        pipeline(code),
+        [
+          ...group.flatMap((e) => [e.param.buffer, e.grad.buffer, e.m.buffer, e.v.buffer]),
+          this.stats.buffer,
+        ],
+        uniforms,
+        grid(Math.ceil(end / 256)),
       );
-    });
+    }
   }
 
   dispose(): void {
     for (const t of [...this.m, ...this.v, this.#partials, this.stats]) t.dispose();
   }
+}
+
+/** Workgroups (so partial sums) given to one tensor's sum of squares. */
+function partialCount(size: number): number {
+  return Math.max(1, Math.min(MAX_PARTIALS_PER_TENSOR, Math.ceil(size / 256)));
 }
