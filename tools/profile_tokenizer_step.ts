@@ -4,8 +4,17 @@
 // the entry point), and the host time of trainStep(): recording and CPU work, timed with the GPU
 // idle (a sync before each step), so a software adapter's threads don't share the CPU with it.
 // That host figure is what bounds a step on a fast GPU; the wall figure includes the GPU.
+// --gpu then times `steps` more steps with a timestamp around every dispatch (each in a pass of
+// its own, so the sum runs a little above a normal step) and prints GPU ms per step by pipeline.
 import { parseArgs } from "node:util";
-import { initGpu, recorderStats, sync } from "../lib/gpu/mod.ts";
+import {
+  gpuProfile,
+  initGpu,
+  recorderStats,
+  startGpuProfile,
+  stopGpuProfile,
+  sync,
+} from "../lib/gpu/mod.ts";
 import { tensor } from "../lib/tensor/tensor.ts";
 import { TOKENIZER_PRESETS } from "../lib/tokenizer/config.ts";
 import { DEFAULT_TOKENIZER_SETTINGS, TokenizerTrainer } from "../lib/train/tokenizer_trainer.ts";
@@ -15,6 +24,7 @@ const { values } = parseArgs({
     preset: { type: "string", default: "tiny64" },
     batch: { type: "string", default: "4" },
     steps: { type: "string", default: "3" },
+    gpu: { type: "boolean", default: false },
   },
 });
 await initGpu();
@@ -53,5 +63,25 @@ console.log(
     `(${((host / steps) * 1000 / per("dispatches")).toFixed(1)} µs/dispatch), ` +
     `wall with GPU ${(wall / steps).toFixed(1)} ms/step`,
 );
+if (values.gpu) {
+  if (!startGpuProfile()) {
+    console.log("--gpu: this adapter has no timestamp-query feature");
+  } else {
+    for (let s = 0; s < steps; s++) await trainer.trainStep(x);
+    stopGpuProfile();
+    const times = [...(await gpuProfile()).entries()].sort((a, b) => b[1].ms - a[1].ms);
+    const total = times.reduce((a, [, t]) => a + t.ms, 0);
+    console.log("\nGPU time per step by pipeline (ms, share, dispatches):");
+    for (const [label, t] of times) {
+      console.log(
+        `${(t.ms / steps).toFixed(3).padStart(10)}  ${
+          (100 * t.ms / total).toFixed(1).padStart(5)
+        }%` +
+          `  ${(t.count / steps).toFixed(0).padStart(5)}  ${label}`,
+      );
+    }
+    console.log(`${(total / steps).toFixed(3).padStart(10)}  total GPU ms per step`);
+  }
+}
 trainer.dispose();
 x.dispose();

@@ -7,6 +7,8 @@ export interface Gpu {
   f16: boolean;
   /** subgroups granted: kernels may use subgroup builtins (without `enable subgroups;`). */
   subgroups: boolean;
+  /** timestamp-query granted: the recorder can time each dispatch (startGpuProfile). */
+  timestamps: boolean;
   limits: GPUSupportedLimits;
   /** Adapter description, e.g. "NVIDIA H100 80GB HBM3" or "llvmpipe (LLVM 15.0.6, 256 bits)". */
   name: string;
@@ -46,6 +48,7 @@ async function open(): Promise<Gpu> {
   // `subgroups` is often missing from adapter.features although the device grants it: ask, and
   // fall back without it when the request is refused.
   const base: GPUFeatureName[] = wantF16 ? ["shader-f16"] : [];
+  if (adapter.features.has("timestamp-query")) base.push("timestamp-query");
   let device: GPUDevice;
   let subgroups = false;
   try {
@@ -71,6 +74,7 @@ async function open(): Promise<Gpu> {
     device,
     f16: device.features.has("shader-f16"),
     subgroups: subgroups && device.features.has("subgroups" as GPUFeatureName),
+    timestamps: device.features.has("timestamp-query"),
     limits: device.limits,
     name,
     isCpu: info.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader|softpipe/i.test(name),

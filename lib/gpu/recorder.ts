@@ -15,6 +15,17 @@ interface Batch {
 }
 
 let batch: Batch | null = null;
+
+/** GPU time per dispatch, by pipeline label (startGpuProfile / gpuProfile). */
+interface Profiler {
+  active: boolean;
+  querySet: GPUQuerySet;
+  /** Labels of this batch's dispatches, in query-pair order. */
+  labels: string[];
+  pending: { read: GPUBuffer; labels: string[] }[];
+}
+const QUERY_PAIRS = 2048;
+let profiler: Profiler | null = null;
 const spareUniformBuffers: GPUBuffer[] = [];
 export const recorderStats = {
   dispatches: 0,
@@ -68,6 +79,7 @@ export function dispatch(
   workgroups: [number, number?, number?],
 ): void {
   if (batch && uniforms && batch.used >= SLOTS) flush();
+  if (batch && profiler?.active && profiler.labels.length >= QUERY_PAIRS) flush();
   batch ??= open();
   const entries: GPUBindGroupEntry[] = [];
   let binding = 0;
@@ -83,6 +95,19 @@ export function dispatch(
   }
   for (const b of buffers) entries.push({ binding: binding++, resource: { buffer: b } });
   const group = gpu().device.createBindGroup({ layout: pipe.getBindGroupLayout(0), entries });
+  if (profiler?.active) {
+    // A pass of its own, with timestamps at its start and end.
+    const k = profiler.labels.length;
+    profiler.labels.push(pipe.label);
+    batch.pass.end();
+    batch.pass = batch.encoder.beginComputePass({
+      timestampWrites: {
+        querySet: profiler.querySet,
+        beginningOfPassWriteIndex: 2 * k,
+        endOfPassWriteIndex: 2 * k + 1,
+      },
+    });
+  }
   batch.pass.setPipeline(pipe);
   batch.pass.setBindGroup(0, group);
   batch.pass.dispatchWorkgroups(workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1);
@@ -98,8 +123,25 @@ export function flush(): void {
   const b = batch;
   batch = null;
   b.pass.end();
+  let resolve: GPUBuffer | null = null;
+  if (profiler && profiler.labels.length > 0) {
+    const bytes = profiler.labels.length * 16;
+    resolve = device.createBuffer({
+      size: bytes,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    const read = device.createBuffer({
+      size: bytes,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    b.encoder.resolveQuerySet(profiler.querySet, 0, 2 * profiler.labels.length, resolve, 0);
+    b.encoder.copyBufferToBuffer(resolve, 0, read, 0, bytes);
+    profiler.pending.push({ read, labels: profiler.labels });
+    profiler.labels = [];
+  }
   if (b.used > 0) device.queue.writeBuffer(b.uniformBuffer, 0, b.uniforms, 0, (b.used * SLOT) / 4);
   device.queue.submit([b.encoder.finish()]);
+  resolve?.destroy(); // after the submit that uses it
   recorderStats.submits++;
   // The queue orders the next writeBuffer after this submit's commands, so the buffer is reusable.
   spareUniformBuffers.push(b.uniformBuffer);
@@ -149,4 +191,54 @@ export async function readBuffer(
 export async function sync(): Promise<void> {
   flush();
   await gpu().device.queue.onSubmittedWorkDone();
+}
+
+/**
+ * Times every dispatch from now on, each in a compute pass of its own with timestamps (slower:
+ * for profiling only). Needs the timestamp-query feature; returns false where it is missing.
+ */
+export function startGpuProfile(): boolean {
+  if (!gpu().timestamps) return false;
+  flush();
+  profiler ??= {
+    active: true,
+    querySet: gpu().device.createQuerySet({ type: "timestamp", count: 2 * QUERY_PAIRS }),
+    labels: [],
+    pending: [],
+  };
+  profiler.active = true;
+  return true;
+}
+
+/** GPU milliseconds and dispatch counts by pipeline label since the last call (one readback). */
+export async function gpuProfile(): Promise<Map<string, { ms: number; count: number }>> {
+  const totals = new Map<string, { ms: number; count: number }>();
+  if (!profiler) return totals;
+  flush();
+  const pending = profiler.pending;
+  profiler.pending = [];
+  for (const { read, labels } of pending) {
+    await read.mapAsync(GPUMapMode.READ);
+    const t = new BigUint64Array(read.getMappedRange());
+    labels.forEach((label, k) => {
+      const ns = Number(t[2 * k + 1] - t[2 * k]);
+      const e = totals.get(label) ?? { ms: 0, count: 0 };
+      e.ms += Math.max(0, ns) / 1e6;
+      e.count++;
+      totals.set(label, e);
+    });
+    read.unmap();
+    read.destroy();
+  }
+  if (!profiler.active) {
+    profiler.querySet.destroy();
+    profiler = null;
+  }
+  return totals;
+}
+
+/** Stops timing dispatches; what was timed stays readable with gpuProfile(). */
+export function stopGpuProfile(): void {
+  flush();
+  if (profiler) profiler.active = false;
 }
