@@ -63,6 +63,12 @@ export const TILES = {
    * `large` at 4096 and 8192 on an H200 (tools/BENCHMARKS.md).
    */
   largeHalf: { bm: 256, bn: 128, bk: 32, tm: 16, tn: 8, prefetch: false },
+  /**
+   * `large`'s thread work (8×8) on a 64×256 tile, for M ≈ 64 (a 64-channel conv's weight times
+   * its columns), where a 128-row tile computes half padding. On lavapipe, 64×576×4096: 9.2
+   * GFLOP/s against 3.5 for `large`; not yet timed on a GPU (tools/BENCHMARKS.md).
+   */
+  wide: { bm: 64, bn: 256, bk: 32, tm: 8, tn: 8, prefetch: false },
   /** For shapes whose 128×128 tiles would leave most of the GPU idle. */
   small: { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4, prefetch: true },
 } satisfies Record<string, MatmulTile>;

@@ -13,8 +13,15 @@ import {
   tensor,
   tidy,
 } from "../lib/tensor/tensor.ts";
-import { encodeMatmul, linear, matmul, matmulWith, planMatmul } from "../lib/tensor/matmul.ts";
-import { parseTile } from "../kernels/matmul.ts";
+import {
+  chooseTile,
+  encodeMatmul,
+  linear,
+  matmul,
+  matmulWith,
+  planMatmul,
+} from "../lib/tensor/matmul.ts";
+import { type MatmulTile, parseTile, tileName, TILES } from "../kernels/matmul.ts";
 
 await initGpu();
 const hasF16 = gpu().f16;
@@ -197,13 +204,18 @@ Deno.test("matmul f32: broadcast batches", async () => {
   await check(stored([2, 1, 3], [1, 2, 1], 4, 6, 5, true, false)); // three batch levels
 });
 
-Deno.test("matmul f32: 128×128 tile, with and without prefetch, vec4 and scalar", async () => {
+Deno.test("matmul f32: 128×128 and 64×256 tiles, with and without prefetch, vec4 and scalar", async () => {
   for (const tile of ["128x128x16-8x8-pf", "128x128x32-8x8", "128x128x32-8x8-cm"]) {
     for (const [tA, tB] of TRANSPOSES) {
       await check({ ...stored([], [], 130, 36, 136, tA, tB), tile });
     }
   }
   await check({ ...stored([2], [], 131, 19, 129, false, true), tile: "128x128x16-8x8-pf" });
+  // The 64×256 tile (M ≈ 64 convs) across both tile edges, every transpose, and a batch.
+  for (const [tA, tB] of TRANSPOSES) {
+    await check({ ...stored([], [], 67, 44, 260, tA, tB), tile: "64x256x32-8x8" });
+  }
+  await check({ ...stored([3], [], 64, 36, 300, false, true), tile: "64x256x32-8x8" });
   await check({ ...stored([], [], 40, 24, 36, true, false), scalar: true });
   await check({ ...stored([], [], 40, 24, 36, false, true), scalar: true, tile: "32x32x16-4x4" });
 });
@@ -392,4 +404,19 @@ Deno.test("matmul refuses bad shapes, dtypes and sizes before dispatching", () =
     expectRefusal("size", () => matmul(t([big, 1]), t([1, big])), ["matmul", "limit"]);
     expectRefusal("linear", () => linear(t([2, 3]), t([4, 5])), ["linear", "[2, 3]", "[4, 5]"]);
   });
+});
+
+Deno.test("chooseTile: 128×128 for big squares, 64×256 where M ≈ 64, 64×64 for small grids", () => {
+  const cases: [number, number, MatmulTile][] = [
+    [4096, 4096, TILES.large],
+    [64, 131072, TILES.wide],
+    [128, 32768, TILES.large],
+    [130, 512, TILES.small],
+  ];
+  for (const [M, N, want] of cases) {
+    // fitTile may shrink a tile to the device's workgroup memory; compare with the same fit.
+    const got = tileName(chooseTile(M, N, 1));
+    const base = tileName(want).split("-")[0].split("x").slice(0, 2).join("x");
+    if (!got.startsWith(base)) throw new Error(`chooseTile ${M}×${N}: ${got}, want ${base}`);
+  }
 });

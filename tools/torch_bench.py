@@ -20,6 +20,9 @@ AWKWARD = {
     "130×256×512ᵀ": ("linear", 1, 130, 256, 512, True, True),
     "8×808×1024×2048": ("bmm", 8, 808, 1024, 2048, False, False),
     "8×808×1024×2048ᵀ": ("linear", 8, 808, 1024, 2048, True, True),
+    # conv2d's GEMM in tiny64's tokenizer (batch 32): 64 channels at 64², 128 at 32².
+    "64×576×131072": ("conv", 1, 64, 576, 131072, False, False),
+    "128×1152×32768": ("conv", 1, 128, 1152, 32768, False, False),
 }
 
 

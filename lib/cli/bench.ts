@@ -444,8 +444,13 @@ export async function main(argv: string[]): Promise<void> {
       { op: "matmul", label: "130×256×512", batch: 1, M: 130, K: 256, N: 512 },
       { op: "linear", label: "130×256×512ᵀ", batch: 1, M: 130, K: 256, N: 512, transB: true },
     ];
+    // conv2d's GEMM (w [Cout, Cin·9] · columns): tiny64's 64-channel convs at 64², batch 32 on
+    // a GPU, and at one 64² image on a CPU; then its 128-channel convs at 32².
+    const pixels = g.isCpu ? 4096 : 131072;
+    shapes.push({ op: "conv", label: `64×576×${pixels}`, batch: 1, M: 64, K: 576, N: pixels });
     if (!g.isCpu) {
       shapes.push(
+        { op: "conv", label: "128×1152×32768", batch: 1, M: 128, K: 1152, N: 32768 },
         { op: "bmm", label: "8×808×1024×2048", batch: 8, M: 808, K: 1024, N: 2048 },
         {
           op: "linear",

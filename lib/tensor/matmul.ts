@@ -84,7 +84,10 @@ export function planMatmul(op: string, a: Tensor, b: Tensor, o: MatmulOptions = 
   return { M, N, K, batch, outShape, dtype };
 }
 
-/** Large tiles when they give the GPU enough workgroups to fill it, else 64×64. */
+/**
+ * Large tiles when they give the GPU enough workgroups to fill it, else 64×64. Among large
+ * tiles, `wide` (64×256) where it wastes clearly less on padding than 128×128 (M ≈ 64).
+ */
 export function chooseTile(
   M: number,
   N: number,
@@ -94,8 +97,16 @@ export function chooseTile(
   if (dtype === "f16" && Math.ceil(M / 256) * Math.ceil(N / 128) * batch >= 96) {
     return fitTile(TILES.largeHalf, dtype);
   }
-  const large = Math.ceil(M / 128) * Math.ceil(N / 128) * batch;
-  const tile = large >= 96 ? TILES.large : TILES.small;
+  const workgroups = (t: MatmulTile) => Math.ceil(M / t.bm) * Math.ceil(N / t.bn) * batch;
+  // The share of a tile grid's outputs that are real (the rest is padding computed anyway).
+  const used = (t: MatmulTile) =>
+    (M * N) / (Math.ceil(M / t.bm) * t.bm * Math.ceil(N / t.bn) * t.bn);
+  if (
+    dtype === "f32" && workgroups(TILES.wide) >= 96 && used(TILES.wide) > used(TILES.large) + 0.1
+  ) {
+    return fitTile(TILES.wide, dtype);
+  }
+  const tile = workgroups(TILES.large) >= 96 ? TILES.large : TILES.small;
   return fitTile(tile, dtype);
 }
 
