@@ -135,12 +135,8 @@ export async function main(argv: string[]): Promise<void> {
     decodeConcurrency: intFlag(v, "decode-threads", 1),
   };
   const { initGpu } = await import("../gpu/mod.ts");
-  const gpu = await initGpu();
+  await initGpu();
   const { runTokenizerTraining, runFiles } = await import("../train/tokenizer_run.ts");
-  console.error(
-    `train-tokenizer: ${options.resume ? "resuming" : "training"} on ${gpu.name}, ` +
-      `batch ${settings.batchSize}, lr ${settings.lr}, ${settings.steps} steps`,
-  );
   const r = await runTokenizerTraining(options);
   const files = runFiles(options.out);
   const parts = [`trained to step ${r.steps} in ${(r.seconds / 60).toFixed(1)} min`];

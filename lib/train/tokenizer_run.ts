@@ -4,6 +4,7 @@
 // restarts, same optimizer moments).
 import { existsSync } from "node:fs";
 import { UserError } from "../errors.ts";
+import { gpu } from "../gpu/mod.ts";
 import { pixelsToFloatNCHW } from "../data/images.ts";
 import { type LoaderPosition, openLoader } from "../data/loader.ts";
 import { tensor } from "../tensor/tensor.ts";
@@ -120,6 +121,12 @@ export async function runTokenizerTraining(o: TokenizerRunOptions): Promise<Toke
   const files = runFiles(o.out);
   const { trainer, position: start } = await startTrainer(o);
   const { cfg, settings } = trainer;
+  // A resumed run keeps its saved settings, whatever flags this call was given.
+  console.error(
+    `train-tokenizer: ${o.resume ? `resuming at step ${trainer.step}` : "training"} on ` +
+      `${gpu().name}, batch ${settings.batchSize}, lr ${settings.lr}, ${settings.steps} steps` +
+      (o.resume ? " (the run's saved settings)" : ""),
+  );
   const size = cfg.image;
   const t0 = performance.now();
   const elapsed = () => (performance.now() - t0) / 1000;
