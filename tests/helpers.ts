@@ -187,30 +187,44 @@ export async function runWithGrads(
 /**
  * Checks every parameter's gradient of a scalar `loss` against a central difference along a
  * random direction: (L(θ + εv) − L(θ − εv)) / 2ε ≈ ∇L·v, within `tol` relative. For whole
- * layers, whose float64 references would repeat the layer.
+ * layers, whose float64 references would repeat the layer. `groupBy` moves the parameters of
+ * one group (say, one block) together along one joint direction: fewer loss evaluations for
+ * large models, still one check per group.
  */
 export async function assertDirectionalGrads(
   named: [string, Tensor][],
   loss: () => Tensor,
-  { eps = 2e-3, tol = 2e-2, floor = 0.1 } = {},
+  { eps = 2e-3, tol = 2e-2, floor = 0.1, mass = 0, groupBy = (name: string) => name } = {},
 ): Promise<void> {
+  const groups = new Map<string, [string, Tensor][]>();
+  for (const entry of named) {
+    const key = groupBy(entry[0]);
+    groups.set(key, [...(groups.get(key) ?? []), entry]);
+  }
   await tidyAsync(async () => {
     const l0 = loss();
-    const lossScale = Math.max(1, Math.abs(await l0.item()));
+    // The loss's f32 rounding scales with its terms' magnitude (`mass`, Σ|term|, when the caller
+    // knows it: a sum whose terms cancel rounds like its terms, not like its value).
+    const lossScale = Math.max(1, Math.abs(await l0.item()), mass);
     backward(l0);
-    for (const [name, p] of named) {
-      assert(p.grad && p.grad.shape.join() === p.shape.join(), `${name} has no gradient`);
-      const g = await p.grad.toArray();
-      const v = f32(randn(p.size));
-      const p0 = Float32Array.from(await p.toArray());
+    for (const [name, members] of groups) {
+      let analytic = 0, gSquares = 0;
+      const parts: { p: Tensor; v: Float64Array; p0: Float32Array }[] = [];
+      for (const [pname, p] of members) {
+        assert(p.grad && p.grad.shape.join() === p.shape.join(), `${pname} has no gradient`);
+        const g = await p.grad.toArray();
+        const v = f32(randn(p.size));
+        analytic += g.reduce((a, gi, i) => a + gi * v[i], 0);
+        gSquares += g.reduce((a, gi) => a + gi * gi, 0);
+        parts.push({ p, v, p0: Float32Array.from(await p.toArray()) });
+      }
       const at = async (e: number) => {
-        upload(p.buffer, p0.map((w, i) => w + e * v[i]));
+        for (const { p, v, p0 } of parts) upload(p.buffer, p0.map((w, i) => w + e * v[i]));
         return await noGrad(loss).item();
       };
-      const analytic = g.reduce((a, gi, i) => a + gi * v[i], 0);
       // For Gaussian v, |g·v| is typically ‖g‖; a direction that happens to cancel it to near zero
       // is judged against floor·‖g‖ instead.
-      const gNorm = Math.sqrt(g.reduce((a, gi) => a + gi * gi, 0));
+      const gNorm = Math.sqrt(gSquares);
       const tried: string[] = [];
       let ok = false;
       // A step too small drowns in the loss's f32 rounding, one too large in curvature: a right
@@ -227,7 +241,7 @@ export async function assertDirectionalGrads(
           break;
         }
       }
-      upload(p.buffer, p0);
+      for (const { p, p0 } of parts) upload(p.buffer, p0);
       assert(ok, `${name}: grad·v = ${analytic}, ‖grad‖ ${gNorm}, difference quotients ${tried}`);
     }
   });

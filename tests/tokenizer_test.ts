@@ -4,11 +4,11 @@ import { VQVAE } from "../lib/tokenizer/vqvae.ts";
 import { phiIndex } from "../lib/tokenizer/quantizer.ts";
 import { tokenCount, TOKENIZER_PRESETS, type TokenizerConfig } from "../lib/tokenizer/config.ts";
 import { upload } from "../lib/gpu/mod.ts";
-import { backward } from "../lib/tensor/autograd.ts";
-import { add, mean, square } from "../lib/tensor/ops.ts";
-import { noGrad, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
+import { backward, zeroGrad } from "../lib/tensor/autograd.ts";
+import { abs, add, mean, mul, square, sumAll } from "../lib/tensor/ops.ts";
+import { noGrad, type Tensor, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
 import { areaMatrix, bicubicMatrix, convRef, nearestRef, separable } from "./image_ref.ts";
-import { assert, assertClose, f32, gpuReady, randn } from "./helpers.ts";
+import { assert, assertClose, assertDirectionalGrads, f32, gpuReady, randn } from "./helpers.ts";
 
 const small: TokenizerConfig = {
   ...TOKENIZER_PRESETS.tiny64,
@@ -170,5 +170,50 @@ Deno.test("a training step's loss reaches the encoder, decoder, codebook and eve
     }
   });
   x.dispose();
+  vq.dispose();
+});
+
+Deno.test("encoder and decoder gradients agree with directional differences (attention on)", async () => {
+  await gpuReady;
+  // The quantizer's straight-through estimator makes the encoder's gradient through it a proxy,
+  // not a derivative; so each half is checked on its own, through a fixed random readout.
+  const cfg = {
+    ...small,
+    image: 8,
+    chMult: [1, 2],
+    numResBlocks: 1,
+    scales: [1, 2, 4],
+    midAttention: true,
+    deepestAttention: true,
+  };
+  const vq = new VQVAE(cfg, 5);
+  const side = cfg.image / 2 ** (cfg.chMult.length - 1);
+  const x = tensor(f32(randn(3 * 8 * 8).map((v) => Math.tanh(v))), [1, 3, 8, 8]);
+  const fShape = [1, cfg.cvae, side, side];
+  const fSize = fShape.reduce((a, b) => a * b);
+  const rF = tensor(f32(randn(fSize)), fShape);
+  const fHat = tensor(f32(randn(fSize)), fShape);
+  const rX = tensor(f32(randn(x.size)), x.shape);
+  const named = vq.namedParameters();
+  const part = (...prefixes: string[]) =>
+    named.filter(([n]) => prefixes.some((p) => n.startsWith(p)));
+  // Σ|term| of each readout: the scale of its f32 rounding (the sums cancel to far less).
+  const massOf = async (y: () => Tensor, r: Tensor) =>
+    await tidyAsync(() => noGrad(() => sumAll(abs(mul(y(), r)))).item());
+  const encode = () => vq.encodeMap(x), decode = () => vq.decodeMap(fHat);
+  // One joint direction per layer (a conv's weight and bias, a norm's affine pair).
+  const groupBy = (n: string) => n.split(".").slice(0, -1).join(".");
+  await assertDirectionalGrads(part("encoder.", "quant_conv."), () => sumAll(mul(encode(), rF)), {
+    mass: await massOf(encode, rF),
+    groupBy,
+  });
+  zeroGrad(vq.parameters());
+  await assertDirectionalGrads(
+    part("decoder.", "post_quant_conv."),
+    () => sumAll(mul(decode(), rX)),
+    { mass: await massOf(decode, rX), groupBy },
+  );
+  zeroGrad(vq.parameters());
+  for (const t of [x, rF, fHat, rX]) t.dispose();
   vq.dispose();
 });
