@@ -52,14 +52,17 @@ for (let s = 0; s < steps; s++) {
 }
 await sync();
 const wall = performance.now() - t0;
-const per = (k: "dispatches" | "submits" | "readbacks") => (recorderStats[k] - before[k]) / steps;
+const per = (k: "dispatches" | "submits" | "readbacks" | "bindGroupHits") =>
+  (recorderStats[k] - before[k]) / steps;
 const rows = [...recorderStats.byLabel.entries()].sort((a, b) => b[1] - a[1]);
 for (const [label, count] of rows) {
   console.log(`${(count / steps).toFixed(0).padStart(6)}  ${label}`);
 }
 console.log(
   `${values.preset} batch ${batch}: ${per("dispatches")} dispatches, ${per("submits")} submits, ` +
-    `${per("readbacks")} readbacks per step; host ${(host / steps).toFixed(1)} ms/step ` +
+    `${per("readbacks")} readbacks per step, ${per("bindGroupHits")} bind groups cached; host ${
+      (host / steps).toFixed(1)
+    } ms/step ` +
     `(${((host / steps) * 1000 / per("dispatches")).toFixed(1)} µs/dispatch), ` +
     `wall with GPU ${(wall / steps).toFixed(1)} ms/step`,
 );

@@ -3,7 +3,7 @@
 // from recent quantizer inputs. Losses and code usage accumulate on the GPU and are read back
 // only when asked (readStats), so a step costs no round trip except every `restartEvery` steps.
 import { UserError } from "../errors.ts";
-import { upload } from "../gpu/mod.ts";
+import { flush, upload } from "../gpu/mod.ts";
 import { deriveSeed, mulberry32 } from "../data/random.ts";
 import { backward, zeroGrad } from "../tensor/autograd.ts";
 import { abs, add, addInPlace, concat, mean, square, sub, zeros } from "../tensor/ops.ts";
@@ -141,6 +141,9 @@ export class TokenizerTrainer {
       if (every > 0 && this.step % every === 0) await this.#restartDeadCodes(q.inputs);
     });
     zeroGrad(params);
+    // Submit the step: the GPU starts on it while the next one is recorded, and every step's
+    // batch starts at uniform slot 0, so the recorder's cached bind groups match step to step.
+    flush();
   }
 
   /**
