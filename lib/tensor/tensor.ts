@@ -199,6 +199,11 @@ export function tidy<T>(fn: () => T): T {
   } finally {
     scopes.pop();
   }
+  return closeScope(scope, result);
+}
+
+/** Frees a finished scope's tensors except those in `result`, which move to the parent scope. */
+function closeScope<T>(scope: Set<Tensor>, result: T): T {
   const survivors = new Set<Tensor>();
   collectTensors(result, survivors);
   const parent = scopes.at(-1);
@@ -220,14 +225,7 @@ export async function tidyAsync<T>(fn: () => Promise<T>): Promise<T> {
     const i = scopes.lastIndexOf(scope);
     if (i >= 0) scopes.splice(i, 1);
   }
-  const survivors = new Set<Tensor>();
-  collectTensors(result, survivors);
-  const parent = scopes.at(-1);
-  for (const t of scope) {
-    if (survivors.has(t)) parent?.add(t);
-    else t.dispose();
-  }
-  return result;
+  return closeScope(scope, result);
 }
 
 function collectTensors(x: unknown, into: Set<Tensor>): void {
