@@ -4,7 +4,7 @@
 // restarts, same optimizer moments).
 import { existsSync } from "node:fs";
 import { UserError } from "../errors.ts";
-import { gpu } from "../gpu/mod.ts";
+import { gpu, sync } from "../gpu/mod.ts";
 import { pixelsToFloatNCHW } from "../data/images.ts";
 import { type LoaderPosition, openLoader } from "../data/loader.ts";
 import { tensor } from "../tensor/tensor.ts";
@@ -201,10 +201,15 @@ export async function runTokenizerTraining(o: TokenizerRunOptions): Promise<Toke
       }
       position = batch.position;
       const step = trainer.step;
-      // Speed is timed from the 10th step on, past pipeline compilation.
-      if (step === firstStep + 10) timedFrom = { step, time: elapsed() };
+      // Speed is timed from the 10th step on, past pipeline compilation. Steps are submitted
+      // without waiting, so the timing points wait for the GPU: the host may run ahead of it.
+      if (step === firstStep + 10) {
+        await sync();
+        timedFrom = { step, time: elapsed() };
+      }
       // A resumed run keeps the length fitted when it started.
       if (o.fitSchedule && !o.resume && step === 40 && Number.isFinite(o.maxMinutes)) {
+        await sync();
         fitSchedule(trainer, timedFrom, elapsed(), o.maxMinutes);
       }
       const logged = step % o.logEvery === 0 || step === settings.steps;
