@@ -72,9 +72,11 @@ Deno.test("groupNorm forward and gradients match float64 references", async () =
       r,
       1e-4,
     );
+    // With a mean of 100, f32 holds x − mean to ~6e-6 (100·2⁻²⁴): every x̂ of a group moves by
+    // about that much, which shifts the sums below by more than 1e-5 when they cancel.
     assertClose(grads[0]!, num[0], offset ? 1e-4 : 2e-5, `${what} dx`);
-    assertClose(grads[1]!, num[1], 1e-5, `${what} dweight`);
-    assertClose(grads[2]!, num[2], 1e-5, `${what} dbias`);
+    assertClose(grads[1]!, num[1], offset ? 1e-4 : 1e-5, `${what} dweight`);
+    assertClose(grads[2]!, num[2], offset ? 1e-4 : 1e-5, `${what} dbias`);
   }
 });
 
