@@ -19,6 +19,7 @@ import { type Tensor, tensor, tidy } from "../lib/tensor/tensor.ts";
 import {
   assert,
   assertClose,
+  assertCloseToMass,
   assertThrows,
   f32,
   freshSeed,
@@ -197,8 +198,21 @@ Deno.test("rmsNorm and layerNorm match float64, forward and backward", async () 
       } else {
         assertClose(grads[0]!, g[0], 1e-5, `${where} dx`);
       }
-      assertClose(grads[1]!, g[1], 1e-5, `${where} dweight`);
-      if (centered) assertClose(grads[2]!, g[2], 1e-5, `${where} dbias`);
+      // dweight[j] = Σ rows dy·x̂ and dbias[j] = Σ rows dy: sums that random signs can cancel
+      // (one column of 5 rows, say), so each is judged against its terms' magnitude.
+      const xhat = normRef(
+        x,
+        new Float64Array(d).fill(1),
+        centered ? new Float64Array(d) : null,
+        d,
+      );
+      const massW = new Float64Array(d), massB = new Float64Array(d);
+      for (let i = 0; i < n; i++) {
+        massW[i % d] += Math.abs(r[i] * xhat[i]);
+        massB[i % d] += Math.abs(r[i]);
+      }
+      assertCloseToMass(grads[1]!, g[1], massW.map((m) => m + 1e-30), 1e-5, `${where} dweight`);
+      if (centered) assertCloseToMass(grads[2]!, g[2], massB, 1e-5, `${where} dbias`);
     }
   }
 });
