@@ -5,7 +5,8 @@
 #      variant (-cm), f32 and PyTorch FP32 in the same run (issue 2's f16 ≥ 75% target).
 #   2. tiny64's conv GEMMs (64×576×131072, 128×1152×32768): the automatic tile (64×256 for M = 64)
 #      against 128×128, beside PyTorch.
-#   3. One tiny64 training step at batch 32: dispatches, host time, and GPU time by pipeline.
+#   3. Dispatches per second (bind groups are now reused) beside PyTorch's launch rate.
+#   4. One tiny64 training step at batch 32: dispatches, host time, and GPU time by pipeline.
 #   source .device/env.sh && tools/device-check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || true
 export PYTHONUNBUFFERED=1
 vm() { deno run --cached-only -A main.ts "$@"; }
-vm bench --ops matmul --sizes 4096,8192 --dtypes f32,f16 \
+vm bench --ops matmul,dispatch --sizes 4096,8192 --dtypes f32,f16 \
   --tiles auto,256x128x32-16x8-cm --json "$out/matmul.json" 2>&1 | tee "$out/matmul.log"
 vm bench --ops awkward --dtypes f32 --tiles auto,128x128x32-8x8,64x256x32-8x8 \
   --json "$out/awkward.json" 2>&1 | tee "$out/awkward.log"
