@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs on the accelerator machine: the measurements this repository still owes a GPU, in one call
-# of about four minutes (tools/BENCHMARKS.md says what each decides).
+# of about five minutes (tools/BENCHMARKS.md says what each decides).
 #   1. f16 matmul at 4096 and 8192: the default 256×128 tile against its column-accumulator
 #      variant (-cm), f32 and PyTorch FP32 in the same run (issue 2's f16 ≥ 75% target).
 #   2. tiny64's conv GEMMs (64×576×131072, 128×1152×32768): the automatic tile (64×256 for M = 64)
 #      against 128×128, beside PyTorch.
 #   3. Dispatches per second (bind groups are now reused) beside PyTorch's launch rate.
 #   4. One tiny64 training step at batch 32: dispatches, host time, and GPU time by pipeline.
+#   5. VAR tokenizer parity (the forward pass changed: GroupNorm + SiLU fused).
 #   source .device/env.sh && tools/device-check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,3 +25,7 @@ python3 tools/torch_bench.py --compare "$out/matmul.json" "$out/torch.json" | te
 python3 tools/torch_bench.py --compare "$out/awkward.json" "$out/torch.json" | tee -a "$out/compare.txt"
 deno run --cached-only -A tools/profile_tokenizer_step.ts --batch 32 --steps 5 --gpu 2>&1 |
   tee "$out/step.log"
+# 5. VAR parity again: GroupNorm and SiLU are one kernel now, so the forward pass changed.
+python3 tools/var_reference.py --out "$out/var" 2>&1 | tee "$out/var.log"
+deno run --cached-only -A tools/var_parity.ts "$out/var" 2>&1 | tee -a "$out/var.log"
+rm -rf "$out/var"
