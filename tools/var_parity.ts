@@ -3,6 +3,8 @@
 // the same images, and compare with PyTorch: the indices at every scale must be equal, and the
 // encoder map f, f_hat and the reconstruction within --tol relative. Two more rows separate the
 // halves: f_hat from VAR's own indices (quantizer decode alone) and the decoder on VAR's f_hat.
+// Then training: the loss of one step on the same images and every parameter's gradient against
+// PyTorch's (within --grad-tol, per tensor ‖Δ‖/‖ref‖; PyTorch's own f32-vs-f64 spread is shown).
 //   python3 tools/var_reference.py --out DIR && deno run -A tools/var_parity.ts DIR [--tol 1e-4]
 // Prints a one-screen report (also to --report FILE); exits 1 when anything is off.
 import { parseArgs } from "node:util";
@@ -12,18 +14,22 @@ import { loadTokenizer } from "../lib/tokenizer/load.ts";
 import { decodeIndices, encodeImages } from "../lib/tokenizer/reconstruct.ts";
 import { readSafetensors, type StTensor, toFloat32 } from "../lib/train/safetensors.ts";
 import { noGrad, type Tensor, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
+import { backward, zeroGrad } from "../lib/tensor/autograd.ts";
+import { tokenizerLoss } from "../lib/train/tokenizer_trainer.ts";
 
 const { values, positionals } = parseArgs({
   args: Deno.args,
   options: {
     names: { type: "string", default: "small,attn" },
     tol: { type: "string", default: "1e-4" },
+    "grad-tol": { type: "string", default: "2e-3" },
     report: { type: "string" },
   },
   allowPositionals: true,
 });
 const dir = positionals[0] ?? "out/var";
 const tol = Number(values.tol);
+const gradTol = Number(values["grad-tol"]);
 
 /** ‖a − b‖₂ / ‖b‖₂ and max|a − b| / max|b|. */
 function errors(a: ArrayLike<number>, b: ArrayLike<number>): { rel: number; max: number } {
@@ -143,10 +149,60 @@ for (const name of values.names!.split(",")) {
       }, indices ${f64.indices_equal ? "equal" : "differ"})`,
     );
   }
+  // Training: one loss and its gradients, as train-tokenizer computes them.
+  const gradFile = `${dir}/${name}.grads.safetensors`;
+  const refGrads = await readSafetensors(gradFile);
+  const train = await tidyAsync(async () => {
+    const x = tensor(toFloat32(images), images.shape);
+    zeroGrad(vq.parameters());
+    const { loss } = tokenizerLoss(vq, x);
+    const value = await loss.item();
+    backward(loss);
+    const grads = new Map<string, number[]>();
+    for (const [n, p] of vq.namedParameters()) grads.set(n, p.grad ? await p.grad.toArray() : []);
+    zeroGrad(vq.parameters());
+    return { value, grads };
+  });
+  const refLoss = Number(refGrads.metadata.loss);
+  const lossErr = Math.abs(train.value - refLoss) / Math.abs(refLoss);
+  // Per tensor ‖Δ‖/‖ref‖, the denominator floored at 1e-4 of the largest ‖ref‖ (as
+  // var_reference.py's own spread): gradients that are zero in exact arithmetic (a conv bias
+  // under a one-channel-per-group norm) are judged against the others' scale.
+  const norm = (v: ArrayLike<number>) => Math.hypot(...Array.from(v));
+  const refs = [...train.grads.keys()].map((n) => {
+    const t = refGrads.tensors.get(`grad.${n}`);
+    if (!t) throw new Error(`${gradFile} lacks grad.${n}`);
+    return [n, toFloat32(t)] as const;
+  });
+  const floor = 1e-4 * Math.max(...refs.map(([, r]) => norm(r)));
+  let worst = { name: "", err: 0 };
+  for (const [n, ref] of refs) {
+    const ours = train.grads.get(n)!;
+    const err = ours.length === ref.length
+      ? norm(ref.map((r, i) => ours[i] - r)) / Math.max(norm(ref), floor)
+      : Infinity;
+    if (err > worst.err) worst = { name: n, err };
+  }
+  const lossOk = lossErr <= tol, gradsOk = worst.err <= gradTol;
+  ok &&= lossOk && gradsOk;
+  say(
+    `  training loss: ${train.value.toFixed(6)} vs ${refLoss.toFixed(6)} (rel ${e(lossErr)}) ` +
+      (lossOk ? "ok" : "OVER"),
+  );
+  say(
+    `  gradients, ${refs.length} tensors: worst ${e(worst.err)} (${worst.name}), ` +
+      `PyTorch f32 vs f64 ${e(Number(refGrads.metadata.f64_grad_rel_max))} ` +
+      (gradsOk ? "ok" : `OVER ${gradTol}`),
+  );
   vq.dispose();
   await Deno.remove(out);
 }
 say("");
-say(ok ? "PASS: same indices at every scale; f, f_hat, reconstruction within tolerance" : "FAIL");
+say(
+  ok
+    ? "PASS: same indices at every scale; f, f_hat, reconstruction, training loss and gradients " +
+      "within tolerance"
+    : "FAIL",
+);
 if (values.report) await Deno.writeTextFile(values.report, lines.join("\n") + "\n");
 Deno.exit(ok ? 0 : 1);

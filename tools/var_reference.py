@@ -12,6 +12,10 @@ level, the second on VAR's own scales 1…16) it writes, under --out:
                           and margin_K (the gap between the nearest and second-nearest code's
                           squared distance, from float64) per scale, f_hat, and the decoder output
                           before VAR's clamp (recon)
+  NAME.grads.safetensors  the training loss's gradient of every parameter (grad.NAME) for the
+                          same images: L2 + L1 of the reconstruction plus VAR's VQ loss, with the
+                          straight-through f_hat (VectorQuantizer2.forward in training); the loss
+                          and the f32-vs-f64 spread of the gradients in the metadata
 Run: python3 tools/var_reference.py --out DIR [--device cuda]
 """
 import argparse
@@ -240,6 +244,29 @@ class VectorQuantizer2(nn.Module):
         return indices, margins, f_hat
 
 
+    def train_forward(self, f):
+        """VectorQuantizer2.forward in training: f_hat with the straight-through gradient, and
+        the VQ loss, mean over scales of β·MSE(sg(f_hat), f) + MSE(f_hat, sg(f)), β = 0.25."""
+        B, C, H, W = f.shape
+        K = len(self.v_patch_nums)
+        f_no_grad = f.detach()
+        f_rest, f_hat = f_no_grad.clone(), torch.zeros_like(f_no_grad)
+        vq_loss = 0.0
+        for k, pn in enumerate(self.v_patch_nums):
+            with torch.no_grad():
+                z = F.interpolate(f_rest, size=(pn, pn), mode="area") if k != K - 1 else f_rest
+                idx = self.nearest(z.permute(0, 2, 3, 1).reshape(-1, C))
+            h = self.embedding(idx.view(B, pn, pn)).permute(0, 3, 1, 2)
+            if k != K - 1:
+                h = F.interpolate(h, size=(H, W), mode="bicubic")
+            h = self.quant_resi[k / (K - 1)](h.contiguous())
+            f_hat = f_hat + h
+            f_rest = f_rest - h.detach()
+            vq_loss = vq_loss + F.mse_loss(f_hat.data, f).mul(0.25) + F.mse_loss(f_hat, f_no_grad)
+        vq_loss = vq_loss / K
+        return (f_hat.data - f_no_grad) + f, vq_loss
+
+
 def code_margin(z_NC, codebook):
     """Second-nearest minus nearest squared distance (float64): how far each pick is from a tie."""
     d = torch.cdist(z_NC.double(), codebook.double()).square()
@@ -261,6 +288,12 @@ class VQVAE(nn.Module):
                                          cfg["share_quant_resi"])
         self.quant_conv = conv(cvae, cvae)
         self.post_quant_conv = conv(cvae, cvae)
+
+    def train_loss(self, x):
+        """The tokenizer's training loss (DESIGN §3): L2 + L1 of the reconstruction + VQ loss."""
+        f_hat, vq_loss = self.quantize.train_forward(self.quant_conv(self.encoder(x)))
+        rec = self.decoder(self.post_quant_conv(f_hat))
+        return F.mse_loss(rec, x) + F.l1_loss(rec, x) + vq_loss
 
     def forward(self, x):
         f = self.quant_conv(self.encoder(x))
@@ -296,6 +329,23 @@ def build(cfg, seed, images):
         model.quantize.ema_vocab_hit_SV.copy_(torch.rand(model.quantize.ema_vocab_hit_SV.shape,
                                                          generator=gen))
     return model
+
+
+def train_grads(model, images):
+    """Gradient of every parameter of the training loss on `images`, and the loss."""
+    model.zero_grad()
+    loss = model.train_loss(images)
+    loss.backward()
+    return {f"grad.{n}": p.grad.detach().clone() for n, p in model.named_parameters()}, float(loss)
+
+
+def grad_spread(grads, ref):
+    """Worst ‖Δ‖ / ‖ref‖ over tensors, the denominator floored at 1e-4 of the largest ‖ref‖: a
+    gradient that is zero in exact arithmetic (a conv bias under a one-channel-per-group norm) is
+    judged against the others' scale, not its own rounding."""
+    floor = 1e-4 * max(float(v.double().norm()) for v in ref.values())
+    return max(float((grads[k].cpu().double() - ref[k].double()).norm())
+               / max(float(ref[k].double().norm()), floor) for k in ref)
 
 
 def rel(a, b):
@@ -341,10 +391,18 @@ def main():
         io = {k: v.detach().cpu().contiguous() for k, v in io.items()}
         meta = dict(torch=torch.__version__, device=name_of_device, f64=json.dumps(f64))
         save_file(io, os.path.join(args.out, f"{name}.io.safetensors"), metadata=meta)
+        grads, loss = train_grads(model, images.to(dev))
+        grads64, loss64 = train_grads(ref64, images.double())
+        spread = grad_spread(grads, grads64)
+        meta = dict(torch=torch.__version__, device=name_of_device, loss=repr(loss),
+                    loss_f64=repr(loss64), f64_grad_rel_max=repr(spread))
+        save_file({k: v.float().cpu().contiguous() for k, v in grads.items()},
+                  os.path.join(args.out, f"{name}.grads.safetensors"), metadata=meta)
         used = [len(torch.unique(idx)) for idx in out["indices"]]
         print(f"{name}: {len(state)} tensors, codes used per scale {used}; "
               f"f32 vs f64: indices {'equal' if same64 else 'DIFFER'}, f {f64['f']:.1e}, "
-              f"f_hat {f64['f_hat']:.1e}, recon {f64['recon']:.1e}")
+              f"f_hat {f64['f_hat']:.1e}, recon {f64['recon']:.1e}; loss {loss:.6f}, "
+              f"gradients f32 vs f64 {spread:.1e} (worst tensor)")
 
 
 if __name__ == "__main__":

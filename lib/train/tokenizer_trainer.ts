@@ -66,6 +66,17 @@ export interface TrainingStats {
 
 const meanAll = (x: Tensor) => mean(x.reshape([x.size]), 0, true);
 
+/**
+ * The training loss of DESIGN §3 on pixels x [B, 3, H, W] in [-1, 1]: L2 + L1 of the
+ * reconstruction plus the quantizer's VQ loss, through the straight-through f_hat.
+ */
+export function tokenizerLoss(vq: VQVAE, x: Tensor) {
+  const q = vq.quantize.forward(vq.encodeMap(x));
+  const diff = sub(vq.decodeMap(q.fHat), x);
+  const mse = meanAll(square(diff)), l1 = meanAll(abs(diff));
+  return { loss: add(add(mse, l1), q.vqLoss), mse, l1, q };
+}
+
 function usedFraction(counts: Uint32Array): number {
   return counts.reduce((n, c) => n + (c > 0 ? 1 : 0), 0) / counts.length;
 }
@@ -123,10 +134,7 @@ export class TokenizerTrainer {
     const lr = this.learningRate;
     await tidyAsync(async () => {
       zeroGrad(params);
-      const q = this.vq.quantize.forward(this.vq.encodeMap(x));
-      const diff = sub(this.vq.decodeMap(q.fHat), x);
-      const mse = meanAll(square(diff)), l1 = meanAll(abs(diff));
-      const loss = add(add(mse, l1), q.vqLoss);
+      const { loss, mse, l1, q } = tokenizerLoss(this.vq, x);
       backward(loss);
       this.opt.update(lr);
       noGrad(() => addInPlace(this.#sums, concat([loss, mse, l1, q.vqLoss], 0)));
