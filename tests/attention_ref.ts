@@ -93,3 +93,46 @@ export function refGrads(g: Geometry, [q, k, v]: ArrayLike<number>[], dout: Arra
   }
   return [dq, dk, dv];
 }
+
+// RoPE's θ (DESIGN §4), written out here rather than imported, so the reference stands alone.
+const THETA = 10000;
+
+/** float64 RoPE: pairs (2j, 2j+1) of axis a (m = Dh/A dims) turned by coord[a]·θ^(−2j/m). */
+export function refRope(
+  x: ArrayLike<number>,
+  shape: number[],
+  coords: number[][],
+  sign = 1,
+): Float64Array {
+  const [B, S, H, Dh] = shape;
+  const A = coords[0].length, m = Dh / A;
+  const out = new Float64Array(x.length);
+  for (let b = 0; b < B; b++) {
+    for (let s = 0; s < S; s++) {
+      for (let h = 0; h < H; h++) {
+        for (let a = 0; a < A; a++) {
+          for (let j = 0; j < m / 2; j++) {
+            const i = ((b * S + s) * H + h) * Dh + a * m + 2 * j;
+            const t = sign * coords[s][a] * Math.pow(THETA, (-2 * j) / m);
+            out[i] = x[i] * Math.cos(t) - x[i + 1] * Math.sin(t);
+            out[i + 1] = x[i] * Math.sin(t) + x[i + 1] * Math.cos(t);
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/** Coordinates written out from DESIGN.md §4, independently of lib/tensor/rope.ts. */
+export function designCoords(scales: number[], T: number): number[][] {
+  const P = scales.at(-1)!;
+  const out: number[][] = [];
+  for (let t = 0; t < T; t++) out.push([0, 0]);
+  for (const pn of scales) {
+    for (let i = 0; i < pn * pn; i++) {
+      out.push([(Math.floor(i / pn) + 0.5) * P / pn, ((i % pn) + 0.5) * P / pn]);
+    }
+  }
+  return out;
+}

@@ -15,7 +15,6 @@ import {
   rope,
   rope1dTable,
   rope2dTable,
-  ROPE_THETA,
 } from "../lib/tensor/attention.ts";
 import { concat, slice } from "../lib/tensor/ops.ts";
 import { type Tensor, tensor, tidy, tidyAsync } from "../lib/tensor/tensor.ts";
@@ -29,7 +28,7 @@ import {
   randn,
   runWithGrads,
 } from "./helpers.ts";
-import { type Geometry, refAttention, refGrads } from "./attention_ref.ts";
+import { designCoords, type Geometry, refAttention, refGrads, refRope } from "./attention_ref.ts";
 
 function geometry(mask: AttentionMask, B: number, S: number, H: number, Dh: number): Geometry {
   return { B, sq: S, sk: S, H, Dh, qStart: 0, mask };
@@ -181,46 +180,6 @@ Deno.test("attention: a query that sees no key gives 0, zero gradient and no NaN
 
 // ---------------------------------------------------------------------------------------------
 // RoPE
-
-/** float64 RoPE: pairs (2j, 2j+1) of axis a (m = Dh/A dims) turned by coord[a]·θ^(−2j/m). */
-function refRope(
-  x: ArrayLike<number>,
-  shape: number[],
-  coords: number[][],
-  sign = 1,
-): Float64Array {
-  const [B, S, H, Dh] = shape;
-  const A = coords[0].length, m = Dh / A;
-  const out = new Float64Array(x.length);
-  for (let b = 0; b < B; b++) {
-    for (let s = 0; s < S; s++) {
-      for (let h = 0; h < H; h++) {
-        for (let a = 0; a < A; a++) {
-          for (let j = 0; j < m / 2; j++) {
-            const i = ((b * S + s) * H + h) * Dh + a * m + 2 * j;
-            const t = sign * coords[s][a] * Math.pow(ROPE_THETA, (-2 * j) / m);
-            out[i] = x[i] * Math.cos(t) - x[i + 1] * Math.sin(t);
-            out[i + 1] = x[i] * Math.sin(t) + x[i + 1] * Math.cos(t);
-          }
-        }
-      }
-    }
-  }
-  return out;
-}
-
-/** Coordinates written out from DESIGN.md §4, independently of lib/tensor/rope.ts. */
-function designCoords(scales: number[], T: number): number[][] {
-  const P = scales.at(-1)!;
-  const out: number[][] = [];
-  for (let t = 0; t < T; t++) out.push([0, 0]);
-  for (const pn of scales) {
-    for (let i = 0; i < pn * pn; i++) {
-      out.push([(Math.floor(i / pn) + 0.5) * P / pn, ((i % pn) + 0.5) * P / pn]);
-    }
-  }
-  return out;
-}
 
 Deno.test("rope 1D and 2D match float64, forward and backward", async () => {
   await gpuReady;

@@ -2,7 +2,15 @@
 // changes nothing, and every parameter's gradient agrees with a directional difference.
 import { GSA } from "../lib/nn/attention.ts";
 import { Init } from "../lib/nn/module.ts";
-import { blockCausalMask, disposeMask, KVCache, rope2dTable } from "../lib/tensor/attention.ts";
+import {
+  type AttentionMask,
+  blockCausalMask,
+  disposeMask,
+  KVCache,
+  rope2dTable,
+} from "../lib/tensor/attention.ts";
+import { upload } from "../lib/gpu/mod.ts";
+import { designCoords, refAttention, refRope } from "./attention_ref.ts";
 import { mul, slice, sumAll } from "../lib/tensor/ops.ts";
 import { noGrad, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
 import { assertClose, assertDirectionalGrads, f32, gpuReady, randn } from "./helpers.ts";
@@ -93,5 +101,89 @@ Deno.test("GSA: every parameter's gradient agrees with a directional difference"
   await assertDirectionalGrads(gsa.namedParameters(), loss);
   for (const t of [h, x0, r, table]) t.dispose();
   disposeMask(mask);
+  gsa.dispose();
+});
+
+/**
+ * DESIGN §4's GSA in float64 on the block's weights: RMSNorm(concat(h, x0)) → q, k, v (2d → 2d),
+ * H heads, 2D RoPE on q and k (text unrotated), attention under the level mask, o_proj 2d → d →
+ * RMSNorm(d) → SwiGLU (down(silu(gate·x) ⊙ up·x)).
+ */
+async function gsaRef(
+  gsa: GSA,
+  h: Float64Array,
+  x0: Float64Array,
+  mask: AttentionMask,
+  dims: { B: number; S: number; d: number; H: number },
+) {
+  const { B, S, d, H } = dims;
+  const p = new Map<string, number[]>();
+  for (const [name, t] of gsa.namedParameters()) p.set(name, await t.toArray());
+  const w = (name: string) => p.get(name)!;
+  const D = 2 * d, Dh = D / H;
+  const linear = (wt: number[], rows: number, cols: number, v: ArrayLike<number>) =>
+    Array.from({ length: rows }, (_, i) => {
+      let s = 0;
+      for (let j = 0; j < cols; j++) s += wt[i * cols + j] * v[j];
+      return s;
+    });
+  const rms = (v: number[], weight: number[]) => {
+    const r = 1 / Math.sqrt(v.reduce((a, x) => a + x * x, 0) / v.length + 1e-6);
+    return v.map((x, i) => x * r * weight[i]);
+  };
+  const q = new Float64Array(B * S * D), k = new Float64Array(B * S * D);
+  const v = new Float64Array(B * S * D);
+  for (let b = 0; b < B; b++) {
+    for (let s = 0; s < S; s++) {
+      const at = (b * S + s) * d;
+      const z = rms([...h.slice(at, at + d), ...x0.slice(at, at + d)], w("norm_in.weight"));
+      q.set(linear(w("attn.q_proj.weight"), D, D, z), (b * S + s) * D);
+      k.set(linear(w("attn.k_proj.weight"), D, D, z), (b * S + s) * D);
+      v.set(linear(w("attn.v_proj.weight"), D, D, z), (b * S + s) * D);
+    }
+  }
+  const coords = designCoords(scales, T);
+  const shape = [B, S, H, Dh];
+  const g = {
+    B,
+    sq: S,
+    sk: S,
+    H,
+    Dh,
+    qStart: 0,
+    mask: { levels: mask.levels, keyLevels: mask.keyLevels, length: S },
+  };
+  const o = refAttention(g, [refRope(q, shape, coords), refRope(k, shape, coords), v]);
+  const out = new Float64Array(B * S * d);
+  for (let t = 0; t < B * S; t++) {
+    const a = rms(linear(w("attn.o_proj.weight"), d, D, o.slice(t * D, (t + 1) * D)), [
+      ...w("norm_mlp.weight"),
+    ]);
+    const gate = linear(w("mlp.gate_proj.weight"), 4 * d, d, a);
+    const up = linear(w("mlp.up_proj.weight"), 4 * d, d, a);
+    const hidden = gate.map((x, i) => (x / (1 + Math.exp(-x))) * up[i]);
+    out.set(linear(w("mlp.down_proj.weight"), d, 4 * d, hidden), t * d);
+  }
+  return out;
+}
+
+Deno.test("GSA equals DESIGN §4's block in float64 (2D RoPE, level mask, PAD text)", async () => {
+  await gpuReady;
+  const [B, d, H] = [2, 16, 2];
+  const gsa = new GSA(new Init(3), d, H);
+  // RMSNorm weights start at 1: make them random so a skipped or misplaced norm shows.
+  for (const norm of [gsa.normIn, gsa.normMlp]) {
+    upload(norm.weight.buffer, Float32Array.from(randn(norm.weight.size), (x) => 1 + 0.3 * x));
+  }
+  const h = f32(randn(B * S * d)), x0 = f32(randn(B * S * d));
+  const mask = blockCausalMask(scales, [[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]);
+  const table = rope2dTable(scales, T, (2 * d) / H);
+  const got = await tidyAsync(async () =>
+    await noGrad(() => gsa.forward(tensor(h, [B, S, d]), tensor(x0, [B, S, d]), mask, { table }))
+      .toArray()
+  );
+  assertClose(got, await gsaRef(gsa, h, x0, mask, { B, S, d, H }), 1e-5, "GSA vs DESIGN §4");
+  disposeMask(mask);
+  table.dispose();
   gsa.dispose();
 });
