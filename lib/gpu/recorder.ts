@@ -39,11 +39,11 @@ export const recorderStats = {
 };
 
 // Bind groups, cached by what they bind. Making one is most of a dispatch's host cost (~8 µs of
-// ~10 in Deno 2.9); a training step dispatches the same pipelines on the same pooled buffers at
-// the same uniform slots every step (the pool and the uniform buffers are handed out LIFO, and a
-// step that ends with flush() starts its batch at slot 0), so in steady state nearly all hit.
-// A destroyed buffer's groups are never looked up again (new buffers get new ids); the cap
-// bounds what they hold.
+// ~10 in Deno 2.9). A training step dispatches the same pipelines on the same buffers at the same
+// uniform slots every step: the pool hands out each class's oldest free buffer, the spare uniform
+// buffer comes back LIFO, and a step that ends with flush() starts its batch at slot 0. So in
+// steady state every group hits. A destroyed buffer's groups are never looked up again (new
+// buffers get new ids); the cap bounds what they hold.
 const objectIds = new WeakMap<object, number>();
 let nextObjectId = 1;
 function idOf(o: object): number {
