@@ -127,6 +127,12 @@ export async function runTokenizerTraining(o: TokenizerRunOptions): Promise<Toke
       `${gpu().name}, batch ${settings.batchSize}, lr ${settings.lr}, ${settings.steps} steps` +
       (o.resume ? " (the run's saved settings)" : ""),
   );
+  if (gpu().isCpu) {
+    console.error(
+      "train-tokenizer: this adapter runs on the CPU (about 3 GFLOP/s), so a step takes minutes; " +
+        "use a GPU for real runs, or --batch 2 and a small --config to try things out",
+    );
+  }
   const size = cfg.image;
   const t0 = performance.now();
   const elapsed = () => (performance.now() - t0) / 1000;
