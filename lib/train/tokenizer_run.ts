@@ -129,8 +129,8 @@ export async function runTokenizerTraining(o: TokenizerRunOptions): Promise<Toke
   );
   if (gpu().isCpu) {
     console.error(
-      "train-tokenizer: this adapter runs on the CPU (about 3 GFLOP/s), so a step takes minutes; " +
-        "use a GPU for real runs, or --batch 2 and a small --config to try things out",
+      "train-tokenizer: this adapter runs on the CPU (about 3 GFLOP/s: a tiny64 step at batch 32 " +
+        "takes minutes); use a GPU for real runs, or --batch 2 and a small --config to try it out",
     );
   }
   const size = cfg.image;
