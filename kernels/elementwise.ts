@@ -39,7 +39,14 @@ fn erfc_(x: f32) -> f32 {
   return select(2.0 - r, r, x >= 0.0);
 }
 fn phi_(x: f32) -> f32 { return 0.5 * erfc_(-x * 0.7071067811865476); }
-fn tanh_(x: f32) -> f32 { return tanh(clamp(x, -15.0, 15.0)); }
+// tanh: its Taylor series below |x| = 0.4 (next term < 4e-9 relative), where a builtin computed
+// from exp(2x) − 1 cancels (Mesa's: 6e-5 relative at 0.05, 2% at 1e-6); the builtin above.
+fn tanh_(x: f32) -> f32 {
+  let x2 = x * x;
+  let series = x * (1.0 + x2 * (-0.33333333333 + x2 * (0.13333333333 + x2 * (-0.05396825397 +
+    x2 * (0.02186948854 + x2 * (-0.00886323553 + x2 * 0.00359212804))))));
+  return select(tanh(clamp(x, -15.0, 15.0)), series, abs(x) < 0.4);
+}
 // 1 - tanh² without the cancellation of 1 - y² when |x| is large.
 fn sech2_(x: f32) -> f32 { let e = exp(-2.0 * abs(x)); return 4.0 * e / ((1.0 + e) * (1.0 + e)); }
 `;
