@@ -261,11 +261,11 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, opts: Conv2dOptions 
       let db: Tensor | null = null;
       if (bias.requiresGrad) {
         db = new Tensor([g.Cout], "f32", undefined, "conv2d");
-        const whole = { b0: 0, nb: g.B, oy0: 0, rows: g.Ho, S: 1, KS: 0, total: 0 };
+        const everything = { b0: 0, nb: g.B, oy0: 0, rows: g.Ho, S: 1, KS: 0, total: 0 };
         dispatch(
           pipeline(conv2dWgsl, "bias_grad"),
           [gy.buffer, db.buffer],
-          params(g, whole),
+          params(g, everything),
           [g.Cout],
         );
       }
