@@ -65,7 +65,8 @@ export const UNARY: Record<string, UnaryOp> = {
   square: { forward: "x * x", backward: "2.0 * g * x" },
   relu: { forward: "max(x, 0.0)", backward: "select(0.0, g, x > 0.0)" },
   abs: { forward: "abs(x)", backward: "g * sign(x)" },
-  sigmoid: { forward: "sigmoid_(x)", backward: "g * y * (1.0 - y)" },
+  // σ(x)·σ(−x), not y·(1 − y): 1 − y cancels for large x (5e-4 relative off at x = 9).
+  sigmoid: { forward: "sigmoid_(x)", backward: "g * sigmoid_(x) * sigmoid_(-x)" },
   tanh: { forward: "tanh_(x)", backward: "g * sech2_(x)" },
   silu: {
     forward: "x * sigmoid_(x)",

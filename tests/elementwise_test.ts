@@ -63,7 +63,7 @@ const UNARY_GRAD: Record<string, (x: number) => number> = {
   square: (x) => 2 * x,
   relu: (x) => (x > 0 ? 1 : 0),
   abs: (x) => Math.sign(x),
-  sigmoid: (x) => sig(x) * (1 - sig(x)),
+  sigmoid: (x) => sig(x) * sig(-x),
   tanh: (x) => 1 / Math.cosh(x) ** 2,
   silu: (x) => sig(x) * (1 + x * (1 - sig(x))),
   gelu: (x) => 0.5 * erfc(-x / Math.SQRT2) + x * phi(x),
@@ -108,7 +108,7 @@ Deno.test("unary ops match float64 references, forward and backward", async () =
   }
 });
 
-Deno.test("gelu and softplus are accurate in the tails", async () => {
+Deno.test("gelu, softplus, silu and sigmoid are accurate in the tails, derivatives too", async () => {
   await gpuReady;
   const x = f32([-30, -12, -8, -5, -3, 3, 5, 8, 12, 25, 40]);
   for (const name of ["gelu", "softplus", "silu", "sigmoid"]) {
@@ -121,6 +121,19 @@ Deno.test("gelu and softplus are accurate in the tails", async () => {
       const rel = Math.abs(out[i] - ref[i]) / Math.max(Math.abs(ref[i]), 1e-30);
       if (rel > 1e-5 && Math.abs(ref[i]) > 1e-30) {
         throw new Error(`${name}(${x[i]}) = ${out[i]}, want ${ref[i]} (rel ${rel})`);
+      }
+    }
+    // The derivatives too (sigmoid's as y·(1 − y) was 5e-4 off at x = 9: 1 − y cancels).
+    const { grads } = await runWithGrads(
+      (ts) => callUnary(name, ts[0]),
+      [{ data: x, shape: [x.length] }],
+      new Array(x.length).fill(1),
+    );
+    for (let i = 0; i < x.length; i++) {
+      const want = UNARY_GRAD[name](x[i]);
+      const rel = Math.abs(grads[0]![i] - want) / Math.abs(want);
+      if (rel > 1e-5 && Math.abs(want) > 1e-30) {
+        throw new Error(`${name}'(${x[i]}) = ${grads[0]![i]}, want ${want} (rel ${rel})`);
       }
     }
   }
