@@ -6,9 +6,10 @@ import {
   assertCloseToMass,
   assertThrows,
   f32,
+  freshSeed,
   gpuReady,
-  numericGrads,
   randn,
+  rng,
   runWithGrads,
 } from "./helpers.ts";
 import { tensor } from "../lib/tensor/tensor.ts";
@@ -251,26 +252,40 @@ Deno.test("binary ops broadcast like NumPy, forward and backward", async () => {
         throw new Error(`${name}: shape ${shape} vs ${ref.shape}`);
       }
       assertClose(out, ref.out, 1e-6, `${name} [${as}]·[${bs}]`);
-      const g = numericGrads(
-        ([x, y]) => broadcastRef(f, x, as, y, bs).out,
-        [a.slice(), b.slice()],
-        r,
-        1e-5,
-      );
-      // A broadcast operand's gradient sums over the positions it was copied to, which random
-      // signs can cancel: judge each entry against the sum of its terms' magnitudes.
+      // The reference sums r·∂f over the positions each operand entry was broadcast to (∂f from
+      // PARTIALS, checked against differences of f in the next test). Such sums can cancel, so
+      // each entry is judged against the sum of its terms' magnitudes.
       const [pa, pb] = PARTIALS[name];
-      const mass = [
-        broadcastRef((x, y) => Math.abs(pa(x, y)), a, as, b, bs),
-        broadcastRef((x, y) => Math.abs(pb(x, y)), a, as, b, bs),
-      ].map(({ out: d }, k) => {
-        const m = new Float64Array(k === 0 ? na : nb);
-        const idx = k === 0 ? broadcastIndex(as, ref.shape) : broadcastIndex(bs, ref.shape);
-        d.forEach((v, i) => (m[idx[i]] += Math.abs(r[i]) * v));
-        return m;
-      });
+      const ia = broadcastIndex(as, ref.shape), ib = broadcastIndex(bs, ref.shape);
+      const g = [new Float64Array(na), new Float64Array(nb)];
+      const mass = [new Float64Array(na), new Float64Array(nb)];
+      for (let i = 0; i < r.length; i++) {
+        const [x, y] = [a[ia[i]], b[ib[i]]];
+        const [tA, tB] = [r[i] * pa(x, y), r[i] * pb(x, y)];
+        g[0][ia[i]] += tA;
+        g[1][ib[i]] += tB;
+        mass[0][ia[i]] += Math.abs(tA);
+        mass[1][ib[i]] += Math.abs(tB);
+      }
       assertCloseToMass(grads[0]!, g[0], mass[0], 1e-5, `${name} da [${as}]·[${bs}]`);
       assertCloseToMass(grads[1]!, g[1], mass[1], 1e-5, `${name} db [${as}]·[${bs}]`);
+    }
+  }
+});
+
+Deno.test("the binary ops' partial derivatives agree with central differences", () => {
+  const r = rng(freshSeed());
+  for (const [name, [pa, pb]] of Object.entries(PARTIALS)) {
+    const f = BINARY_REF[name];
+    for (let k = 0; k < 20; k++) {
+      const x = 4 * r() - 2, y = (r() < 0.5 ? -1 : 1) * (0.5 + 2 * r()), h = 1e-6;
+      const dx = (f(x + h, y) - f(x - h, y)) / (2 * h), dy = (f(x, y + h) - f(x, y - h)) / (2 * h);
+      if (Math.abs(dx - pa(x, y)) > 1e-6 * (1 + Math.abs(dx))) {
+        throw new Error(`${name} ∂a at ${x}, ${y}`);
+      }
+      if (Math.abs(dy - pb(x, y)) > 1e-6 * (1 + Math.abs(dy))) {
+        throw new Error(`${name} ∂b at ${x}, ${y}`);
+      }
     }
   }
 });
