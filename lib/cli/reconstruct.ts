@@ -4,7 +4,7 @@
 import { existsSync } from "node:fs";
 import { UserError } from "../errors.ts";
 import { type CommandSpec, parseCommand } from "./args.ts";
-import { DEFAULT_TOKENIZER } from "./tokenize.ts";
+import { TOKENIZER_OPTION } from "./tokenize.ts";
 
 const spec: CommandSpec = {
   name: "reconstruct",
@@ -12,12 +12,7 @@ const spec: CommandSpec = {
   summary: "Encode and decode images through a tokenizer; writes NAME.recon.png beside each " +
     "IMAGE (at the tokenizer's resolution) and prints its PSNR against the resized input.",
   options: {
-    tokenizer: {
-      type: "string",
-      value: "FILE",
-      default: DEFAULT_TOKENIZER,
-      help: "tokenizer checkpoint",
-    },
+    tokenizer: TOKENIZER_OPTION,
   },
   allowPositionals: true,
   more: "example: vmambar reconstruct --tokenizer tokenizer.safetensors cat.jpg dog.png",

@@ -6,6 +6,13 @@ import { UserError } from "../errors.ts";
 import { type CommandSpec, intFlag, parseCommand } from "./args.ts";
 
 export const DEFAULT_TOKENIZER = "models/tokenizer-tiny64.safetensors";
+/** The --tokenizer option of the commands that use a trained tokenizer. */
+export const TOKENIZER_OPTION = {
+  type: "string",
+  value: "FILE",
+  default: DEFAULT_TOKENIZER,
+  help: "tokenizer checkpoint",
+} as const;
 
 const spec: CommandSpec = {
   name: "tokenize",
@@ -13,12 +20,7 @@ const spec: CommandSpec = {
   summary: "Encode every image of SHARDS into multi-scale code indices and every caption into " +
     "text ids, written as token shards DIR/00000.safetensors… that record the tokenizer's hash.",
   options: {
-    tokenizer: {
-      type: "string",
-      value: "FILE",
-      default: DEFAULT_TOKENIZER,
-      help: "tokenizer checkpoint",
-    },
+    tokenizer: TOKENIZER_OPTION,
     data: { type: "string", value: "SHARDS", help: "image–caption shards, folder or manifest" },
     out: { type: "string", value: "DIR", help: "directory for the token shards" },
     "text-length": {
