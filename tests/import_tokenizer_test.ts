@@ -7,8 +7,8 @@ import { phiIndex } from "../lib/tokenizer/quantizer.ts";
 import { fromVarStateDict, tokenizerConfigFromJson } from "../lib/tokenizer/var_import.ts";
 import type { TokenizerConfig } from "../lib/tokenizer/config.ts";
 import { VQVAE } from "../lib/tokenizer/vqvae.ts";
-import { tensorsToHost } from "../lib/train/checkpoint.ts";
-import { type StTensor, stTensor, writeSafetensors } from "../lib/train/safetensors.ts";
+import { tensorsToHost } from "../lib/io/checkpoint.ts";
+import { type StTensor, stTensor, writeSafetensors } from "../lib/io/safetensors.ts";
 import { floatToHalf, halfToFloat, noGrad, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
 import { assert, assertThrows, f32, gpuReady, randn, runCli } from "./helpers.ts";
 

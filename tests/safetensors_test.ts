@@ -1,12 +1,12 @@
 import { Mamba } from "../lib/nn/mamba.ts";
 import { Init } from "../lib/nn/module.ts";
-import { loadParameters, readCheckpoint, saveCheckpoint } from "../lib/train/checkpoint.ts";
+import { loadParameters, readCheckpoint, saveCheckpoint } from "../lib/io/checkpoint.ts";
 import {
   decodeSafetensors,
   encodeSafetensors,
   readSafetensors,
   stTensor,
-} from "../lib/train/safetensors.ts";
+} from "../lib/io/safetensors.ts";
 import { assert, assertClose, assertThrows, gpuReady, randn } from "./helpers.ts";
 
 Deno.test("safetensors: written and read back is identical, byte for byte", async () => {

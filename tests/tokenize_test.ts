@@ -12,7 +12,7 @@ import { tensor, tidyAsync } from "../lib/tensor/tensor.ts";
 import { fileSha256, loadTokenizer } from "../lib/tokenizer/load.ts";
 import { encodeImages } from "../lib/tokenizer/reconstruct.ts";
 import { VQVAE } from "../lib/tokenizer/vqvae.ts";
-import { saveCheckpoint } from "../lib/train/checkpoint.ts";
+import { saveCheckpoint } from "../lib/io/checkpoint.ts";
 import { readImageSet } from "../lib/train/tokenizer_eval.ts";
 import { TINY_TOKENIZER, tinyWorld } from "./tokenizer_fixtures.ts";
 import { assert, gpuReady, runCli } from "./helpers.ts";

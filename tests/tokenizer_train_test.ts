@@ -3,7 +3,7 @@
 import { join } from "node:path";
 import { main as trainTokenizer } from "../lib/cli/train_tokenizer.ts";
 import { VQVAE } from "../lib/tokenizer/vqvae.ts";
-import { readSafetensors } from "../lib/train/safetensors.ts";
+import { readSafetensors } from "../lib/io/safetensors.ts";
 import { evaluateReconstruction, readImageSet } from "../lib/train/tokenizer_eval.ts";
 import { TINY_TOKENIZER, tinyWorld } from "./tokenizer_fixtures.ts";
 import { assert, gpuReady } from "./helpers.ts";

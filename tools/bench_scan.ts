@@ -8,7 +8,7 @@ import { initGpu, sync } from "../lib/gpu/mod.ts";
 import { selectiveScan } from "../lib/tensor/scan.ts";
 import { causalConv1d } from "../lib/tensor/conv1d.ts";
 import { noGrad, parameter, type Tensor, tensor, tidy } from "../lib/tensor/tensor.ts";
-import { stTensor, writeSafetensors } from "../lib/train/safetensors.ts";
+import { stTensor, writeSafetensors } from "../lib/io/safetensors.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

@@ -12,7 +12,7 @@ import { gpu, initGpu } from "../lib/gpu/mod.ts";
 import { main as importTokenizer } from "../lib/cli/import_tokenizer.ts";
 import { loadTokenizer } from "../lib/tokenizer/load.ts";
 import { decodeIndices, encodeImages } from "../lib/tokenizer/reconstruct.ts";
-import { readSafetensors, type StTensor, toFloat32 } from "../lib/train/safetensors.ts";
+import { readSafetensors, type StTensor, toFloat32 } from "../lib/io/safetensors.ts";
 import { noGrad, type Tensor, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
 import { backward, zeroGrad } from "../lib/tensor/autograd.ts";
 import { tokenizerLoss } from "../lib/train/tokenizer_trainer.ts";

@@ -1,6 +1,6 @@
 // vmambar info FILE: what a checkpoint or token shard holds.
 import { UserError } from "../errors.ts";
-import { readSafetensors, ST_BYTES } from "../train/safetensors.ts";
+import { readSafetensors, ST_BYTES } from "../io/safetensors.ts";
 import { type CommandSpec, parseCommand } from "./args.ts";
 
 const spec: CommandSpec = {

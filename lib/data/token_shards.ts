@@ -5,7 +5,7 @@
 // made by another tokenizer.
 import { join } from "node:path";
 import { UserError } from "../errors.ts";
-import { readSafetensors, stTensor, writeSafetensors } from "../train/safetensors.ts";
+import { readSafetensors, stTensor, writeSafetensors } from "../io/safetensors.ts";
 
 export interface TokenShardInfo {
   /** Hex SHA-256 of the tokenizer checkpoint that made the indices. */

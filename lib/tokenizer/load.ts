@@ -1,7 +1,7 @@
 // Opening a tokenizer checkpoint (DESIGN §5): the config from its metadata, checked, then the
 // VQVAE built from it with the stored parameters, and the file's SHA-256 that token shards record.
 import { UserError } from "../errors.ts";
-import { loadParameters, readCheckpoint } from "../train/checkpoint.ts";
+import { loadParameters, readCheckpoint } from "../io/checkpoint.ts";
 import { type TokenizerConfig, validateTokenizerConfig } from "./config.ts";
 import { VQVAE } from "./vqvae.ts";
 

@@ -4,8 +4,8 @@
 // refuses anything else); VAR's buffers that inference never reads are skipped and reported.
 import { basename } from "node:path";
 import { UserError } from "../errors.ts";
-import { loadParameters, saveCheckpoint } from "../train/checkpoint.ts";
-import { readSafetensors, type StTensor, stTensor, toFloat32 } from "../train/safetensors.ts";
+import { loadParameters, saveCheckpoint } from "../io/checkpoint.ts";
+import { readSafetensors, type StTensor, stTensor, toFloat32 } from "../io/safetensors.ts";
 import { type TokenizerConfig, validateTokenizerConfig } from "./config.ts";
 import { VQVAE } from "./vqvae.ts";
 

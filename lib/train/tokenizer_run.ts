@@ -9,7 +9,7 @@ import { pixelsToFloatNCHW } from "../data/images.ts";
 import { type LoaderPosition, openLoader } from "../data/loader.ts";
 import { tensor } from "../tensor/tensor.ts";
 import { type TokenizerConfig, validateTokenizerConfig } from "../tokenizer/config.ts";
-import { loadParameters, readCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { loadParameters, readCheckpoint, saveCheckpoint } from "../io/checkpoint.ts";
 import { MetricsLog } from "./metrics.ts";
 import {
   evaluateReconstruction,

@@ -12,9 +12,9 @@ import { codeUsage } from "../tensor/vq.ts";
 import type { TokenizerConfig } from "../tokenizer/config.ts";
 import { VQVAE } from "../tokenizer/vqvae.ts";
 import { AdamW } from "./optim.ts";
-import { type StTensor, toFloat32, writeSafetensors } from "./safetensors.ts";
+import { type StTensor, toFloat32, writeSafetensors } from "../io/safetensors.ts";
 import { learningRate } from "./schedule.ts";
-import { tensorsToHost } from "./checkpoint.ts";
+import { tensorsToHost } from "../io/checkpoint.ts";
 
 export interface TokenizerTrainingSettings {
   batchSize: number;
