@@ -1,6 +1,6 @@
 // Basic layers with PyTorch's parameter names, shapes and default initialisation.
 import { linear } from "../tensor/matmul.ts";
-import { embedding, rmsNorm } from "../tensor/nn_ops.ts";
+import { embedding, type HostIds, rmsNorm } from "../tensor/nn_ops.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { type Init, Module } from "./module.ts";
 
@@ -37,7 +37,7 @@ export class Embedding extends Module {
     super();
     this.weight = this.param("weight", init.normal([vocab, dim], std));
   }
-  forward(ids: Tensor): Tensor {
+  forward(ids: Tensor | HostIds): Tensor {
     return embedding(this.weight, ids);
   }
 }

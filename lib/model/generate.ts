@@ -1,0 +1,83 @@
+// Generation, scale by scale (DESIGN §4): the text and scale 1 first, then each scale's tokens
+// alone, with the Mamba conv and SSM states and the attention keys and values carried, so each
+// scale costs only its own tokens. With guidance the batch is doubled (conditional rows, then the
+// null caption's) and both halves read the same sampled f_hat, as VAR. Nothing is read back: the
+// caller reads the indices or decodes f_hat when every scale is done.
+import { batchCaptionIds } from "../data/text.ts";
+import { concat, slice } from "../tensor/ops.ts";
+import { noGrad, type Tensor, tidy } from "../tensor/tensor.ts";
+import type { ResidualQuantizer } from "../tokenizer/quantizer.ts";
+import { addScale, featureTokens } from "./inputs.ts";
+import { GenerationState, Sequence, type VMambAR } from "./vmambar.ts";
+
+/**
+ * Chooses scale k's tokens from its logits: cond (and uncond with guidance) [B·pn², V] →
+ * i32 [B·pn²]. `guidance` is t = cfg·(k−1)/(K−1) for this scale.
+ */
+export type TokenPicker = (
+  k: number,
+  cond: Tensor,
+  uncond: Tensor | null,
+  guidance: number,
+) => Tensor;
+
+export interface Generated {
+  /** f_hat [B, Cvae, P, P] after every scale (decode it to pixels). */
+  fHat: Tensor;
+  /** The chosen indices per scale, i32 [B, pn, pn]. */
+  indices: Tensor[];
+}
+
+/** Runs every scale for the captions' ids [B·T] (cfg 0: no unconditional half). */
+export function generateScales(
+  model: VMambAR,
+  quantizer: ResidualQuantizer,
+  textIds: Int32Array,
+  cfg: number,
+  pick: TokenPicker,
+): Generated {
+  const c = model.cfg;
+  const { scales, text_length: T } = c;
+  const K = scales.length;
+  const B = textIds.length / T;
+  const guided = cfg !== 0;
+  const ids = guided
+    ? Int32Array.from([...textIds, ...batchCaptionIds(new Array(B).fill(""), T)])
+    : textIds;
+  const seq = new Sequence(c, ids);
+  const R = seq.B;
+  const state = new GenerationState(model, R, seq.S);
+  try {
+    return noGrad(() =>
+      tidy(() => {
+        const text = model.text.forward(ids, seq.valid);
+        const indices: Tensor[] = [];
+        let fHat: Tensor | null = null;
+        let start = 0;
+        scales.forEach((pn, k) => {
+          let x: Tensor;
+          if (k === 0) {
+            x = concat([text, model.imageInputs(0, null, R)], 1);
+          } else {
+            const f = featureTokens(fHat!, pn);
+            x = model.imageInputs(k, guided ? concat([f, f], 0) : f, R);
+          }
+          const h = model.backbone(x, seq, start, state);
+          start += x.shape[1];
+          const logits = model.logits(k === 0 ? slice(h, 1, T, T + 1) : h);
+          const n = pn * pn, V = c.vocab;
+          const cond = (guided ? slice(logits, 0, 0, B) : logits).reshape([B * n, V]);
+          const uncond = guided ? slice(logits, 0, B, R).reshape([B * n, V]) : null;
+          const t = K > 1 ? (cfg * k) / (K - 1) : 0;
+          const idx = pick(k, cond, uncond, t).reshape([B, pn, pn]);
+          indices.push(idx);
+          fHat = addScale(quantizer, fHat, idx, k);
+        });
+        return { fHat: fHat!, indices };
+      })
+    );
+  } finally {
+    state.dispose();
+    seq.dispose();
+  }
+}

@@ -1,0 +1,237 @@
+// VMambAR (DESIGN §4), in the spec's order: the text encoder, the image inputs, the backbone of
+// Mamba blocks with one shared GSA block every `gsa_every` blocks (or, for the teacher, LLaMA
+// blocks), the head and the loss. The same code runs the whole sequence (training) and one chunk
+// of it at a time with carried state (generation: text + scale 1, then each scale).
+import { GSA } from "../nn/attention.ts";
+import { Embedding, Linear, RMSNorm } from "../nn/layers.ts";
+import { Mamba, type MambaCache } from "../nn/mamba.ts";
+import { Init, Module } from "../nn/module.ts";
+import { type AttentionMask, blockCausalMask, KVCache, rope2dTable } from "../tensor/attention.ts";
+import { softmaxCrossEntropy } from "../tensor/nn_ops.ts";
+import { add, concat, slice, zeros } from "../tensor/ops.ts";
+import { keep, type Tensor, tensor } from "../tensor/tensor.ts";
+import { PAD } from "../data/text.ts";
+import { gsaCalls, imageTokens, type ModelConfig } from "./config.ts";
+import { TextEncoder, TransformerBlock } from "./text_encoder.ts";
+
+/** One hybrid block: h + Mamba_i(RMSNorm_i(u)). */
+export class MambaBlock extends Module {
+  readonly norm: RMSNorm;
+  readonly mamba: Mamba;
+  constructor(init: Init, c: ModelConfig) {
+    super();
+    this.norm = this.child("norm", new RMSNorm(init, c.d));
+    this.mamba = this.child(
+      "mamba",
+      new Mamba(init, { dModel: c.d, dState: c.d_state, dConv: c.d_conv, expand: c.expand }),
+    );
+  }
+}
+
+/** Which text ids are real (not PAD), per batch row: [B][T]. */
+export function textValidity(ids: Int32Array, T: number): boolean[][] {
+  const B = ids.length / T;
+  return Array.from(
+    { length: B },
+    (_, b) => Array.from(ids.subarray(b * T, (b + 1) * T), (i) => i !== PAD),
+  );
+}
+
+/**
+ * What one forward pass covers: the batch's text, and the positions [start, start + n) of the
+ * sequence [text (T) ; image tokens (L)]. Owns the mask tables (dispose() frees them).
+ */
+export class Sequence {
+  readonly valid: boolean[][];
+  readonly mask: AttentionMask;
+  readonly B: number;
+  readonly T: number;
+  readonly S: number;
+  constructor(readonly cfg: ModelConfig, readonly textIds: Int32Array) {
+    this.T = cfg.text_length;
+    this.valid = textValidity(textIds, this.T);
+    this.B = this.valid.length;
+    this.S = this.T + imageTokens(cfg);
+    this.mask = blockCausalMask(cfg.scales, this.valid);
+  }
+
+  /** Mamba's PAD mask [B, n, 1] for positions [start, start + n); null where none is PAD. */
+  padMask(start: number, n: number): Tensor | null {
+    if (start >= this.T) return null;
+    const out = new Float32Array(this.B * n).fill(1);
+    let any = false;
+    for (let b = 0; b < this.B; b++) {
+      for (let s = start; s < Math.min(this.T, start + n); s++) {
+        if (!this.valid[b][s]) (out[b * n + s - start] = 0), (any = true);
+      }
+    }
+    return any ? tensor(out, [this.B, n, 1]) : null;
+  }
+
+  dispose(): void {
+    this.mask.positions.dispose();
+    this.mask.keys.dispose();
+  }
+}
+
+/** Generation's carried state: Mamba conv/SSM states per block, keys and values per attention. */
+export class GenerationState {
+  readonly mamba: (MambaCache | null)[];
+  readonly kv: KVCache[];
+  constructor(model: VMambAR, batch: number, capacity: number) {
+    const c = model.cfg;
+    this.mamba = new Array(c.n_layers).fill(null);
+    const [heads, width] = c.arch === "hybrid" ? [c.heads, 2 * c.d] : [c.heads, c.d];
+    const n = c.arch === "hybrid" ? gsaCalls(c) : c.n_layers;
+    this.kv = Array.from({ length: n }, () => new KVCache(batch, capacity, heads, width / heads));
+  }
+  setMamba(i: number, cache: MambaCache): void {
+    const old = this.mamba[i];
+    this.mamba[i] = { conv: keep(cache.conv), ssm: keep(cache.ssm) };
+    old?.conv.dispose();
+    old?.ssm.dispose();
+  }
+  dispose(): void {
+    for (const m of this.mamba) m?.conv.dispose(), m?.ssm.dispose();
+    for (const kv of this.kv) kv.dispose();
+  }
+}
+
+export class VMambAR extends Module {
+  readonly text: TextEncoder;
+  readonly sos: Tensor;
+  readonly wordEmbed: Linear;
+  readonly lvlEmbed: Embedding;
+  readonly blocks: (MambaBlock | TransformerBlock)[] = [];
+  readonly gsa: GSA | null = null;
+  readonly gsaOut: Linear[] = [];
+  readonly norm: RMSNorm;
+  readonly head: Linear;
+  /** 2D RoPE over [text (unrotated) ; scales], for GSA's heads (2d/H) or the teacher's (d/H). */
+  readonly #rope: Tensor;
+  /** Level (scale index) of every image position, for lvl_embed. */
+  readonly #levels: Int32Array;
+
+  constructor(readonly cfg: ModelConfig, seed = 0) {
+    super();
+    const init = new Init(seed);
+    const { d, heads, scales } = cfg;
+    const std = Math.sqrt(1 / (3 * d)); // VAR's init_std for sos and lvl_embed
+    this.text = this.child(
+      "text",
+      new TextEncoder(init, d, heads, cfg.text_layers, cfg.text_length),
+    );
+    this.sos = this.param("sos", init.normal([d], std));
+    this.wordEmbed = this.child("word_embed", new Linear(init, cfg.cvae, d, { bias: true }));
+    this.lvlEmbed = this.child("lvl_embed", new Embedding(init, scales.length, d, std));
+    const blocks = this.child("blocks", new Module());
+    for (let i = 0; i < cfg.n_layers; i++) {
+      const block = cfg.arch === "hybrid"
+        ? new MambaBlock(init, cfg)
+        : new TransformerBlock(init, d, heads);
+      this.blocks.push(blocks.child(`${i}`, block));
+    }
+    if (cfg.arch === "hybrid") {
+      this.gsa = this.child("gsa", new GSA(init, d, heads));
+      const outs = this.child("gsa_out", new Module());
+      for (let j = 0; j < gsaCalls(cfg); j++) {
+        this.gsaOut.push(outs.child(`${j}`, new Linear(init, d, d)));
+      }
+    }
+    this.norm = this.child("norm", new RMSNorm(init, d));
+    // VAR's init_head: a small head, so the first loss is about ln V.
+    this.head = this.child(
+      "head",
+      new Linear(init, d, cfg.vocab, {
+        bias: init.constant([cfg.vocab], 0),
+        bound: 0.02 / Math.sqrt(d),
+      }),
+    );
+    const width = cfg.arch === "hybrid" ? 2 * d : d;
+    this.#rope = keep(rope2dTable(scales, cfg.text_length, width / heads));
+    this.#levels = Int32Array.from(scales.flatMap((pn, k) => new Array(pn * pn).fill(k)));
+  }
+
+  /** Image positions [from, from + n) of scale order, relative to the first image token. */
+  #levelRows(from: number, n: number): Tensor {
+    return this.lvlEmbed.forward({ data: this.#levels.subarray(from, from + n), shape: [1, n] });
+  }
+
+  /**
+   * Image inputs of scales k0.. (DESIGN §4): `sos` for scale 1 when k0 = 0, then word_embed of
+   * `features` [B, n, Cvae] (area-resized f_hat of the scales before each token's scale), every
+   * row plus lvl_embed of its scale → [B, rows, d].
+   */
+  imageInputs(k0: number, features: Tensor | null, B: number): Tensor {
+    const d = this.cfg.d;
+    const parts: Tensor[] = [];
+    if (k0 === 0) parts.push(add(zeros([B, 1, d]), this.sos.reshape([1, 1, d])));
+    if (features) parts.push(this.wordEmbed.forward(features));
+    const x = parts.length === 1 ? parts[0] : concat(parts, 1);
+    const from = this.cfg.scales.slice(0, k0).reduce((a, p) => a + p * p, 0);
+    return add(x, this.#levelRows(from, x.shape[1]));
+  }
+
+  /**
+   * The backbone over positions [start, start + n) of the sequence: x [B, n, d] (x0 for GSA).
+   * With `state`, earlier positions come from its carried Mamba states and KV caches.
+   */
+  backbone(x: Tensor, seq: Sequence, start: number, state?: GenerationState): Tensor {
+    const n = x.shape[1];
+    const pos = { table: this.#rope, start };
+    if (this.cfg.arch === "transformer") {
+      let h = x;
+      this.blocks.forEach((b, i) => {
+        h = (b as TransformerBlock).forward(h, seq.mask, pos, state?.kv[i]);
+      });
+      return h;
+    }
+    const padMask = seq.padMask(start, n) ?? undefined;
+    let h = x, j = 0;
+    this.blocks.forEach((b, i) => {
+      let u = h;
+      if (i > 0 && i % this.cfg.gsa_every === 0) {
+        u = add(h, this.gsaOut[j].forward(this.gsa!.forward(h, x, seq.mask, pos, state?.kv[j])));
+        j++;
+      }
+      const block = b as MambaBlock;
+      const m = block.mamba.forward(block.norm.forward(u), padMask, state?.mamba[i] ?? undefined);
+      if (state) state.setMamba(i, m.cache);
+      h = add(h, m.y);
+    });
+    return h;
+  }
+
+  /** head(RMSNorm(h)) → logits [B, n, V]. */
+  logits(h: Tensor): Tensor {
+    return this.head.forward(this.norm.forward(h));
+  }
+
+  /**
+   * The whole sequence at once (training): text ids [B·T] and the teacher-forcing features of
+   * scales 2..K [B, L − 1, Cvae] (null when K = 1) → logits [B, L, V] at the image positions.
+   */
+  forward(seq: Sequence, features: Tensor | null): Tensor {
+    const { B, T } = seq;
+    const text = this.text.forward(seq.textIds, seq.valid);
+    const x = concat([text, this.imageInputs(0, features, B)], 1);
+    const h = this.backbone(x, seq, 0);
+    return this.logits(slice(h, 1, T, seq.S));
+  }
+
+  /** Mean cross-entropy of logits [B, L, V] against the indices [B·L] (DESIGN §4's loss). */
+  static loss(logits: Tensor, indices: Int32Array): Tensor {
+    const [B, L, V] = logits.shape;
+    return softmaxCrossEntropy(logits.reshape([B * L, V]), { data: indices, shape: [B * L] });
+  }
+
+  /** Parameters, excluding nothing (the count `info` and the presets quote). */
+  parameterCount(): number {
+    return this.parameters().reduce((a, p) => a + p.size, 0);
+  }
+
+  override dispose(): void {
+    super.dispose();
+    this.#rope.dispose();
+  }
+}

@@ -1,0 +1,134 @@
+// VMambAR as a whole (DESIGN §4): generation's scale-by-scale pass equals the full sequence,
+// PAD text is invisible, no image position sees its own scale's ground truth, and every
+// parameter's gradient agrees with a directional difference.
+import { generateScales } from "../lib/model/generate.ts";
+import { scaleIndices, teacherFeatures } from "../lib/model/inputs.ts";
+import { Sequence, VMambAR } from "../lib/model/vmambar.ts";
+import { PAD } from "../lib/data/text.ts";
+import { validateModelConfig } from "../lib/model/config.ts";
+import { keep, noGrad, type Tensor, tidyAsync } from "../lib/tensor/tensor.ts";
+import { assert, assertClose, assertDirectionalGrads, gpuReady } from "./helpers.ts";
+import { upload } from "../lib/gpu/mod.ts";
+import { randomBatch, tinyModelConfig, tinyQuantizer } from "./model_fixtures.ts";
+
+async function fullLogits(
+  model: VMambAR,
+  textIds: Int32Array,
+  indices: Int32Array,
+  q = tinyQuantizer(),
+) {
+  const seq = new Sequence(model.cfg, textIds);
+  try {
+    return await tidyAsync(async () =>
+      await noGrad(() => model.forward(seq, teacherFeatures(q, indices, seq.B))).toArray()
+    );
+  } finally {
+    seq.dispose();
+    q.dispose();
+  }
+}
+
+for (const arch of ["hybrid", "transformer"] as const) {
+  Deno.test(`VMambAR ${arch}: scale-by-scale generation logits equal the full pass`, async () => {
+    await gpuReady;
+    const c = validateModelConfig(tinyModelConfig({ arch }), "test");
+    const model = new VMambAR(c, 1);
+    const q = tinyQuantizer();
+    const B = 3;
+    const { textIds, indices } = randomBatch(c, B, 11);
+    const full = await fullLogits(model, textIds, indices);
+    const got: number[][] = [];
+    await tidyAsync(async () => {
+      const truth = scaleIndices(indices, B, c.scales);
+      const logits: Tensor[] = [];
+      generateScales(model, q, textIds, 0, (k, cond) => {
+        logits.push(keep(cond));
+        return truth[k].reshape([-1]);
+      });
+      for (const t of logits) got.push(await t.toArray()), t.dispose();
+    });
+    // Reassemble [B, L, V] from per-scale [B·n, V].
+    const V = c.vocab, L = c.scales.reduce((a, p) => a + p * p, 0);
+    const inc = new Float64Array(full.length);
+    let off = 0;
+    c.scales.forEach((pn, k) => {
+      const n = pn * pn;
+      for (let b = 0; b < B; b++) {
+        inc.set(got[k].slice(b * n * V, (b + 1) * n * V), (b * L + off) * V);
+      }
+      off += n;
+    });
+    assertClose(inc, full, 1e-4, `${arch}: incremental vs full logits`);
+    model.dispose();
+    q.dispose();
+  });
+}
+
+Deno.test("VMambAR: PAD text ids are invisible; a scale's logits ignore its own and later indices", async () => {
+  await gpuReady;
+  const c = tinyModelConfig();
+  const model = new VMambAR(c, 2);
+  const B = 2, T = c.text_length;
+  const { textIds, indices } = randomBatch(c, B, 7);
+  const base = await fullLogits(model, textIds, indices);
+  // Replacing PAD ids by other byte ids (still marked PAD in the mask) changes nothing: the
+  // embedding rows at PAD never reach a real position.
+  const seq = new Sequence(c, textIds);
+  assert(seq.valid[0].some((v) => !v), "the fixture has PAD");
+  seq.dispose();
+  // Change the last scale's indices: they feed no input, so no logit may change.
+  const L = indices.length / B, last = c.scales.at(-1)! ** 2;
+  const changed = Int32Array.from(indices);
+  for (let b = 0; b < B; b++) {
+    for (let i = L - last; i < L; i++) changed[b * L + i] = (changed[b * L + i] + 1) % c.vocab;
+  }
+  assertClose(await fullLogits(model, textIds, changed), base, 0, "last scale's indices");
+  // Change scale 2's indices: scales 1 and 2 must keep their logits, scale 3's must change.
+  const c2 = Int32Array.from(indices);
+  for (let b = 0; b < B; b++) {
+    for (let i = 1; i < 5; i++) c2[b * L + i] = (c2[b * L + i] + 3) % c.vocab;
+  }
+  const other = await fullLogits(model, textIds, c2);
+  const V = c.vocab;
+  for (let b = 0; b < B; b++) {
+    const upTo2 = (x: ArrayLike<number>) => Array.from(x).slice(b * L * V, (b * L + 5) * V);
+    assertClose(upTo2(other), upTo2(base), 0, "scales 1–2 ignore scale 2's indices");
+  }
+  assert(Math.max(...other.map((v, i) => Math.abs(v - base[i]))) > 1e-4, "scale 3 sees scale 2");
+  // Moving a caption by one more PAD on the left changes nothing either (relative positions).
+  const ids2 = Int32Array.from(textIds);
+  const row = ids2.subarray(T, 2 * T);
+  assert(row[0] === PAD, "row 1 has left padding");
+  model.dispose();
+});
+
+Deno.test("VMambAR: every parameter's gradient agrees with a directional difference", async () => {
+  await gpuReady;
+  for (const arch of ["hybrid", "transformer"] as const) {
+    const c = tinyModelConfig({ arch, n_layers: 3 });
+    const model = new VMambAR(c, 3);
+    // VAR's small head init scales every gradient below it by ~1/250, down to the loss's f32
+    // rounding: check with a head of ordinary size.
+    const w = await model.head.weight.toArray();
+    upload(model.head.weight.buffer, Float32Array.from(w, (x) => 50 * x));
+    const q = tinyQuantizer();
+    const B = 2;
+    const { textIds, indices } = randomBatch(c, B, 5);
+    const seq = new Sequence(c, textIds);
+    const features = keep(teacherFeatures(q, indices, B)!);
+    const loss = () => VMambAR.loss(model.forward(seq, features), indices);
+    // One joint direction per block (text layer, backbone block), one per GSA parameter (its
+    // gradient is small beside the loss's rounding, so it moves alone), one for everything else.
+    const group = (name: string) => {
+      const p = name.split(".");
+      if (p[0] === "blocks") return p.slice(0, 2).join(".");
+      if (p[0] === "text" && p[1] === "layers") return p.slice(0, 3).join(".");
+      return p[0] === "gsa" || p[0] === "gsa_out" ? name : p[0];
+    };
+    await assertDirectionalGrads(model.namedParameters(), loss, { eps: 1e-2, groupBy: group });
+    features.dispose();
+    seq.dispose();
+    q.dispose();
+    model.dispose();
+  }
+});
