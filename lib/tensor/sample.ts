@@ -8,7 +8,10 @@ import { Tensor } from "./tensor.ts";
 export interface SampleOptions {
   /** Guidance strength t: logits = (1 + t)·cond − t·uncond (needs uncond when t ≠ 0). */
   guidance?: number;
-  /** Default 1; 0 means greedy (argmax, ties → lowest index; top-k and top-p are moot). */
+  /**
+   * Default 1; 0 means greedy (argmax, ties → lowest index; top-k and top-p are moot), as does a
+   * temperature below f32's smallest normal 2^-126, which a GPU may flush to 0.
+   */
   temperature?: number;
   /**
    * Default 0 = off; keep the K largest guided logits. Every logit equal to the K-th largest is
@@ -73,7 +76,7 @@ export function sampleTokens(cond: Tensor, uncond: Tensor | null, opts: SampleOp
         guided ? 1 : 0,
         topK,
         f32bits(guidance),
-        f32bits(temperature),
+        f32bits(temperature < 2 ** -126 ? 0 : temperature),
         f32bits(topP),
         seed,
         stream,
