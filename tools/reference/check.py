@@ -83,6 +83,8 @@ def time_training(cfg, state, text_ids, indices, device):
     plain loop over positions), fp32 with TF32 off and bf16 autocast; parameters in fp32."""
     B, L = indices.shape
     text_ids, indices = text_ids.to(device), indices.to(device)
+    print("  timing (the scan is the reference's loop over positions, so this is launch-bound: "
+          "a floor for PyTorch without mamba_ssm, not a tuned baseline)")
     for label, bf16 in (("fp32 (TF32 off)", False), ("bf16 autocast", True)):
         model = VMambAR(cfg).to(device)
         model.load_state(state)

@@ -4,7 +4,8 @@
 # incremental logits and every gradient); check.py runs the reference in float64 and float32 on
 # the same inputs, prints the table (PASS/FAIL per row) and PyTorch's training-step tokens/s.
 #   source .device/env.sh && tools/reference/check.sh [DIR]     # DIR: where the cases go (out/reference)
-# Exit status 1 when any row fails.
+# Exit status 1 when any row fails. check.py took 21 s for tiny64 at batch 8 and 81 s for base256
+# at batch 4 on an H200 (torch 2.11, --time included; cases written by PyTorch f32 in their place).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 dir=${1:-out/reference}
