@@ -86,3 +86,34 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 `;
 }
+
+/**
+ * An exponential moving average of K tensors: e ← e + (1 − decay)·(p − e). Element i of the
+ * flattened range [e_{j-1}, e_j) belongs to tensor j.
+ */
+export function emaMultiWgsl(k: number): string {
+  const fields = range(k).map((j) => `e${j}: u32,`).join(" ");
+  const bindings = range(k).map((j) =>
+    [
+      `@group(0) @binding(${2 * j + 1}) var<storage, read_write> a${j}: array<f32>;`,
+      `@group(0) @binding(${2 * j + 2}) var<storage, read> p${j}: array<f32>;`,
+    ].join("\n")
+  ).join("\n");
+  const branches = range(k).map((j) =>
+    `${j === 0 ? "" : "else "}if (i < u.e${j}) {
+    let k = i - ${j === 0 ? "0u" : `u.e${j - 1}`};
+    a${j}[k] += u.rate * (p${j}[k] - a${j}[k]);
+  }`
+  ).join(" ");
+  return `// generated: EMA over ${k} tensors
+struct U { ${fields} rate: f32 }
+@group(0) @binding(0) var<uniform> u: U;
+${bindings}
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = gid.x + gid.y * nwg.x * 256u;
+  ${branches}
+}
+`;
+}

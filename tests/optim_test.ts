@@ -1,4 +1,4 @@
-import { AdamW } from "../lib/train/optim.ts";
+import { AdamW, emaUpdate } from "../lib/train/optim.ts";
 import { parameter, tensor } from "../lib/tensor/tensor.ts";
 import { assertClose, f32, gpuReady, randn } from "./helpers.ts";
 
@@ -90,4 +90,23 @@ Deno.test("AdamW with clipping matches a float64 torch.optim.AdamW over several 
       p.dispose();
     }
   }
+});
+
+Deno.test("emaUpdate: e + (1 − decay)(p − e) over many tensors of awkward sizes", async () => {
+  await gpuReady;
+  const sizes = [1, 7, 300, 1025, 3, 17, 9, 64, 2, 5, 11, 13, 19, 23, 29, 31, 37, 41];
+  const e0 = sizes.map((n) => f32(randn(n)));
+  const p0 = sizes.map((n) => f32(randn(n)));
+  const ema = e0.map((d, i) => tensor(d, [sizes[i]]));
+  const ps = p0.map((d, i) => tensor(d, [sizes[i]]));
+  emaUpdate(ema, ps, 0.9);
+  emaUpdate(ema, ps, 0.5);
+  for (let i = 0; i < sizes.length; i++) {
+    const want = e0[i].map((e, j) => {
+      const a = e + 0.1 * (p0[i][j] - e);
+      return a + 0.5 * (p0[i][j] - a);
+    });
+    assertClose(await ema[i].toArray(), want, 1e-6, `ema of tensor ${i} (${sizes[i]})`);
+  }
+  for (const t of [...ema, ...ps]) t.dispose();
 });

@@ -7,6 +7,14 @@ export interface Command {
 }
 
 export const commands: Record<string, Command> = {
+  generate: {
+    summary: "generate images from captions with a trained model (the default one in models/)",
+    run: async (argv) => (await import("./generate.ts")).main(argv),
+  },
+  train: {
+    summary: "train VMambAR on token shards (next-scale prediction, Mamba + shared attention)",
+    run: async (argv) => (await import("./train.ts")).main(argv),
+  },
   bench: {
     summary: "measure matmul, elementwise and dispatch throughput on this GPU",
     run: async (argv) => (await import("./bench.ts")).main(argv),

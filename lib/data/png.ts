@@ -57,3 +57,20 @@ export function encodePng(rgb: Uint8Array, width: number, height: number): Uint8
   }
   return out;
 }
+
+/** HWC images of side `size`, n of them, as one PNG grid of `columns` per row (2-px gaps). */
+export function imageGrid(pixels: Uint8Array, n: number, size: number, columns = 8): Uint8Array {
+  const cols = Math.max(1, Math.min(columns, n));
+  const rows = Math.max(1, Math.ceil(n / cols));
+  const gap = 2, width = cols * (size + gap) - gap, height = rows * (size + gap) - gap;
+  const rgb = new Uint8Array(width * height * 3).fill(255);
+  for (let i = 0; i < n; i++) {
+    const [r, c] = [Math.floor(i / cols), i % cols];
+    for (let y = 0; y < size; y++) {
+      const from = (i * size * size + y * size) * 3;
+      const to = ((r * (size + gap) + y) * width + c * (size + gap)) * 3;
+      rgb.set(pixels.subarray(from, from + size * 3), to);
+    }
+  }
+  return encodePng(rgb, width, height);
+}

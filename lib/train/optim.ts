@@ -3,7 +3,7 @@
 import { ShapeError } from "../errors.ts";
 import { dispatch, f32bits, generated, gpu, grid, pipeline } from "../gpu/mod.ts";
 import optimWgsl from "../../kernels/optim.wgsl" with { type: "text" };
-import { adamwMultiWgsl, sumSquaresMultiWgsl } from "../../kernels/optim.ts";
+import { adamwMultiWgsl, emaMultiWgsl, sumSquaresMultiWgsl } from "../../kernels/optim.ts";
 import { keep, Tensor } from "../tensor/tensor.ts";
 import { fill, zeros } from "../tensor/ops.ts";
 
@@ -159,4 +159,32 @@ export class AdamW {
 /** Workgroups (so partial sums) given to one tensor's sum of squares. */
 function partialCount(size: number): number {
   return Math.max(1, Math.min(MAX_PARTIALS_PER_TENSOR, Math.ceil(size / 256)));
+}
+
+/**
+ * ema ← ema + (1 − decay)·(param − ema) for each pair (the weights' moving average), up to 16
+ * tensors a dispatch.
+ */
+export function emaUpdate(ema: Tensor[], params: Tensor[], decay: number): void {
+  const k = Math.max(1, Math.min(16, Math.floor(gpu().limits.maxStorageBuffersPerShaderStage / 2)));
+  const pairs = ema.map((e, i) => ({ e, p: params[i] })).filter(({ e }) => e.size > 0);
+  for (const group of chunks(pairs, k)) {
+    const code = generated(`ema:${group.length}`, () => emaMultiWgsl(group.length));
+    const uniforms: number[] = [];
+    let end = 0;
+    for (const { e, p } of group) {
+      if (e.shape.join() !== p.shape.join()) {
+        throw new ShapeError(`emaUpdate: ${e} and ${p} differ in shape`);
+      }
+      end += e.size;
+      uniforms.push(end);
+    }
+    uniforms.push(f32bits(1 - decay));
+    dispatch(
+      pipeline(code),
+      group.flatMap(({ e, p }) => [e.buffer, p.buffer]),
+      uniforms,
+      grid(Math.ceil(end / 256)),
+    );
+  }
 }

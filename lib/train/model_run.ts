@@ -1,0 +1,352 @@
+// The `vmambar train` loop around ModelTrainer: token data, progress line, metrics JSONL (loss,
+// token accuracy per scale, learning rate, gradient norm, tokens/s), validation loss on held-out
+// shards, a sample grid from fixed prompts, and checkpoints committed as one unit: the
+// train-state (weights, EMA, moments, data position) is written first and is all a resume reads;
+// the model file (the EMA weights, what `generate` loads) follows it.
+import { existsSync } from "node:fs";
+import { UserError } from "../errors.ts";
+import { gpu, sync } from "../gpu/mod.ts";
+import { type BatchPosition, TokenBatches, type TokenSet } from "../data/token_set.ts";
+import { readCheckpoint, saveCheckpoint } from "../io/checkpoint.ts";
+import { type ModelConfig, validateModelConfig } from "../model/config.ts";
+import { teacherFeatures } from "../model/inputs.ts";
+import { Sequence, VMambAR } from "../model/vmambar.ts";
+import { noGrad, type Tensor, tidyAsync } from "../tensor/tensor.ts";
+import type { ResidualQuantizer } from "../tokenizer/quantizer.ts";
+import { writeSafetensors } from "../io/safetensors.ts";
+import { tensorsToHost } from "../io/checkpoint.ts";
+import { listenForStop } from "./interrupt.ts";
+import { MetricsLog } from "./metrics.ts";
+import {
+  ModelTrainer,
+  type ModelTrainingSettings,
+  type ModelTrainingStats,
+} from "./model_trainer.ts";
+
+export interface ModelRunOptions {
+  data: TokenSet;
+  dataPath: string;
+  val: TokenSet | null;
+  out: string;
+  cfg: ModelConfig;
+  settings: ModelTrainingSettings;
+  quantizer: ResidualQuantizer;
+  tokenizerSha256: string;
+  teacher: VMambAR | null;
+  resume: boolean;
+  force: boolean;
+  logEvery: number;
+  valEvery: number;
+  sampleEvery: number;
+  checkpointEvery: number;
+  maxMinutes: number;
+  stopAfter: number;
+  /** Draws the sample grid (the CLI supplies it: it needs the tokenizer's decoder). */
+  sampleGrid?: (ema: VMambAR, path: string) => Promise<void>;
+  /** Extra metadata for the model file (preset, tokenizer path). */
+  extra: Record<string, string>;
+}
+
+/** The files a run writes beside its model checkpoint. */
+export function modelRunFiles(out: string) {
+  const base = out.replace(/\.safetensors$/, "");
+  return {
+    state: `${base}.train-state.safetensors`,
+    metrics: `${base}.metrics.jsonl`,
+    samples: `${base}.samples.png`,
+  };
+}
+
+export interface ModelRunResult {
+  steps: number;
+  seconds: number;
+  stopped: string | null;
+  last: ModelTrainingStats | null;
+  val: { loss: number; accuracy: number[] } | null;
+}
+
+const fmtTime = (s: number) =>
+  s >= 3600
+    ? `${Math.floor(s / 3600)}h${String(Math.floor(s / 60) % 60).padStart(2, "0")}m`
+    : s >= 60
+    ? `${Math.floor(s / 60)}m${String(Math.floor(s % 60)).padStart(2, "0")}s`
+    : `${s.toFixed(0)}s`;
+
+/** Share of positions whose argmax is the target, per scale, over logits [B, L, V]. */
+export function scaleAccuracy(
+  logits: Float32Array,
+  indices: Int32Array,
+  scales: readonly number[],
+  V: number,
+): number[] {
+  const L = scales.reduce((a, p) => a + p * p, 0);
+  const B = indices.length / L;
+  const hits = new Array(scales.length).fill(0), counts = new Array(scales.length).fill(0);
+  for (let b = 0; b < B; b++) {
+    let pos = 0;
+    scales.forEach((pn, k) => {
+      for (let i = 0; i < pn * pn; i++, pos++) {
+        const row = (b * L + pos) * V;
+        let best = 0;
+        for (let v = 1; v < V; v++) if (logits[row + v] > logits[row + best]) best = v;
+        if (best === indices[b * L + pos]) hits[k]++;
+        counts[k]++;
+      }
+    });
+  }
+  return hits.map((h, k) => h / Math.max(1, counts[k]));
+}
+
+/** Validation: mean CE and per-scale accuracy of `model` over a token set (no dropout). */
+export async function evaluateTokens(
+  model: VMambAR,
+  quantizer: ResidualQuantizer,
+  set: TokenSet,
+  batch: number,
+  limit = Infinity,
+): Promise<{ loss: number; accuracy: number[] }> {
+  const n = Math.min(set.count, limit);
+  let lossSum = 0;
+  const acc = new Array(set.scales.length).fill(0);
+  for (let s = 0; s < n; s += batch) {
+    const b = Math.min(batch, n - s);
+    const indices = set.indices.subarray(s * set.L, (s + b) * set.L);
+    const textIds = set.textIds.subarray(s * set.T, (s + b) * set.T);
+    const [loss, logits] = await tidyAsync(async () => {
+      const seq = new Sequence(model.cfg, textIds);
+      const l = noGrad(() => model.forward(seq, teacherFeatures(quantizer, indices, b)));
+      const ce = noGrad(() => VMambAR.loss(l, indices));
+      return [await ce.item(), (await l.read()) as Float32Array] as const;
+    });
+    lossSum += loss * b;
+    scaleAccuracy(logits, indices, set.scales, model.cfg.vocab).forEach((a, k) => acc[k] += a * b);
+  }
+  return { loss: lossSum / n, accuracy: acc.map((a) => a / n) };
+}
+
+/** Drops metrics lines past the saved step (a crash left them; the resumed run writes them again). */
+async function keepMetricsUpTo(path: string, step: number): Promise<void> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch {
+    return;
+  }
+  const kept = text.split("\n").filter((line) => {
+    try {
+      return line.trim() !== "" && (JSON.parse(line).step ?? 0) <= step;
+    } catch {
+      return false;
+    }
+  });
+  await Deno.writeTextFile(path, kept.map((l) => l + "\n").join(""));
+}
+
+async function startTrainer(o: ModelRunOptions) {
+  const files = modelRunFiles(o.out);
+  if (!o.resume) {
+    if (existsSync(o.out) && !o.force) {
+      throw new UserError(
+        `${o.out} exists: pass --resume to continue its training or --force to start over`,
+      );
+    }
+    for (const path of [files.state, files.samples, o.out]) await Deno.remove(path).catch(() => {});
+    await Deno.writeTextFile(files.metrics, "");
+    const trainer = new ModelTrainer(o.cfg, o.settings, o.quantizer, o.teacher);
+    return { trainer, position: { epoch: 0, offset: 0 } as BatchPosition };
+  }
+  if (!existsSync(files.state)) {
+    throw new UserError(`--resume: no train-state ${files.state} (start without --resume)`);
+  }
+  const state = await readCheckpoint(files.state, "train-state");
+  const m = state.metadata;
+  if (m.data !== o.dataPath) {
+    throw new UserError(
+      `--resume: the run in ${o.out} trains on --data ${m.data}, not ${o.dataPath}; resume it ` +
+        "with the same --data (or start a new run)",
+    );
+  }
+  if (m.tokenizer_sha256 !== o.tokenizerSha256) {
+    throw new UserError(`--resume: the run in ${o.out} was trained with another tokenizer`);
+  }
+  const cfg = validateModelConfig(state.config as ModelConfig, files.state);
+  const settings = JSON.parse(m.settings) as ModelTrainingSettings;
+  const trainer = new ModelTrainer(cfg, settings, o.quantizer, o.teacher);
+  trainer.loadState(state.tensors, m, files.state);
+  await keepMetricsUpTo(files.metrics, trainer.step);
+  return { trainer, position: JSON.parse(m.position) as BatchPosition };
+}
+
+export async function runModelTraining(o: ModelRunOptions): Promise<ModelRunResult> {
+  const files = modelRunFiles(o.out);
+  const { trainer, position } = await startTrainer(o);
+  const { cfg, settings } = trainer;
+  const params = trainer.model.parameterCount();
+  console.error(
+    `train: ${o.resume ? `resuming at step ${trainer.step}` : "training"} a ${cfg.arch} model ` +
+      `of ${(params / 1e6).toFixed(2)} M parameters on ${gpu().name}: ${o.data.count} samples, ` +
+      `batch ${settings.batchSize} (micro ${settings.microBatch}), lr ${settings.lr}, ` +
+      `${settings.steps} steps` + (o.resume ? " (the run's saved settings)" : ""),
+  );
+  if (gpu().isCpu) {
+    console.error(
+      "train: this adapter runs on the CPU (about 3 GFLOP/s): use a GPU for real runs, or a " +
+        "small --set (e.g. d=64,n_layers=4) and --batch 8 to try it out",
+    );
+  }
+  const batches = new TokenBatches(o.data, settings.seed, position);
+  const metrics = new MetricsLog(files.metrics);
+  const L = o.data.L;
+  const t0 = performance.now();
+  const elapsed = () => (performance.now() - t0) / 1000;
+  const firstStep = trainer.step;
+  let timedFrom = { step: firstStep, time: 0 };
+  let last: ModelTrainingStats | null = null;
+  let lastVal: { loss: number; accuracy: number[] } | null = null;
+  let lastSaved = trainer.step;
+  const tty = Deno.stderr.isTerminal();
+
+  const save = async () => {
+    const meta = {
+      step: String(trainer.step),
+      data: o.dataPath,
+      tokenizer_sha256: o.tokenizerSha256,
+    };
+    // The commit point: everything a resume needs, in one file.
+    await writeSafetensors(files.state, await tensorsToHost(trainer.stateTensors()), {
+      format: "vmambar",
+      kind: "train-state",
+      config: JSON.stringify(cfg),
+      ...trainer.stateMetadata(),
+      position: JSON.stringify(batches.position),
+      ...meta,
+    });
+    await saveCheckpoint(o.out, trainer.ema.namedParameters(), "model", cfg, {
+      ...o.extra,
+      ...meta,
+      arch: cfg.arch,
+      parameters: String(params),
+    });
+    lastSaved = trainer.step;
+  };
+  const validate = async () => {
+    if (!o.val) return;
+    lastVal = await evaluateTokens(trainer.ema, o.quantizer, o.val, settings.microBatch, 512);
+    await metrics.write({
+      kind: "val",
+      step: trainer.step,
+      loss: lastVal.loss,
+      accuracy: lastVal.accuracy,
+    });
+  };
+  const line = () => {
+    const s = trainer.step, total = settings.steps;
+    const from = s > timedFrom.step ? timedFrom : { step: firstStep, time: 0 };
+    const rate = (s - from.step) / Math.max(1e-9, elapsed() - from.time);
+    const eta = rate > 0 ? fmtTime((total - s) / rate) : "?";
+    const stats = last ? `loss ${last.loss.toFixed(4)}  ` : "";
+    const v = lastVal as { loss: number } | null;
+    const vs = v ? `val ${v.loss.toFixed(4)}  ` : "";
+    const speed = rate >= 0.1 ? `${rate.toFixed(1)} it/s` : `${(1 / rate).toFixed(0)} s/it`;
+    return `step ${s}/${total}  ${stats}${vs}${speed}  ${
+      ((rate * settings.batchSize * L) / 1000).toFixed(1)
+    }k tok/s  ETA ${eta}`;
+  };
+  let drawn = 0;
+  const draw = (logged: boolean) => {
+    if (tty) {
+      if (!logged && performance.now() - drawn < 100) return;
+      drawn = performance.now();
+      Deno.stderr.writeSync(new TextEncoder().encode(`\r\x1b[K${line()}`));
+    } else if (logged) console.error(line());
+  };
+
+  const stop = listenForStop();
+  let stopped: string | null = null;
+  try {
+    while (trainer.step < settings.steps) {
+      if (stop.requested) {
+        stopped = stop.requested;
+        break;
+      }
+      if (elapsed() > o.maxMinutes * 60 || trainer.step - firstStep >= o.stopAfter) break;
+      const micro = [];
+      for (let i = 0; i < settings.batchSize / settings.microBatch; i++) {
+        micro.push(batches.next(settings.microBatch));
+      }
+      const step = trainer.step + 1;
+      const logged = step % o.logEvery === 0 || step === settings.steps;
+      const logits: Tensor | null = trainer.trainStep(micro, logged);
+      if (step === firstStep + 10) {
+        await sync();
+        timedFrom = { step, time: elapsed() };
+      }
+      if (logged) {
+        last = await trainer.readStats();
+        const accuracy = logits
+          ? scaleAccuracy(
+            (await logits.read()) as Float32Array,
+            micro[0].indices,
+            cfg.scales,
+            cfg.vocab,
+          )
+          : [];
+        logits?.dispose();
+        if (!Number.isFinite(last.loss)) {
+          throw new UserError(
+            `the loss is ${last.loss} at step ${step}: stopped; ${o.out} keeps the last good ` +
+              `checkpoint (step ${lastSaved}); try a lower --lr or --grad-clip`,
+          );
+        }
+        const from = step > timedFrom.step ? timedFrom : { step: firstStep, time: 0 };
+        const rate = (step - from.step) / Math.max(1e-9, elapsed() - from.time);
+        await metrics.write({
+          kind: "train",
+          step,
+          lr: trainer.learningRate,
+          loss: last.loss,
+          ce: last.ce,
+          kd: last.kd,
+          accuracy,
+          grad_norm: last.gradNorm,
+          tokens_per_s: rate * settings.batchSize * L,
+          seconds: elapsed(),
+        });
+      } else logits?.dispose();
+      if (o.valEvery > 0 && step % o.valEvery === 0) await validate();
+      if (o.sampleGrid && o.sampleEvery > 0 && step % o.sampleEvery === 0) {
+        await o.sampleGrid(trainer.ema, files.samples);
+      }
+      if (o.checkpointEvery > 0 && step % o.checkpointEvery === 0) {
+        await checkFinite(trainer, step, o.out, lastSaved);
+        await save();
+      }
+      draw(logged);
+    }
+    if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\r\x1b[K"));
+    if (trainer.step > lastSaved || !existsSync(o.out)) {
+      await checkFinite(trainer, trainer.step, o.out, lastSaved);
+      await save();
+    }
+    if (!stopped && trainer.step >= settings.steps) {
+      await validate();
+      if (o.sampleGrid) await o.sampleGrid(trainer.ema, files.samples);
+    }
+    return { steps: trainer.step, seconds: elapsed(), stopped, last, val: lastVal };
+  } finally {
+    stop.dispose();
+    metrics.close();
+    trainer.dispose();
+  }
+}
+
+/** Refuses to save weights that a NaN or infinite loss has reached since the last readout. */
+async function checkFinite(trainer: ModelTrainer, step: number, out: string, lastSaved: number) {
+  const s = await trainer.peekLoss();
+  if (!Number.isFinite(s)) {
+    throw new UserError(
+      `the loss is ${s} by step ${step}: stopped; ${out} keeps the last good checkpoint ` +
+        `(step ${lastSaved}); try a lower --lr or --grad-clip`,
+    );
+  }
+}
