@@ -28,7 +28,10 @@ export interface Generated {
   indices: Tensor[];
 }
 
-/** Runs every scale for the captions' ids [B·T] (cfg 0: no unconditional half). */
+/**
+ * Runs every scale for the captions' ids [B·T] (cfg 0: no unconditional half). The returned
+ * tensors are the caller's to dispose (or to leave to an enclosing tidy scope).
+ */
 export function generateScales(
   model: VMambAR,
   quantizer: ResidualQuantizer,
@@ -47,36 +50,46 @@ export function generateScales(
   const seq = new Sequence(c, ids);
   const R = seq.B;
   const state = new GenerationState(model, R, seq.S);
+  // Each scale in its own scope: only f_hat, the indices and the carried state outlive it, so
+  // memory is one scale's activations, not the whole image's.
+  const indices: Tensor[] = [];
+  let fHat: Tensor | null = null;
+  let text: Tensor | null = null;
   try {
-    return noGrad(() =>
-      tidy(() => {
-        const text = model.text.forward(ids, seq.valid);
-        const indices: Tensor[] = [];
-        let fHat: Tensor | null = null;
-        let start = 0;
-        scales.forEach((pn, k) => {
+    return noGrad(() => {
+      text = tidy(() => model.text.forward(ids, seq.valid));
+      let start = 0;
+      scales.forEach((pn, k) => {
+        const r = tidy(() => {
           let x: Tensor;
           if (k === 0) {
-            x = concat([text, model.imageInputs(0, null, R)], 1);
+            x = concat([text!, model.imageInputs(0, null, R)], 1);
           } else {
             const f = featureTokens(fHat!, pn);
             x = model.imageInputs(k, guided ? concat([f, f], 0) : f, R);
           }
           const h = model.backbone(x, seq, start, state);
-          start += x.shape[1];
           const logits = model.logits(k === 0 ? slice(h, 1, T, T + 1) : h);
           const n = pn * pn, V = c.vocab;
           const cond = (guided ? slice(logits, 0, 0, B) : logits).reshape([B * n, V]);
           const uncond = guided ? slice(logits, 0, B, R).reshape([B * n, V]) : null;
           const t = K > 1 ? (cfg * k) / (K - 1) : 0;
           const idx = pick(k, cond, uncond, t).reshape([B, pn, pn]);
-          indices.push(idx);
-          fHat = addScale(quantizer, fHat, idx, k);
+          return { idx, fHat: addScale(quantizer, fHat, idx, k), rows: x.shape[1] };
         });
-        return { fHat: fHat!, indices };
-      })
-    );
+        start += r.rows;
+        indices.push(r.idx);
+        (fHat as Tensor | null)?.dispose();
+        fHat = r.fHat;
+      });
+      return { fHat: fHat!, indices };
+    });
+  } catch (e) {
+    (fHat as Tensor | null)?.dispose();
+    for (const t of indices) t.dispose();
+    throw e;
   } finally {
+    (text as Tensor | null)?.dispose();
     state.dispose();
     seq.dispose();
   }

@@ -78,9 +78,13 @@ def cuda_step_ms(step, warmup=3, repeats=10):
     return statistics.median(times)
 
 
-def time_training(cfg, state, text_ids, indices, device):
+def time_training(cfg, state, text_ids, indices, device, batch=None):
     """The [Speed] baseline: PyTorch eager forward + backward of the reference (its scan is the
-    plain loop over positions), fp32 with TF32 off and bf16 autocast; parameters in fp32."""
+    plain loop over positions), fp32 with TF32 off and bf16 autocast; parameters in fp32. With
+    `batch`, the case's rows are repeated to that batch."""
+    if batch:
+        reps = -(-batch // indices.shape[0])
+        text_ids, indices = text_ids.repeat(reps, 1)[:batch], indices.repeat(reps, 1)[:batch]
     B, L = indices.shape
     text_ids, indices = text_ids.to(device), indices.to(device)
     print("  timing (the scan is the reference's loop over positions, so this is launch-bound: "
@@ -113,7 +117,7 @@ def describe(cfg, B):
             f"L {L}, V {cfg['vocab']}")
 
 
-def check_case(path, device, time_it):
+def check_case(path, device, time_it, time_batch=None):
     """Prints the case's table; returns the number of FAIL rows."""
     tensors, meta = read_safetensors(path)
     if "config" not in meta:
@@ -165,7 +169,7 @@ def check_case(path, device, time_it):
     print(f"  {fails} FAIL of {3 + len(r64['grads'])} rows")
     if time_it:
         if device.type == "cuda":
-            time_training(cfg, state, text_ids, indices, device)
+            time_training(cfg, state, text_ids, indices, device, time_batch)
         else:
             print("  --time: no CUDA device, no timing")
     return fails
@@ -175,6 +179,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("cases", nargs="+", help="case .safetensors files from dump_case.ts")
     ap.add_argument("--time", action="store_true", help="also time a PyTorch eager training step")
+    ap.add_argument("--time-batch", type=int, action="append", default=[],
+                    help="with --time: the batch to time each case at (in case order)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
     # Plain f32: no TF32 in matrix products or convolutions.
@@ -185,7 +191,8 @@ def main(argv=None):
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"PyTorch {torch.__version__} on {where}")
     print(RULE)
-    fails = sum(check_case(path, device, args.time) for path in args.cases)
+    batches = args.time_batch + [None] * len(args.cases)
+    fails = sum(check_case(path, device, args.time, batches[i]) for i, path in enumerate(args.cases))
     print(f"\n{'FAIL' if fails else 'PASS'}: {fails} failing rows over {len(args.cases)} case(s)")
     return 1 if fails else 0
 

@@ -17,4 +17,4 @@ for p in tiny64 base256; do
   # --cached-only: the GPU machine reaches no registry; .device/ carries the dependencies.
   deno run --cached-only -A tools/reference/dump_case.ts --preset "$p" --out "$dir/case-$p.safetensors"
 done
-python3 tools/reference/check.py --time "$dir"/case-tiny64.safetensors "$dir"/case-base256.safetensors
+python3 tools/reference/check.py --time --time-batch 64 --time-batch 16 "$dir"/case-tiny64.safetensors "$dir"/case-base256.safetensors
