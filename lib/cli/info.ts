@@ -19,6 +19,9 @@ export async function main(argv: string[]): Promise<void> {
     throw new UserError("give one FILE (see vmambar info --help)");
   }
   const { metadata, tensors } = await readSafetensors(path);
+  if (metadata.format === "vmambar" && metadata.kind === "model") {
+    console.log(modelSummary(metadata, tensors));
+  }
   const { config, ...rest } = metadata;
   for (const [k, v] of Object.entries(rest)) console.log(`${k}: ${v}`);
   if (config) {
@@ -48,4 +51,22 @@ export async function main(argv: string[]): Promise<void> {
   if (shown.length < list.length) {
     console.log(`  … ${list.length - shown.length} more (--tensors lists all)`);
   }
+}
+
+/** One line for a model checkpoint: arch, preset, size, step and the tokenizer it needs. */
+function modelSummary(
+  m: Record<string, string>,
+  tensors: Map<string, { shape: number[] }>,
+): string {
+  let cfg: Record<string, unknown> = {};
+  try {
+    cfg = JSON.parse(m.config ?? "{}");
+  } catch { /* shown raw below */ }
+  const params = [...tensors.values()].reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0);
+  const shape = `d ${cfg.d}, ${cfg.n_layers} layers` +
+    (cfg.arch === "hybrid" ? `, GSA every ${cfg.gsa_every}` : "") +
+    `, ${cfg.heads} heads, ${cfg.text_layers} text layers, T ${cfg.text_length}`;
+  return `model: ${cfg.arch ?? "?"}${m.preset ? ` (preset ${m.preset})` : ""}, ` +
+    `${(params / 1e6).toFixed(2)} M parameters; ${shape}; trained ${m.step ?? "?"} steps; ` +
+    `tokenizer sha256 ${m.tokenizer_sha256 ?? "not recorded"}`;
 }

@@ -1,0 +1,232 @@
+// vmambar train and generate: a tiny model memorises 8 captions' tokens and generates them back,
+// --resume continues exactly, guidance and seeds behave, distillation's loss vanishes against
+// itself, and bad input gets one clear line each.
+import { join } from "node:path";
+import { writeTokenShard } from "../lib/data/token_shards.ts";
+import { batchCaptionIds } from "../lib/data/text.ts";
+import { readSafetensors } from "../lib/io/safetensors.ts";
+import { saveCheckpoint } from "../lib/io/checkpoint.ts";
+import { generateScales } from "../lib/model/generate.ts";
+import { loadModel } from "../lib/model/load.ts";
+import { VMambAR } from "../lib/model/vmambar.ts";
+import { sampleTokens } from "../lib/tensor/sample.ts";
+import { keep, noGrad, type Tensor, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
+import { fileSha256, loadTokenizer } from "../lib/tokenizer/load.ts";
+import { VQVAE } from "../lib/tokenizer/vqvae.ts";
+import { distillationLoss } from "../lib/train/model_trainer.ts";
+import { tempDir } from "./data_fixtures.ts";
+import { assert, assertClose, gpuReady, randn, runCli } from "./helpers.ts";
+import { randomBatch, tinyModelConfig, tinyQuantizer } from "./model_fixtures.ts";
+import { TINY_TOKENIZER } from "./tokenizer_fixtures.ts";
+
+const CAPTIONS = [
+  "red circle",
+  "blue square",
+  "green triangle",
+  "two dots",
+  "big sun",
+  "a cat",
+  "small box",
+  "night",
+];
+const L = TINY_TOKENIZER.scales.reduce((a, p) => a + p * p, 0);
+const TINY_SET = "d=64,n_layers=2,gsa_every=1,heads=2,text_layers=1,text_length=16";
+
+/** A random tiny tokenizer, and token shards of 8 short captions with seeded indices. */
+async function tinyRun(name: string) {
+  const dir = await tempDir(name);
+  const tokenizer = join(dir, "tok.safetensors");
+  const vq = new VQVAE(TINY_TOKENIZER, 1);
+  await saveCheckpoint(tokenizer, vq.namedParameters(), "tokenizer", TINY_TOKENIZER);
+  vq.dispose();
+  const tokens = join(dir, "tokens");
+  await Deno.mkdir(tokens);
+  const indices = Int32Array.from({ length: CAPTIONS.length * L }, (_, i) => (i * 7919 + 13) % TINY_TOKENIZER.vocab);
+  const info = {
+    tokenizerSha256: await fileSha256(tokenizer),
+    scales: TINY_TOKENIZER.scales,
+    vocab: TINY_TOKENIZER.vocab,
+    textLength: 16,
+    source: "test",
+  };
+  await writeTokenShard(join(tokens, "00000.safetensors"), info, indices, batchCaptionIds(CAPTIONS, 16));
+  return { dir, tokenizer, tokens, indices };
+}
+
+const trainArgs = (r: { tokenizer: string; tokens: string }, out: string, ...more: string[]) => [
+  "train",
+  "--data",
+  r.tokens,
+  "--tokenizer",
+  r.tokenizer,
+  "--set",
+  TINY_SET,
+  "--batch",
+  "8",
+  "--caption-dropout",
+  "0",
+  "--sample-every",
+  "0",
+  "--val-every",
+  "0",
+  "--out",
+  out,
+  ...more,
+];
+
+Deno.test("train: a tiny model memorises 8 captions' tokens and greedy generation gives them back", async () => {
+  await gpuReady;
+  const r = await tinyRun("memorise");
+  const out = join(r.dir, "model.safetensors");
+  const res = await runCli(
+    ...trainArgs(r, out, "--steps", "150", "--lr", "5e-3", "--warmup", "10", "--min-lr-ratio", "1", "--ema", "0", "--log-every", "10"),
+  );
+  assert(res.code === 0, `train failed: ${res.stderr}`);
+  const lines = (await Deno.readTextFile(join(r.dir, "model.metrics.jsonl"))).trim().split("\n").map((l) => JSON.parse(l));
+  const last = lines.filter((l) => l.kind === "train").at(-1);
+  assert(last.loss < 0.1, `final loss ${last.loss} ≥ 0.1`);
+  assert(last.accuracy.every((a: number) => a === 1), `token accuracy ${last.accuracy}`);
+  const { model } = await loadModel(out);
+  const tok = await loadTokenizer(r.tokenizer);
+  const got = await tidyAsync(async () => {
+    const g = generateScales(model, tok.vq.quantize, batchCaptionIds(CAPTIONS, 16), 0, (k, cond) =>
+      sampleTokens(cond, null, { temperature: 0, seed: 0, stream: k }));
+    const perScale = await Promise.all(g.indices.map((t) => t.toArray()));
+    // Back to [B, L] in scale order.
+    const flat: number[] = [];
+    for (let b = 0; b < CAPTIONS.length; b++) {
+      TINY_TOKENIZER.scales.forEach((pn, k) => flat.push(...perScale[k].slice(b * pn * pn, (b + 1) * pn * pn)));
+    }
+    return flat;
+  });
+  const wrong = got.filter((v, i) => v !== r.indices[i]).length;
+  assert(wrong === 0, `${wrong} of ${got.length} generated tokens differ from the training tokens`);
+  model.dispose();
+  tok.vq.dispose();
+});
+
+Deno.test("train: --resume after a stop gives the same weights as an uninterrupted run", async () => {
+  await gpuReady;
+  const r = await tinyRun("resume");
+  const common = ["--steps", "6", "--lr", "3e-3", "--warmup", "2", "--log-every", "2", "--checkpoint-every", "0"];
+  common.push("--set", "d=32,n_layers=2,gsa_every=1,heads=2,text_layers=1,text_length=16");
+  const a = join(r.dir, "a.safetensors"), b = join(r.dir, "b.safetensors");
+  const full = await runCli(...trainArgs(r, a, ...common));
+  assert(full.code === 0, full.stderr);
+  const first = await runCli(...trainArgs(r, b, ...common, "--stop-after", "3"));
+  assert(first.code === 0 && /--resume/.test(first.stdout), `stop: ${first.stdout} ${first.stderr}`);
+  const again = await runCli(...trainArgs(r, b, ...common, "--resume"));
+  assert(again.code === 0, again.stderr);
+  const [x, y] = await Promise.all([a, b].map((p) => readSafetensors(p.replace(/\.safetensors$/, ".train-state.safetensors"))));
+  for (const [name, t] of x.tensors) {
+    if (!name.startsWith("model.") && !name.startsWith("ema.")) continue;
+    const u = y.tensors.get(name)!;
+    assert(t.data.every((v, i) => v === u.data[i]), `${name} differs after resume`);
+  }
+  assert(x.metadata.step === "6" && y.metadata.step === "6", "both runs reach step 6");
+  // The resumed run refuses other data, and --force with --resume.
+  const other = await runCli(...trainArgs({ ...r, tokens: r.dir }, b, ...common, "--resume"));
+  assert(other.code === 1 && other.stderr.trim().split("\n").length === 1, `other data: ${other.stderr}`);
+  const both = await runCli(...trainArgs(r, b, ...common, "--resume", "--force"));
+  assert(both.code === 1 && /contradict/.test(both.stderr), both.stderr);
+});
+
+Deno.test("generate: guidance's conditional half equals cfg 0; same seed, same tokens", async () => {
+  await gpuReady;
+  const c = tinyModelConfig();
+  const model = new VMambAR(c, 4);
+  const q = tinyQuantizer();
+  const { textIds } = randomBatch(c, 3, 9);
+  const run = (cfg: number, seed: number) =>
+    tidyAsync(async () => {
+      const conds: Tensor[] = [];
+      const g = generateScales(model, q, textIds, cfg, (k, cond, uncond, t) => {
+        conds.push(keep(noGrad(() => cond.reshape([-1]))));
+        return sampleTokens(cond, uncond, { guidance: t, seed, stream: k });
+      });
+      const idx = (await Promise.all(g.indices.map((t) => t.toArray()))).flat();
+      const logits = (await Promise.all(conds.map((t) => t.toArray()))).flat();
+      conds.forEach((t) => t.dispose());
+      return { idx, logits };
+    });
+  const [a, b, c0, d] = [await run(3, 7), await run(3, 7), await run(0, 7), await run(3, 8)];
+  assert(a.idx.join() === b.idx.join(), "same seed, other tokens");
+  assert(a.idx.join() !== d.idx.join(), "another seed gave the same tokens");
+  // With cfg 0 and the same tokens fed back, scale 1's conditional logits are the guided run's.
+  const first = c.vocab * 3;
+  assertClose(c0.logits.slice(0, first), a.logits.slice(0, first), 1e-5, "scale 1 logits, cfg 3 vs 0");
+  model.dispose();
+  q.dispose();
+});
+
+Deno.test("distillation: KL is 0 against itself, positive and as a float64 reference otherwise", async () => {
+  await gpuReady;
+  const [N, V, tau] = [5, 7, 2];
+  const s = randn(N * V), t = randn(N * V);
+  const [self, other] = await tidyAsync(async () => [
+    await distillationLoss(tensor(s, [N, V]), tensor(s, [N, V]), tau).item(),
+    await distillationLoss(tensor(t, [N, V]), tensor(s, [N, V]), tau).item(),
+  ]);
+  assert(Math.abs(self) < 1e-6, `KL(p‖p) = ${self}`);
+  let want = 0;
+  for (let r = 0; r < N; r++) {
+    const soft = (x: Float64Array) => {
+      const row = Array.from(x.slice(r * V, (r + 1) * V), (v) => v / tau);
+      const m = Math.max(...row), z = row.reduce((a, v) => a + Math.exp(v - m), 0);
+      return row.map((v) => Math.exp(v - m) / z);
+    };
+    const p = soft(t), q = soft(s);
+    want += p.reduce((a, pi, i) => a + pi * Math.log(pi / q[i]), 0);
+  }
+  want *= (tau * tau) / N;
+  assert(Math.abs(other - want) < 1e-5 * Math.max(1, want) && other > 0, `KL ${other}, want ${want}`);
+});
+
+Deno.test("train and generate: bad input is one clear line, nothing written", async () => {
+  await gpuReady;
+  const r = await tinyRun("bad");
+  const out = join(r.dir, "m.safetensors");
+  const oneLine = (res: { code: number; stderr: string }, re: RegExp, what: string) => {
+    assert(res.code !== 0, `${what}: exit 0`);
+    const lines = res.stderr.trim().split("\n");
+    assert(lines.length === 1 && re.test(lines[0]), `${what}: ${res.stderr}`);
+  };
+  oneLine(await runCli(...trainArgs(r, out, "--preset", "huge")), /unknown --preset huge/, "preset");
+  oneLine(await runCli("train", "--data", r.tokens, "--set", "wings=2"), /--set wings: unknown field/, "set");
+  // Shards made by another tokenizer.
+  const other = join(r.dir, "other.safetensors");
+  const vq = new VQVAE(TINY_TOKENIZER, 2);
+  await saveCheckpoint(other, vq.namedParameters(), "tokenizer", TINY_TOKENIZER);
+  vq.dispose();
+  oneLine(await runCli(...trainArgs({ ...r, tokenizer: other }, out)), /another tokenizer/, "tokenizer");
+  assert(!(await exists(out)), "a refused run wrote its --out");
+  // generate: empty prompt, a missing and a truncated model.
+  oneLine(await runCli("generate", ""), /empty/, "empty prompt");
+  oneLine(await runCli("generate", "x", "--model", join(r.dir, "none.safetensors")), /no such file/, "missing");
+  const cut = join(r.dir, "cut.safetensors");
+  const good = join(r.dir, "good.safetensors");
+  const model = new VMambAR(tinyModelConfig({ scales: TINY_TOKENIZER.scales, vocab: 64, cvae: 8, text_length: 16 }));
+  await saveCheckpoint(good, model.namedParameters(), "model", model.cfg);
+  model.dispose();
+  const bytes = await Deno.readFile(good);
+  await Deno.writeFile(cut, bytes.subarray(0, bytes.length - 100));
+  const outDir = join(r.dir, "gen");
+  oneLine(
+    await runCli("generate", "x", "--model", cut, "--tokenizer", r.tokenizer, "--out", outDir),
+    /truncated|past the data/,
+    "truncated model",
+  );
+  // A prompt over T bytes is cut with a warning, and the image is still written.
+  const long = await runCli("generate", "a".repeat(40), "--model", good, "--tokenizer", r.tokenizer, "--out", join(outDir, "x.png"));
+  assert(long.code === 0 && /warning: prompt 1 has 40 bytes/.test(long.stderr), long.stderr);
+  assert(await exists(join(outDir, "x.png")), "no image written");
+});
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
