@@ -43,6 +43,31 @@ export function helpText(spec: CommandSpec): string {
   ].join("\n");
 }
 
+/**
+ * Joins `--flag -3` into `--flag=-3` for string options, so a negative number is read as the
+ * flag's value (parseArgs would call it ambiguous) and then refused or accepted by its bounds.
+ */
+function attachNegativeNumbers(
+  argv: string[],
+  options: Record<string, { type: "string" | "boolean" }>,
+): string[] {
+  const takesValue = (arg: string) =>
+    arg.startsWith("--") && options[arg.slice(2)]?.type === "string";
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i], next = argv[i + 1];
+    if (arg === "--") {
+      out.push(...argv.slice(i));
+      break;
+    }
+    if (next !== undefined && takesValue(arg) && /^-(\d|\.\d|Infinity)/.test(next)) {
+      out.push(`${arg}=${next}`);
+      i++;
+    } else out.push(arg);
+  }
+  return out;
+}
+
 export type Values = Record<string, string | boolean | string[] | undefined>;
 
 /** Parses argv for a subcommand; prints help and returns null on --help. Bad flags are UserErrors. */
@@ -64,14 +89,14 @@ export function parseCommand(
   let parsed;
   try {
     parsed = parseArgs({
-      args: argv,
+      args: attachNegativeNumbers(argv, options),
       options,
       allowPositionals: spec.allowPositionals ?? false,
       strict: true,
     });
   } catch (e) {
     throw new UserError(
-      `${spec.name}: ${(e as Error).message.split("\n")[0]} (see vmambar ${spec.name} --help)`,
+      `${(e as Error).message.split("\n")[0]} (see vmambar ${spec.name} --help)`,
     );
   }
   if (parsed.values.help) {
@@ -85,24 +110,47 @@ export function parseCommand(
   return { values, positionals: parsed.positionals };
 }
 
-/** Reads an integer flag, refusing anything else with a one-line error. */
-export function intFlag(values: Values, name: string, min = -Infinity): number {
-  const raw = values[name];
-  const n = Number(raw);
-  if (typeof raw !== "string" || !Number.isInteger(n) || n < min) {
-    throw new UserError(
-      `--${name} must be an integer${min > -Infinity ? ` ≥ ${min}` : ""}, got ${raw}`,
-    );
+/** Bounds of a numeric flag: min ≤ x ≤ max, and x > above. */
+export interface FlagRange {
+  min?: number;
+  max?: number;
+  above?: number;
+}
+
+function checkRange(name: string, raw: string, n: number, kind: string, r: FlagRange): number {
+  const bounds = [
+    r.above !== undefined ? `> ${r.above}` : "",
+    r.min !== undefined && r.max === undefined ? `≥ ${r.min}` : "",
+    r.max !== undefined && r.min === undefined ? `≤ ${r.max}` : "",
+    r.min !== undefined && r.max !== undefined ? `in [${r.min}, ${r.max}]` : "",
+  ].filter(Boolean).join(" and ");
+  const ok = (r.min === undefined || n >= r.min) && (r.max === undefined || n <= r.max) &&
+    (r.above === undefined || n > r.above);
+  if (!ok) {
+    throw new UserError(`--${name} must be ${kind}${bounds ? ` ${bounds}` : ""}, got ${raw}`);
   }
   return n;
 }
 
-/** Reads a number flag, refusing anything else with a one-line error. */
-export function numberFlag(values: Values, name: string): number {
+/** Reads an integer flag within bounds, refusing anything else with one line naming it. */
+export function intFlag(values: Values, name: string, min = -Infinity, max = Infinity): number {
   const raw = values[name];
   const n = Number(raw);
-  if (typeof raw !== "string" || !Number.isFinite(n)) {
+  if (typeof raw !== "string" || raw.trim() === "" || !Number.isSafeInteger(n)) {
+    throw new UserError(`--${name} must be an integer, got ${raw}`);
+  }
+  return checkRange(name, raw, n, "an integer", {
+    ...(min > -Infinity ? { min } : {}),
+    ...(max < Infinity ? { max } : {}),
+  });
+}
+
+/** Reads a number flag within bounds, refusing anything else with one line naming it. */
+export function numberFlag(values: Values, name: string, range: FlagRange = {}): number {
+  const raw = values[name];
+  const n = Number(raw);
+  if (typeof raw !== "string" || raw.trim() === "" || !Number.isFinite(n)) {
     throw new UserError(`--${name} must be a number, got ${raw}`);
   }
-  return n;
+  return checkRange(name, raw, n, "a number", range);
 }

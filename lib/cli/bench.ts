@@ -2,7 +2,8 @@
 // bandwidth and dispatch rate on this GPU. Every kernel variant is checked against a float64
 // reference before it is timed (llm.c's habit); timings record many iterations into one submit
 // and take the median of several repeats after a warm-up.
-import { parseCommand, type Values } from "./args.ts";
+import { intFlag, parseCommand, type Values } from "./args.ts";
+import { prepareOutputFile } from "./output.ts";
 import { UserError } from "../errors.ts";
 import { initGpu, readBuffer, sync, trimPool } from "../gpu/mod.ts";
 import { parseTile, tileName } from "../../kernels/matmul.ts";
@@ -50,6 +51,7 @@ const spec = {
       value: "FILE",
       help: "also write the results as JSON",
     },
+    force: { type: "boolean" as const, help: "replace an existing --json file" },
   },
   more:
     "Shapes read M×K×N: C[M, N] = A[M, K]·B[K, N]. The device script tools/bench-device.sh runs\n" +
@@ -342,15 +344,14 @@ async function benchDispatch(repeats: number, out: BenchResult[]) {
 
 // ---------------------------------------------------------------------------------------------
 
+/** Shows each result as it is measured, on a terminal only: the table at the end has them all. */
 function report(r: BenchResult) {
+  if (!Deno.stderr.isTerminal()) return;
   const v = r.unit === "/s"
     ? `${Math.round(r.value)} dispatches/s`
     : `${r.value.toFixed(1)} ${r.unit}`;
-  console.log(
-    `  ${r.op.padEnd(8)} ${r.shape.padEnd(22)} ${r.dtype.padEnd(4)} ${r.kernel.padEnd(30)} ${
-      r.ms.toFixed(4).padStart(10)
-    } ms  ${v}`,
-  );
+  const line = `  ${r.op} ${r.shape} ${r.dtype} ${r.kernel}  ${r.ms.toFixed(4)} ms  ${v}`;
+  Deno.stderr.writeSync(new TextEncoder().encode(`\r\x1b[K${line}`));
 }
 
 function table(results: BenchResult[]): string {
@@ -383,12 +384,15 @@ export async function main(argv: string[]): Promise<void> {
   const parsed = parseCommand(spec, argv);
   if (!parsed) return;
   const v = parsed.values;
+  if (typeof v.json === "string") {
+    prepareOutputFile(v.json, { force: v.force === true, flag: "--json" });
+  }
   const g = await initGpu();
   const ops = list(v.ops);
   for (const o of ops) {
     if (!["matmul", "awkward", "elementwise", "dispatch"].includes(o)) {
       throw new UserError(
-        `bench: unknown --ops entry '${o}' (matmul, awkward, elementwise, dispatch)`,
+        `unknown --ops entry '${o}' (matmul, awkward, elementwise, dispatch)`,
       );
     }
   }
@@ -397,17 +401,17 @@ export async function main(argv: string[]): Promise<void> {
       .map((s) => {
         const n = Number(s);
         if (!Number.isInteger(n) || n < 1) {
-          throw new UserError(`bench: --sizes entry '${s}' is not a size`);
+          throw new UserError(`--sizes entry '${s}' is not a size`);
         }
         return n;
       });
   const dtypes = v.dtypes ? list(v.dtypes) : g.f16 ? ["f32", "f16"] : ["f32"];
   for (const d of dtypes) {
     if (d !== "f32" && d !== "f16") {
-      throw new UserError(`bench: --dtypes entry '${d}' (f32 or f16)`);
+      throw new UserError(`--dtypes entry '${d}' (f32 or f16)`);
     }
     if (d === "f16" && !g.f16) {
-      throw new UserError("bench: this adapter has no shader-f16 (drop f16 from --dtypes)");
+      throw new UserError("this adapter has no shader-f16 (drop f16 from --dtypes)");
     }
   }
   const tiles = list(v.tiles);
@@ -416,13 +420,10 @@ export async function main(argv: string[]): Promise<void> {
     try {
       parseTile(t);
     } catch (e) {
-      throw new UserError(`bench: --tiles: ${(e as Error).message}`);
+      throw new UserError(`--tiles: ${(e as Error).message}`);
     }
   }
-  const repeats = Number(v.repeats);
-  if (!Number.isInteger(repeats) || repeats < 1) {
-    throw new UserError("bench: --repeats must be ≥ 1");
-  }
+  const repeats = intFlag(v, "repeats", 1, 1000);
 
   console.log(
     `device: ${g.name}${g.isCpu ? " (CPU)" : ""}, f16 ${g.f16}, subgroups ${g.subgroups}`,
@@ -481,8 +482,9 @@ export async function main(argv: string[]): Promise<void> {
     };
     await Deno.writeTextFile(v.json, JSON.stringify(doc, null, 1) + "\n");
   }
+  if (Deno.stderr.isTerminal()) Deno.stderr.writeSync(new TextEncoder().encode("\r\x1b[K"));
   console.log("\n" + table(results));
   if (results.some((r) => !Number.isFinite(r.value))) {
-    throw new UserError("bench: some kernels failed their check (see above)");
+    throw new UserError("some kernels failed their check (see above)");
   }
 }

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { UserError } from "../errors.ts";
 import { type CommandSpec, intFlag, numberFlag, parseCommand, type Values } from "./args.ts";
 import { SkipReport } from "../data/skips.ts";
+import { prepareOutputFile, prepareOutputFolder } from "./output.ts";
 
 const SUBCOMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promise<void> }> = {
   shapes: { summary: "render the synthetic shapes world (DESIGN.md §6) as shards", run: shapes },
@@ -14,7 +15,10 @@ const SUBCOMMANDS: Record<string, { summary: string; run: (argv: string[]) => Pr
     summary: "convert a folder of images + .txt captions (or a manifest) to shards",
     run: folder,
   },
-  stats: { summary: "count samples, caption lengths, and write a contact sheet", run: stats },
+  stats: {
+    summary: "count samples and caption lengths; --sheet writes a contact sheet",
+    run: stats,
+  },
 };
 
 function usage(): string {
@@ -43,7 +47,13 @@ export async function main(argv: string[]): Promise<void> {
       `unknown subcommand '${name}' (one of: ${Object.keys(SUBCOMMANDS).join(", ")})`,
     );
   }
-  await sub.run(rest);
+  try {
+    await sub.run(rest);
+  } catch (e) {
+    // main prints "vmambar data: …"; the subcommand's name completes the prefix.
+    if (e instanceof UserError) throw new UserError(`${name}: ${e.message}`);
+    throw e;
+  }
 }
 
 /**
@@ -67,6 +77,9 @@ function reportSkips(skips: SkipReport): void {
   const line = skips.summary();
   if (line) console.error(line);
 }
+
+/** The largest image side the data commands make (a 4096² RGB image is 48 MB). */
+const MAX_SIDE = 4096;
 
 const outOption = {
   type: "string",
@@ -108,11 +121,13 @@ async function shapes(argv: string[]): Promise<void> {
   if (!parsed) return;
   const v = parsed.values;
   const out = stringFlag(v, "out");
-  const n = intFlag(v, "n", 1), side = intFlag(v, "size", 6), seed = intFlag(v, "seed", 0);
-  const val = intFlag(v, "val", 0), perShard = intFlag(v, "per-shard", 1);
+  const n = intFlag(v, "n", 1, 1e8), side = intFlag(v, "size", 6, MAX_SIDE);
+  const seed = intFlag(v, "seed", 0, 2 ** 32 - 1);
+  const val = intFlag(v, "val", 0, 1e8), perShard = intFlag(v, "per-shard", 1, 1e6);
   const { prepareOutputDirectory } = await import("../data/shards.ts");
   const { writeShapes } = await import("../data/shapes.ts");
   const t0 = performance.now();
+  prepareOutputFolder(out, { flag: "--out" });
   prepareOutputDirectory(out, v.force === true, ["key.json"]);
   const train = await writeShapes({ n, side, seed, out, split: "train", perShard });
   let line = `wrote ${train.count} images in ${train.written.length} shard(s) to ${out}`;
@@ -157,12 +172,10 @@ async function emoji(argv: string[]): Promise<void> {
     throw new UserError(`--set must be one of ${EMOJI_SETS.join(", ")}, got ${set}`);
   }
   const out = stringFlag(v, "out");
-  const side = intFlag(v, "size", 1), seed = intFlag(v, "seed", 0);
-  const valFraction = numberFlag(v, "val-fraction");
-  if (valFraction <= 0 || valFraction >= 1) {
-    throw new UserError(`--val-fraction must be in (0, 1), got ${valFraction}`);
-  }
+  const side = intFlag(v, "size", 1, MAX_SIDE), seed = intFlag(v, "seed", 0, 2 ** 32 - 1);
+  const valFraction = numberFlag(v, "val-fraction", { above: 0, max: 0.9 });
   const { prepareOutputDirectory } = await import("../data/shards.ts");
+  prepareOutputFolder(join(out, "val"), { flag: "--out" });
   prepareOutputDirectory(out, v.force === true);
   prepareOutputDirectory(join(out, "val"), v.force === true);
   const { records, imageDir } = await loadEmojiSet(set);
@@ -198,9 +211,9 @@ async function folder(argv: string[]): Promise<void> {
   if (!parsed) return;
   const v = parsed.values;
   const input = stringFlag(v, "in"), out = stringFlag(v, "out");
-  const side = intFlag(v, "size", 1),
-    quality = intFlag(v, "quality", 1),
-    perShard = intFlag(v, "per-shard", 1);
+  const side = intFlag(v, "size", 1, MAX_SIDE),
+    quality = intFlag(v, "quality", 1, 100),
+    perShard = intFlag(v, "per-shard", 1, 1e6);
   const format = v.format as "jpg" | "png" | "webp";
   if (!["jpg", "png", "webp"].includes(format)) {
     throw new UserError(`--format must be jpg, png or webp, got ${format}`);
@@ -215,6 +228,7 @@ async function folder(argv: string[]): Promise<void> {
   const { prepareOutputDirectory } = await import("../data/shards.ts");
   const skips = new SkipReport();
   const source = openSource(input, skips);
+  prepareOutputFolder(out, { flag: "--out" });
   prepareOutputDirectory(out, v.force === true);
   const writer = await convertToShards(source, skips, { out, side, format, quality, perShard });
   console.log(
@@ -227,14 +241,15 @@ const statsSpec: CommandSpec = singleValued({
   name: "data stats",
   usage: "data stats SOURCE [--sheet FILE]",
   summary: "Count a source's samples (shards, a shard directory or pattern, an image folder or a " +
-    "manifest), show its caption lengths, and write a contact sheet PNG of its first samples.",
+    "manifest), show its caption lengths, and with --sheet write a contact sheet PNG of its " +
+    "first samples.",
   options: {
     sheet: {
       type: "string",
       value: "FILE",
-      default: "contact_sheet.png",
-      help: "contact sheet path",
+      help: "write a contact sheet of the first samples to FILE (a PNG)",
     },
+    force: { type: "boolean", help: "replace an existing --sheet file" },
     samples: { type: "string", value: "N", default: "16", help: "samples on the contact sheet" },
     thumb: {
       type: "string",
@@ -254,10 +269,13 @@ async function stats(argv: string[]): Promise<void> {
   if (!parsed) return;
   const v = parsed.values;
   if (parsed.positionals.length !== 1) {
-    throw new UserError("data stats takes one SOURCE (see --help)");
+    throw new UserError("give one SOURCE (see vmambar data stats --help)");
   }
   const spec = parsed.positionals[0];
-  const keep = intFlag(v, "samples", 0), thumb = intFlag(v, "thumb", 4), T = intFlag(v, "T", 2);
+  const sheet = typeof v.sheet === "string" ? v.sheet : null;
+  const keep = sheet ? intFlag(v, "samples", 1, 1024) : 0;
+  const thumb = intFlag(v, "thumb", 4, 1024), T = intFlag(v, "T", 2, 1 << 16);
+  if (sheet) prepareOutputFile(sheet, { force: v.force === true, flag: "--sheet" });
   const { openSource } = await import("../data/sources.ts");
   const { collectStats, contactSheet, formatStats } = await import("../data/stats.ts");
   const skips = new SkipReport();
@@ -266,8 +284,7 @@ async function stats(argv: string[]): Promise<void> {
   if (s.count === 0) throw new UserError(`no usable samples in ${spec}`);
   console.log(`${spec}: ${source.description}`);
   console.log(formatStats(s, T));
-  if (keep > 0) {
-    const sheet = v.sheet as string;
+  if (sheet) {
     await Deno.writeFile(sheet, await contactSheet(s.firstSamples, thumb, skips));
     console.log(`contact sheet of ${s.firstSamples.length} samples: ${sheet}`);
   }

@@ -3,6 +3,7 @@
 // and generate load like one of ours (DESIGN §3, §5).
 import { UserError } from "../errors.ts";
 import { type CommandSpec, parseCommand } from "./args.ts";
+import { prepareOutputFile } from "./output.ts";
 
 const spec: CommandSpec = {
   name: "import-tokenizer",
@@ -17,6 +18,7 @@ const spec: CommandSpec = {
       help: "the tokenizer's structure, in VAR's key names or vmambar's (below)",
     },
     out: { type: "string", value: "FILE", help: "the vmambar tokenizer checkpoint to write" },
+    force: { type: "boolean", help: "replace an existing --out file" },
   },
   allowPositionals: true,
   more: [
@@ -53,6 +55,7 @@ export async function main(argv: string[]): Promise<void> {
     throw new UserError("--config CONFIG.json is required (see import-tokenizer --help)");
   }
   if (!out) throw new UserError("--out FILE is required (see import-tokenizer --help)");
+  prepareOutputFile(out, { force: parsed.values.force === true, flag: "--out" });
   const { initGpu } = await import("../gpu/mod.ts");
   await initGpu();
   const { importVarTokenizer } = await import("../tokenizer/var_import.ts");

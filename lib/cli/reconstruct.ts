@@ -5,6 +5,7 @@ import { existsSync } from "node:fs";
 import { UserError } from "../errors.ts";
 import { type CommandSpec, parseCommand } from "./args.ts";
 import { TOKENIZER_OPTION } from "./tokenize.ts";
+import { prepareOutputFile } from "./output.ts";
 
 const spec: CommandSpec = {
   name: "reconstruct",
@@ -13,6 +14,7 @@ const spec: CommandSpec = {
     "IMAGE (at the tokenizer's resolution) and prints its PSNR against the resized input.",
   options: {
     tokenizer: TOKENIZER_OPTION,
+    force: { type: "boolean", help: "replace existing NAME.recon.png files" },
   },
   allowPositionals: true,
   more: "example: vmambar reconstruct --tokenizer tokenizer.safetensors cat.jpg dog.png",
@@ -34,6 +36,12 @@ export async function main(argv: string[]): Promise<void> {
     throw new UserError(
       `--tokenizer ${tokenizerPath}: no such file (train one with train-tokenizer)`,
     );
+  }
+  for (const image of images) {
+    prepareOutputFile(reconstructionPath(image), {
+      force: parsed.values.force === true,
+      flag: `${image}'s reconstruction`,
+    });
   }
   const { decodeImage } = await import("../data/images.ts");
   const inputs: Uint8Array[] = [];

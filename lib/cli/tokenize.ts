@@ -4,6 +4,7 @@
 import { existsSync } from "node:fs";
 import { UserError } from "../errors.ts";
 import { type CommandSpec, intFlag, parseCommand } from "./args.ts";
+import { prepareOutputFolder } from "./output.ts";
 
 export const DEFAULT_TOKENIZER = "models/tokenizer-tiny64.safetensors";
 /** The --tokenizer option of the commands that use a trained tokenizer. */
@@ -39,10 +40,7 @@ const spec: CommandSpec = {
 
 /** Refuses to mix shards of two runs in one directory unless --force, which clears them. */
 function prepareOut(dir: string, force: boolean): void {
-  if (existsSync(dir) && !Deno.statSync(dir).isDirectory) {
-    throw new UserError(`--out ${dir} is a file, not a directory`);
-  }
-  Deno.mkdirSync(dir, { recursive: true });
+  prepareOutputFolder(dir, { flag: "--out" });
   const old = [...Deno.readDirSync(dir)].filter((e) => /^\d+\.safetensors$/.test(e.name));
   if (old.length && !force) {
     throw new UserError(`${dir} already holds token shards: pass --force to replace them`);
@@ -60,13 +58,14 @@ export async function main(argv: string[]): Promise<void> {
     }
   }
   const data = v.data as string, out = v.out as string, tokenizerPath = v.tokenizer as string;
-  const batchSize = intFlag(v, "batch", 1), perShard = intFlag(v, "per-shard", 1);
-  const decodeConcurrency = intFlag(v, "decode-threads", 1);
+  const batchSize = intFlag(v, "batch", 1, 4096), perShard = intFlag(v, "per-shard", 1, 1e6);
+  const decodeConcurrency = intFlag(v, "decode-threads", 1, 256);
   if (!existsSync(tokenizerPath)) {
     throw new UserError(
       `--tokenizer ${tokenizerPath}: no such file (train one with train-tokenizer)`,
     );
   }
+  prepareOut(out, v.force === true);
   const { initGpu } = await import("../gpu/mod.ts");
   await initGpu();
   const { loadTokenizer } = await import("../tokenizer/load.ts");
@@ -74,7 +73,7 @@ export async function main(argv: string[]): Promise<void> {
   const { cfg } = tok;
   const T = v["text-length"] === undefined
     ? (cfg.image <= 64 ? 96 : 128)
-    : intFlag(v, "text-length", 2);
+    : intFlag(v, "text-length", 2, 1 << 16);
   const { openLoader } = await import("../data/loader.ts");
   const loader = openLoader({
     source: data,
@@ -86,7 +85,6 @@ export async function main(argv: string[]): Promise<void> {
     pixels: "float32",
     decodeConcurrency,
   });
-  prepareOut(out, v.force === true);
   const { tensor, tidyAsync } = await import("../tensor/tensor.ts");
   const { encodeImages } = await import("../tokenizer/reconstruct.ts");
   const { tokenShardName, writeTokenShard } = await import("../data/token_shards.ts");

@@ -1,6 +1,8 @@
 // `vmambar train-tokenizer`: trains the multi-scale VQ-VAE of DESIGN §3 on image shards.
+import { existsSync } from "node:fs";
 import { UserError } from "../errors.ts";
 import { type CommandSpec, intFlag, numberFlag, parseCommand, type Values } from "./args.ts";
+import { prepareOutputFile } from "./output.ts";
 import {
   TOKENIZER_PRESETS,
   type TokenizerConfig,
@@ -10,6 +12,7 @@ import {
   DEFAULT_TOKENIZER_SETTINGS as D,
   type TokenizerTrainingSettings,
 } from "../train/tokenizer_trainer.ts";
+import { runFiles } from "../train/run_files.ts";
 
 const str = (help: string, value: string, dflt?: string) =>
   ({ type: "string", help, value, ...(dflt !== undefined ? { default: dflt } : {}) }) as const;
@@ -52,6 +55,7 @@ export const spec: CommandSpec = {
     "stop-after": str("stop and save after this many steps of this run (resume later)", "N"),
     fit: { type: "boolean", help: "shorten --steps so the schedule ends within --max-minutes" },
     "val-images": str("validate on at most this many --val images", "N", "1000"),
+    "max-skipped": str("stop when more than this share of samples is unreadable", "R", "0.1"),
     "shuffle-buffer": str("samples held for shuffling", "N", "2000"),
     "decode-threads": str("images decoded at once", "N", "8"),
   },
@@ -84,24 +88,40 @@ async function readConfig(values: Values): Promise<TokenizerConfig> {
 }
 
 function readSettings(v: Values): TokenizerTrainingSettings {
-  const positive = (name: string) => {
-    const x = numberFlag(v, name);
-    if (!(x > 0)) throw new UserError(`--${name} must be positive, got ${x}`);
-    return x;
-  };
   const settings: TokenizerTrainingSettings = {
     ...D,
-    batchSize: intFlag(v, "batch", 1),
-    steps: intFlag(v, "steps", 1),
-    lr: positive("lr"),
-    warmup: intFlag(v, "warmup", 0),
-    minLrRatio: numberFlag(v, "min-lr-ratio"),
-    weightDecay: numberFlag(v, "weight-decay"),
-    gradClip: numberFlag(v, "grad-clip"),
-    restartEvery: intFlag(v, "restart-every", 0),
-    seed: intFlag(v, "seed", 0),
+    batchSize: intFlag(v, "batch", 1, 4096),
+    steps: intFlag(v, "steps", 1, 1e9),
+    lr: numberFlag(v, "lr", { above: 0, max: 1 }),
+    warmup: intFlag(v, "warmup", 0, 1e9),
+    minLrRatio: numberFlag(v, "min-lr-ratio", { min: 0, max: 1 }),
+    weightDecay: numberFlag(v, "weight-decay", { min: 0 }),
+    gradClip: numberFlag(v, "grad-clip", { min: 0 }),
+    restartEvery: intFlag(v, "restart-every", 0, 1e9),
+    seed: intFlag(v, "seed", 0, 2 ** 32 - 1),
   };
   return settings;
+}
+
+/**
+ * Checks the run's files before any work: a fresh run refuses an earlier run's checkpoint or
+ * train-state unless --force, and every file must be writable where it goes.
+ */
+function checkRunOutputs(out: string, resume: boolean, force: boolean): void {
+  if (resume && force) {
+    throw new UserError(
+      "--resume continues the run saved in --out and --force starts it over: give one of them",
+    );
+  }
+  const files = runFiles(out);
+  for (const path of [out, files.state, files.metrics, files.grid]) {
+    prepareOutputFile(path, { force: true, flag: "--out" });
+  }
+  if (!resume && !force && (existsSync(out) || existsSync(files.state))) {
+    throw new UserError(
+      `--out ${out} holds an earlier run: pass --resume to continue it or --force to start over`,
+    );
+  }
 }
 
 export async function main(argv: string[]): Promise<void> {
@@ -111,34 +131,52 @@ export async function main(argv: string[]): Promise<void> {
   if (typeof v.data !== "string" || v.data === "") {
     throw new UserError("--data is required (see vmambar train-tokenizer --help)");
   }
-  const maxMinutes = v["max-minutes"] === undefined ? Infinity : numberFlag(v, "max-minutes");
+  const out = String(v.out), resume = v.resume === true, force = v.force === true;
+  checkRunOutputs(out, resume, force);
+  const maxMinutes = v["max-minutes"] === undefined
+    ? Infinity
+    : numberFlag(v, "max-minutes", { above: 0 });
   if (v.fit && !Number.isFinite(maxMinutes)) throw new UserError("--fit needs --max-minutes");
   const cfg = await readConfig(v);
   const settings = readSettings(v);
+  if (!resume && settings.warmup >= settings.steps) {
+    console.error(
+      `train-tokenizer: warning: --warmup ${settings.warmup} ≥ --steps ${settings.steps}, so the ` +
+        `learning rate never reaches --lr ${settings.lr}; give a smaller --warmup`,
+    );
+  }
   const options = {
     data: v.data,
     val: typeof v.val === "string" ? v.val : undefined,
-    out: String(v.out),
+    out,
     cfg,
     settings,
-    resume: v.resume === true,
-    force: v.force === true,
+    resume,
+    force,
     logEvery: intFlag(v, "log-every", 1),
     valEvery: intFlag(v, "val-every", 0),
     gridEvery: intFlag(v, "grid-every", 0),
     checkpointEvery: intFlag(v, "checkpoint-every", 0),
     maxMinutes,
-    stopAfter: v["stop-after"] === undefined ? Infinity : intFlag(v, "stop-after", 1),
+    stopAfter: v["stop-after"] === undefined ? Infinity : intFlag(v, "stop-after", 1, 1e9),
     fitSchedule: v.fit === true,
-    valImages: intFlag(v, "val-images", 1),
-    shuffleBuffer: intFlag(v, "shuffle-buffer", 0),
-    decodeConcurrency: intFlag(v, "decode-threads", 1),
+    valImages: intFlag(v, "val-images", 1, 1e6),
+    maxSkipped: numberFlag(v, "max-skipped", { min: 0, max: 1 }),
+    shuffleBuffer: intFlag(v, "shuffle-buffer", 0, 1e6),
+    decodeConcurrency: intFlag(v, "decode-threads", 1, 256),
   };
   const { initGpu } = await import("../gpu/mod.ts");
   await initGpu();
-  const { runTokenizerTraining, runFiles } = await import("../train/tokenizer_run.ts");
+  const { runTokenizerTraining } = await import("../train/tokenizer_run.ts");
   const r = await runTokenizerTraining(options);
   const files = runFiles(options.out);
+  if (r.stopped) {
+    console.log(`wrote ${options.out}, ${files.state}, ${files.metrics}`);
+    throw new UserError(
+      `stopped by ${r.stopped} at step ${r.steps} and saved: run the same command with ` +
+        "--resume to continue",
+    );
+  }
   const parts = [`trained to step ${r.steps} in ${(r.seconds / 60).toFixed(1)} min`];
   if (r.val) {
     parts.push(

@@ -64,6 +64,8 @@ export class Loader {
   readonly options: Required<Omit<LoaderOptions, "position">> & { position: LoaderPosition };
   readonly source: SampleSource;
   readonly skipped: SkipReport;
+  /** Images decoded so far (every epoch counted); with `skipped`, the share of bad samples. */
+  decoded = 0;
 
   constructor(options: LoaderOptions, source: SampleSource, skipped: SkipReport) {
     // An option given as undefined takes its default.
@@ -139,6 +141,7 @@ export class Loader {
       last = d.after;
       if (!d.pixels) continue;
       good++;
+      this.decoded++;
       group.push(d);
       if (group.length === batchSize) {
         yield this.#batch(group, last);

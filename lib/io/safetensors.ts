@@ -1,8 +1,10 @@
 // safetensors: an 8-byte little-endian header length, a JSON header (tensor dtypes, shapes and
 // byte ranges, plus `__metadata__` strings), then the raw little-endian data. Writes go to a
-// temporary file that is renamed into place, so a crash never leaves half a checkpoint.
+// temporary file that is flushed and renamed into place, so a crash never leaves half a checkpoint.
+import { basename, dirname, join } from "node:path";
 import { UserError } from "../errors.ts";
 import { halfToFloat } from "../tensor/tensor.ts";
+import { killPoint } from "./kill_points.ts";
 
 export type StDtype =
   | "F32"
@@ -145,15 +147,83 @@ export function decodeSafetensors(bytes: Uint8Array, source = "safetensors file"
   return { metadata, tensors };
 }
 
-/** Writes atomically: a temporary file beside `path`, renamed into place. */
+/**
+ * Writes atomically: a temporary file beside `path`, flushed to disk (fsync) and renamed into
+ * place, then the folder flushed, so that after a crash `path` holds the old file or the new
+ * one, whole. Temporaries left by dead processes are removed first.
+ */
 export async function writeSafetensors(
   path: string,
   tensors: Map<string, StTensor> | Record<string, StTensor>,
   metadata: Record<string, string> = {},
 ): Promise<void> {
+  removeStaleTemporaries(path);
+  const bytes = encodeSafetensors(tensors, metadata);
   const tmp = `${path}.tmp-${Deno.pid}`;
-  await Deno.writeFile(tmp, encodeSafetensors(tensors, metadata));
-  await Deno.rename(tmp, path);
+  try {
+    const file = await Deno.open(tmp, { write: true, create: true, truncate: true });
+    try {
+      killPoint(`${tmp} created`);
+      const half = bytes.length >> 1;
+      await writeAll(file, bytes.subarray(0, half));
+      killPoint(`${tmp} half written`);
+      await writeAll(file, bytes.subarray(half));
+      await file.sync();
+    } finally {
+      file.close();
+    }
+    killPoint(`${tmp} written`);
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+  killPoint(`${path} renamed`);
+  syncFolder(dirname(path));
+}
+
+async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
+  for (let at = 0; at < bytes.length;) at += await file.write(bytes.subarray(at));
+}
+
+/** Makes a rename durable (POSIX); where a folder cannot be opened, there is nothing to do. */
+function syncFolder(dir: string): void {
+  try {
+    const d = Deno.openSync(dir, { read: true });
+    try {
+      d.syncSync();
+    } finally {
+      d.close();
+    }
+  } catch {
+    // Windows cannot open a folder as a file.
+  }
+}
+
+/** Removes `path.tmp-PID` files whose process is gone (known on Linux through /proc). */
+function removeStaleTemporaries(path: string): void {
+  if (Deno.build.os !== "linux") return;
+  const dir = dirname(path), prefix = `${basename(path)}.tmp-`;
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(dir)];
+  } catch {
+    return;
+  }
+  for (const e of entries) {
+    if (!e.name.startsWith(prefix)) continue;
+    const pid = e.name.slice(prefix.length);
+    if (!/^\d+$/.test(pid) || Number(pid) === Deno.pid) continue;
+    try {
+      Deno.statSync(`/proc/${pid}`);
+    } catch {
+      try {
+        Deno.removeSync(join(dir, e.name));
+      } catch {
+        // Another process may have removed it already.
+      }
+    }
+  }
 }
 
 export async function readSafetensors(path: string): Promise<SafetensorsFile> {

@@ -6,11 +6,14 @@ import { existsSync } from "node:fs";
 import { UserError } from "../errors.ts";
 import { gpu, sync } from "../gpu/mod.ts";
 import { pixelsToFloatNCHW } from "../data/images.ts";
-import { type LoaderPosition, openLoader } from "../data/loader.ts";
+import { type Loader, type LoaderPosition, openLoader } from "../data/loader.ts";
 import { tensor } from "../tensor/tensor.ts";
 import { type TokenizerConfig, validateTokenizerConfig } from "../tokenizer/config.ts";
-import { loadParameters, readCheckpoint, saveCheckpoint } from "../io/checkpoint.ts";
+import { readCheckpoint, saveCheckpoint } from "../io/checkpoint.ts";
+import { listenForStop } from "./interrupt.ts";
 import { MetricsLog } from "./metrics.ts";
+import { runFiles } from "./run_files.ts";
+export { runFiles } from "./run_files.ts";
 import {
   evaluateReconstruction,
   readImageSet,
@@ -43,22 +46,16 @@ export interface TokenizerRunOptions {
   /** With maxMinutes: shorten `steps` once the speed is known so the schedule ends in time. */
   fitSchedule: boolean;
   valImages: number;
+  /** Stop when more than this share of the samples read could not be used. */
+  maxSkipped: number;
   shuffleBuffer: number;
   decodeConcurrency: number;
 }
 
-/** The files a run writes beside its checkpoint. */
-export function runFiles(out: string) {
-  const base = out.replace(/\.safetensors$/, "");
-  return {
-    state: `${base}.train-state.safetensors`,
-    metrics: `${base}.metrics.jsonl`,
-    grid: `${base}.recon.png`,
-  };
-}
-
 export interface TokenizerRunResult {
   steps: number;
+  /** The signal that stopped the run early (it was saved), or null. */
+  stopped: string | null;
   seconds: number;
   val: ReconstructionQuality | null;
   last: TrainingStats | null;
@@ -87,6 +84,10 @@ class StatusLine {
   }
 }
 
+/**
+ * A fresh run (its files checked by the CLI) clears an earlier run's files; a resumed one reads
+ * only its train-state, which holds everything a step needs, and must read the same data.
+ */
 async function startTrainer(o: TokenizerRunOptions) {
   const files = runFiles(o.out);
   if (!o.resume) {
@@ -95,6 +96,8 @@ async function startTrainer(o: TokenizerRunOptions) {
         `${o.out} exists: pass --resume to continue its training or --force to start over`,
       );
     }
+    for (const path of [files.state, files.grid, o.out]) await Deno.remove(path).catch(() => {});
+    await Deno.writeTextFile(files.metrics, "");
     const trainer = new TokenizerTrainer(o.cfg, o.settings);
     return { trainer, position: { epoch: 0, sample: 0 } as LoaderPosition };
   }
@@ -102,19 +105,37 @@ async function startTrainer(o: TokenizerRunOptions) {
     throw new UserError(`--resume: no train-state ${files.state} (start without --resume)`);
   }
   const state = await readCheckpoint(files.state, "train-state");
-  const cfg = validateTokenizerConfig(state.config as TokenizerConfig, files.state);
-  const settings = JSON.parse(state.metadata.settings) as TokenizerTrainingSettings;
-  const ckpt = await readCheckpoint(o.out, "tokenizer");
-  if (ckpt.metadata.step !== state.metadata.step) {
+  if (state.metadata.data !== undefined && state.metadata.data !== o.data) {
     throw new UserError(
-      `${o.out} is at step ${ckpt.metadata.step} but ${files.state} at step ` +
-        `${state.metadata.step}: they were not saved together`,
+      `--resume: the run in ${o.out} trains on --data ${state.metadata.data}, not ${o.data}; ` +
+        "resume it with the same --data (or start a new run)",
     );
   }
+  const cfg = validateTokenizerConfig(state.config as TokenizerConfig, files.state);
+  const settings = JSON.parse(state.metadata.settings) as TokenizerTrainingSettings;
   const trainer = new TokenizerTrainer(cfg, settings);
-  loadParameters(trainer.vq, ckpt.tensors, o.out);
   trainer.loadState(state.tensors, state.metadata, files.state);
+  await keepMetricsUpTo(files.metrics, trainer.step);
   return { trainer, position: JSON.parse(state.metadata.position) as LoaderPosition };
+}
+
+/** Drops the metrics lines a crash left past the saved step: the resumed run writes them again. */
+async function keepMetricsUpTo(path: string, step: number): Promise<void> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch {
+    return;
+  }
+  const kept = text.split("\n").filter((line) => {
+    if (line.trim() === "") return false;
+    try {
+      return (JSON.parse(line).step ?? 0) <= step;
+    } catch {
+      return false; // a line cut by the crash
+    }
+  });
+  await Deno.writeTextFile(path, kept.map((l) => l + "\n").join(""));
 }
 
 export async function runTokenizerTraining(o: TokenizerRunOptions): Promise<TokenizerRunResult> {
@@ -157,7 +178,8 @@ export async function runTokenizerTraining(o: TokenizerRunOptions): Promise<Toke
 
   const save = async () => {
     const extra = { step: String(trainer.step), data: o.data };
-    // The state first: a crash between the two leaves mismatched steps, which resume refuses.
+    // The train-state is the commit point (resume reads only it); the tokenizer file follows,
+    // and a crash between the two leaves it one checkpoint behind until the next save.
     await trainer.saveState(files.state, { ...extra, position: JSON.stringify(position) });
     await saveCheckpoint(o.out, trainer.vq.namedParameters(), "tokenizer", cfg, extra);
   };
@@ -178,7 +200,9 @@ export async function runTokenizerTraining(o: TokenizerRunOptions): Promise<Toke
   };
   const line = () => {
     const s = trainer.step, total = settings.steps;
-    const rate = (s - timedFrom.step) / Math.max(1e-9, elapsed() - timedFrom.time);
+    // Until the timed stretch has a step, the speed counts from the start of this run.
+    const from = s > timedFrom.step ? timedFrom : { step: firstStep, time: 0 };
+    const rate = (s - from.step) / Math.max(1e-9, elapsed() - from.time);
     const eta = rate > 0 ? fmtTime((total - s) / rate) : "?";
     const stats = last
       ? `loss ${last.loss.toFixed(4)}  psnr ${last.psnr.toFixed(2)}  ` +
@@ -186,14 +210,23 @@ export async function runTokenizerTraining(o: TokenizerRunOptions): Promise<Toke
       : "";
     const v = lastVal as ReconstructionQuality | null;
     const vs = v ? `val ${v.psnr.toFixed(2)} dB  ` : "";
-    return `step ${s}/${total}  ${stats}${vs}${rate.toFixed(1)} it/s  ETA ${eta}`;
+    const bad = loader.skipped.total;
+    const skips = bad > 0 ? `skipped ${bad}  ` : "";
+    const speed = rate >= 0.1 ? `${rate.toFixed(1)} it/s` : `${(1 / rate).toFixed(0)} s/it`;
+    return `step ${s}/${total}  ${stats}${vs}${skips}${speed}  ETA ${eta}`;
   };
 
+  const stop = listenForStop();
   try {
     for await (const batch of loader) {
-      const stop = trainer.step >= settings.steps || elapsed() > o.maxMinutes * 60 ||
-        trainer.step - firstStep >= o.stopAfter;
-      if (stop) break;
+      const from = trainer.step > timedFrom.step ? timedFrom : { step: firstStep, time: 0 };
+      const perStep = (elapsed() - from.time) / Math.max(1, trainer.step - from.step);
+      // The time limit holds for the step about to start too: a CPU step can take minutes.
+      const outOfTime = trainer.step > firstStep && elapsed() + perStep > o.maxMinutes * 60;
+      if (
+        trainer.step >= settings.steps || outOfTime || stop.requested ||
+        trainer.step - firstStep >= o.stopAfter
+      ) break;
       const x = tensor(pixelsToFloatNCHW(batch.pixels as Uint8Array, batch.size, size), [
         batch.size,
         3,
@@ -207,6 +240,7 @@ export async function runTokenizerTraining(o: TokenizerRunOptions): Promise<Toke
       }
       position = batch.position;
       const step = trainer.step;
+      refuseBadData(loader, o, position.epoch > start.epoch);
       // Speed is timed from the 10th step on, past pipeline compilation. Steps are submitted
       // without waiting, so the timing points wait for the GPU: the host may run ahead of it.
       if (step === firstStep + 10) {
@@ -234,6 +268,7 @@ export async function runTokenizerTraining(o: TokenizerRunOptions): Promise<Toke
           usage_all: last.usageAll,
           grad_norm: last.gradNorm,
           restarted: trainer.restarts.last,
+          skipped: loader.skipped.total,
           seconds: elapsed(),
         });
       }
@@ -244,11 +279,23 @@ export async function runTokenizerTraining(o: TokenizerRunOptions): Promise<Toke
     }
     status.clear();
     await save();
+    const skipped = loader.skipped.summary();
+    if (skipped) console.error(`train-tokenizer: ${skipped}`);
+    if (stop.requested) {
+      return {
+        steps: trainer.step,
+        seconds: elapsed(),
+        val: lastVal,
+        last,
+        stopped: stop.requested,
+      };
+    }
     const validatedNow = o.valEvery > 0 && trainer.step % o.valEvery === 0 &&
       trainer.step > firstStep;
     if (!validatedNow) await validate();
-    return { steps: trainer.step, seconds: elapsed(), val: lastVal, last };
+    return { steps: trainer.step, seconds: elapsed(), val: lastVal, last, stopped: null };
   } finally {
+    stop.dispose();
     metrics.close();
     trainer.dispose();
   }
@@ -257,6 +304,20 @@ export async function runTokenizerTraining(o: TokenizerRunOptions): Promise<Toke
     const n = Math.min(8, val!.count);
     const r = await evaluateReconstruction(trainer.vq, val!.pixels, n, n);
     await Deno.writeFile(files.grid, reconstructionGrid(val!.pixels, r.recon, n, size));
+  }
+}
+
+/**
+ * Stops a run on data that is mostly bad, instead of training on the few samples that decode.
+ * It is judged once 50 samples were read, or an epoch.
+ */
+function refuseBadData(loader: Loader, o: TokenizerRunOptions, pastAnEpoch: boolean): void {
+  const bad = loader.skipped.total, read = bad + loader.decoded;
+  if ((read >= 50 || pastAnEpoch) && bad > o.maxSkipped * read) {
+    throw new UserError(
+      `${bad} of the ${read} samples read from ${o.data} were skipped, more than ` +
+        `--max-skipped ${o.maxSkipped} (${loader.skipped.summary()})`,
+    );
   }
 }
 

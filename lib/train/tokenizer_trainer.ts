@@ -230,10 +230,16 @@ export class TokenizerTrainer {
     return stats;
   }
 
-  /** The train-state tensors: AdamW moments by parameter name, and the GPU accumulators. */
+  /**
+   * The train-state tensors: the parameters under their own names, AdamW moments by parameter
+   * name, and the GPU accumulators. With the parameters in it, the train-state alone resumes a
+   * run, so a crash between writing it and the tokenizer checkpoint loses nothing.
+   */
   #stateTensors(): [string, Tensor][] {
-    const names = this.vq.namedParameters().map(([n]) => n);
+    const named = this.vq.namedParameters();
+    const names = named.map(([n]) => n);
     return [
+      ...named,
       ...names.map((n, i): [string, Tensor] => [`optimizer.m.${n}`, this.opt.m[i]]),
       ...names.map((n, i): [string, Tensor] => [`optimizer.v.${n}`, this.opt.v[i]]),
       ["stats.sums", this.#sums],
@@ -259,8 +265,14 @@ export class TokenizerTrainer {
     });
   }
 
-  /** Restores what saveState wrote (the parameters come from the tokenizer checkpoint). */
+  /** Restores what saveState wrote, parameters included. */
   loadState(tensors: Map<string, StTensor>, metadata: Record<string, string>, source: string) {
+    if (!tensors.has(this.vq.namedParameters()[0][0])) {
+      throw new UserError(
+        `${source} holds no parameters (an older vmambar wrote it): it cannot resume; ` +
+          "start over with --force",
+      );
+    }
     for (const [name, t] of this.#stateTensors()) {
       const st = tensors.get(name);
       if (!st || st.shape.join() !== t.shape.join()) {

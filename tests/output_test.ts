@@ -1,0 +1,124 @@
+// Outputs are checked before any work, in every command: parent folders are made, a folder
+// where a file is meant, an existing file without --force and a path under a file are refused
+// with one line naming the flag. Numeric options are bounded the same way.
+import { join } from "node:path";
+import { prepareOutputFile, prepareOutputFolder } from "../lib/cli/output.ts";
+import { UserError } from "../lib/errors.ts";
+import { writeShapes } from "../lib/data/shapes.ts";
+import { tempDir } from "./data_fixtures.ts";
+
+const root = new URL("..", import.meta.url).pathname;
+
+function assert(ok: unknown, msg: string): asserts ok {
+  if (!ok) throw new Error(msg);
+}
+
+async function vmambar(cwd: string, ...args: string[]) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", join(root, "main.ts"), ...args],
+    cwd,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+function oneLine(r: { code: number; stderr: string }, pattern: RegExp, what: string): void {
+  const lines = r.stderr.trim().split("\n");
+  assert(r.code === 1, `${what}: exit ${r.code}: ${r.stderr}`);
+  assert(lines.length === 1 && !r.stderr.includes("    at "), `${what}: ${r.stderr}`);
+  assert(pattern.test(lines[0]), `${what}: ${lines[0]}`);
+}
+
+function refused(f: () => void, pattern: RegExp, what: string): void {
+  try {
+    f();
+  } catch (e) {
+    assert(e instanceof UserError && pattern.test(e.message), `${what}: ${e}`);
+    return;
+  }
+  throw new Error(`${what}: accepted`);
+}
+
+Deno.test("prepareOutputFile: makes folders; refuses a folder, an existing file, a path under a file", async () => {
+  const dir = await tempDir("out");
+  const file = join(dir, "f.txt");
+  await Deno.writeTextFile(file, "x");
+  prepareOutputFile(join(dir, "a/b/c.png"), { flag: "--out" });
+  assert(Deno.statSync(join(dir, "a/b")).isDirectory, "parent folders not made");
+  assert([...Deno.readDirSync(join(dir, "a/b"))].length === 0, "the probe was left behind");
+  refused(() => prepareOutputFile(dir, { flag: "--out" }), /^--out .* is a folder/, "folder");
+  refused(() => prepareOutputFile(file, { flag: "--sheet" }), /^--sheet .*--force/, "exists");
+  prepareOutputFile(file, { flag: "--sheet", force: true });
+  refused(
+    () => prepareOutputFile(join(file, "x/y.png"), { flag: "--json" }),
+    /^--json .*f\.txt is a file, not a folder/,
+    "under a file",
+  );
+  refused(() => prepareOutputFolder(file, { flag: "--out" }), /is a file/, "folder as a file");
+});
+
+Deno.test("every command refuses an output it cannot write before any work, in one line", async () => {
+  const dir = await tempDir("outcli");
+  const file = join(dir, "f.txt");
+  await Deno.writeTextFile(file, "x");
+  await writeShapes({ n: 4, side: 16, seed: 0, out: join(dir, "sh"), split: "t", perShard: 100 });
+  const under = (name: string) => join(file, name);
+  const cases: [string[], RegExp][] = [
+    [
+      ["data", "shapes", "--n", "4", "--size", "16", "--out", under("s")],
+      /^vmambar data: shapes: --out /,
+    ],
+    [["data", "stats", join(dir, "sh"), "--sheet", under("s.png")], /--sheet .* not a folder/],
+    [["data", "stats", join(dir, "sh"), "--sheet", file], /--sheet .* exists: pass --force/],
+    [["tokenize", "--tokenizer", file, "--data", join(dir, "sh"), "--out", under("t")], /--out /],
+    [["import-tokenizer", file, "--config", file, "--out", file], /--out .* exists/],
+    [["import-tokenizer", file, "--config", file, "--out", under("t")], /--out .*not a folder/],
+    [["bench", "--ops", "dispatch", "--json", under("b.json")], /^vmambar bench: --json /],
+    [["train-tokenizer", "--data", join(dir, "sh"), "--out", dir], /--out .* is a folder/],
+    [
+      ["train-tokenizer", "--data", join(dir, "sh"), "--out", under("t.st")],
+      /--out .*not a folder/,
+    ],
+  ];
+  const results = await Promise.all(cases.map(([args]) => vmambar(dir, ...args)));
+  results.forEach((r, i) => oneLine(r, cases[i][1], cases[i][0].join(" ")));
+});
+
+Deno.test("data stats writes no contact sheet unasked; reconstruct keeps an existing output", async () => {
+  const dir = await tempDir("outstats");
+  await writeShapes({ n: 4, side: 16, seed: 0, out: join(dir, "sh"), split: "t", perShard: 100 });
+  const r = await vmambar(dir, "data", "stats", join(dir, "sh"));
+  assert(r.code === 0, r.stderr);
+  const names = [...Deno.readDirSync(dir)].map((e) => e.name);
+  assert(names.join() === "sh", `data stats wrote ${names}`);
+  await Deno.writeTextFile(join(dir, "a.png"), "x");
+  await Deno.writeTextFile(join(dir, "a.recon.png"), "old");
+  oneLine(
+    await vmambar(dir, "reconstruct", "--tokenizer", join(dir, "a.png"), join(dir, "a.png")),
+    /a\.recon\.png exists: pass --force/,
+    "reconstruct",
+  );
+});
+
+Deno.test("numeric options are bounded in one line naming them; negative numbers parse", async () => {
+  const dir = await tempDir("outnum");
+  const cases: [string[], RegExp][] = [
+    [
+      ["data", "shapes", "--n", "-3", "--out", join(dir, "s")],
+      /^vmambar data: shapes: --n must be .*≥ 1|\[1, /,
+    ],
+    [["data", "shapes", "--size", "100000", "--out", join(dir, "s")], /--size must be/],
+    [
+      ["data", "folder", "--in", dir, "--out", join(dir, "f"), "--quality", "500"],
+      /--quality must be/,
+    ],
+    [["train-tokenizer", "--data", dir, "--lr", "-1"], /--lr must be a number > 0/],
+    [["train-tokenizer", "--data", dir, "--max-skipped", "2"], /--max-skipped must be/],
+    [["tokenize", "--data", dir, "--out", join(dir, "t"), "--batch", "0"], /--batch must be/],
+  ];
+  const results = await Promise.all(cases.map(([args]) => vmambar(dir, ...args)));
+  results.forEach((r, i) => oneLine(r, cases[i][1], cases[i][0].join(" ")));
+  assert(!results.some((r) => /ambiguous/.test(r.stderr)), "a negative number was ambiguous");
+});
