@@ -41,7 +41,10 @@ async function tinyRun(name: string) {
   vq.dispose();
   const tokens = join(dir, "tokens");
   await Deno.mkdir(tokens);
-  const indices = Int32Array.from({ length: CAPTIONS.length * L }, (_, i) => (i * 7919 + 13) % TINY_TOKENIZER.vocab);
+  const indices = Int32Array.from(
+    { length: CAPTIONS.length * L },
+    (_, i) => (i * 7919 + 13) % TINY_TOKENIZER.vocab,
+  );
   const info = {
     tokenizerSha256: await fileSha256(tokenizer),
     scales: TINY_TOKENIZER.scales,
@@ -49,7 +52,12 @@ async function tinyRun(name: string) {
     textLength: 16,
     source: "test",
   };
-  await writeTokenShard(join(tokens, "00000.safetensors"), info, indices, batchCaptionIds(CAPTIONS, 16));
+  await writeTokenShard(
+    join(tokens, "00000.safetensors"),
+    info,
+    indices,
+    batchCaptionIds(CAPTIONS, 16),
+  );
   return { dir, tokenizer, tokens, indices };
 }
 
@@ -79,23 +87,46 @@ Deno.test("train: a tiny model memorises 8 captions' tokens and greedy generatio
   const r = await tinyRun("memorise");
   const out = join(r.dir, "model.safetensors");
   const res = await runCli(
-    ...trainArgs(r, out, "--steps", "150", "--lr", "5e-3", "--warmup", "10", "--min-lr-ratio", "1", "--ema", "0", "--log-every", "10"),
+    ...trainArgs(
+      r,
+      out,
+      "--steps",
+      "150",
+      "--lr",
+      "5e-3",
+      "--warmup",
+      "10",
+      "--min-lr-ratio",
+      "1",
+      "--ema",
+      "0",
+      "--log-every",
+      "10",
+    ),
   );
   assert(res.code === 0, `train failed: ${res.stderr}`);
-  const lines = (await Deno.readTextFile(join(r.dir, "model.metrics.jsonl"))).trim().split("\n").map((l) => JSON.parse(l));
+  const lines = (await Deno.readTextFile(join(r.dir, "model.metrics.jsonl"))).trim().split("\n")
+    .map((l) => JSON.parse(l));
   const last = lines.filter((l) => l.kind === "train").at(-1);
   assert(last.loss < 0.1, `final loss ${last.loss} ≥ 0.1`);
   assert(last.accuracy.every((a: number) => a === 1), `token accuracy ${last.accuracy}`);
   const { model } = await loadModel(out);
   const tok = await loadTokenizer(r.tokenizer);
   const got = await tidyAsync(async () => {
-    const g = generateScales(model, tok.vq.quantize, batchCaptionIds(CAPTIONS, 16), 0, (k, cond) =>
-      sampleTokens(cond, null, { temperature: 0, seed: 0, stream: k }));
+    const g = generateScales(
+      model,
+      tok.vq.quantize,
+      batchCaptionIds(CAPTIONS, 16),
+      0,
+      (k, cond) => sampleTokens(cond, null, { temperature: 0, seed: 0, stream: k }),
+    );
     const perScale = await Promise.all(g.indices.map((t) => t.toArray()));
     // Back to [B, L] in scale order.
     const flat: number[] = [];
     for (let b = 0; b < CAPTIONS.length; b++) {
-      TINY_TOKENIZER.scales.forEach((pn, k) => flat.push(...perScale[k].slice(b * pn * pn, (b + 1) * pn * pn)));
+      TINY_TOKENIZER.scales.forEach((pn, k) =>
+        flat.push(...perScale[k].slice(b * pn * pn, (b + 1) * pn * pn))
+      );
     }
     return flat;
   });
@@ -108,16 +139,32 @@ Deno.test("train: a tiny model memorises 8 captions' tokens and greedy generatio
 Deno.test("train: --resume after a stop gives the same weights as an uninterrupted run", async () => {
   await gpuReady;
   const r = await tinyRun("resume");
-  const common = ["--steps", "6", "--lr", "3e-3", "--warmup", "2", "--log-every", "2", "--checkpoint-every", "0"];
+  const common = [
+    "--steps",
+    "6",
+    "--lr",
+    "3e-3",
+    "--warmup",
+    "2",
+    "--log-every",
+    "2",
+    "--checkpoint-every",
+    "0",
+  ];
   common.push("--set", "d=32,n_layers=2,gsa_every=1,heads=2,text_layers=1,text_length=16");
   const a = join(r.dir, "a.safetensors"), b = join(r.dir, "b.safetensors");
   const full = await runCli(...trainArgs(r, a, ...common));
   assert(full.code === 0, full.stderr);
   const first = await runCli(...trainArgs(r, b, ...common, "--stop-after", "3"));
-  assert(first.code === 0 && /--resume/.test(first.stdout), `stop: ${first.stdout} ${first.stderr}`);
+  assert(
+    first.code === 0 && /--resume/.test(first.stdout),
+    `stop: ${first.stdout} ${first.stderr}`,
+  );
   const again = await runCli(...trainArgs(r, b, ...common, "--resume"));
   assert(again.code === 0, again.stderr);
-  const [x, y] = await Promise.all([a, b].map((p) => readSafetensors(p.replace(/\.safetensors$/, ".train-state.safetensors"))));
+  const [x, y] = await Promise.all(
+    [a, b].map((p) => readSafetensors(p.replace(/\.safetensors$/, ".train-state.safetensors"))),
+  );
   for (const [name, t] of x.tensors) {
     if (!name.startsWith("model.") && !name.startsWith("ema.")) continue;
     const u = y.tensors.get(name)!;
@@ -126,7 +173,10 @@ Deno.test("train: --resume after a stop gives the same weights as an uninterrupt
   assert(x.metadata.step === "6" && y.metadata.step === "6", "both runs reach step 6");
   // The resumed run refuses other data, and --force with --resume.
   const other = await runCli(...trainArgs({ ...r, tokens: r.dir }, b, ...common, "--resume"));
-  assert(other.code === 1 && other.stderr.trim().split("\n").length === 1, `other data: ${other.stderr}`);
+  assert(
+    other.code === 1 && other.stderr.trim().split("\n").length === 1,
+    `other data: ${other.stderr}`,
+  );
   const both = await runCli(...trainArgs(r, b, ...common, "--resume", "--force"));
   assert(both.code === 1 && /contradict/.test(both.stderr), both.stderr);
 });
@@ -154,7 +204,12 @@ Deno.test("generate: guidance's conditional half equals cfg 0; same seed, same t
   assert(a.idx.join() !== d.idx.join(), "another seed gave the same tokens");
   // With cfg 0 and the same tokens fed back, scale 1's conditional logits are the guided run's.
   const first = c.vocab * 3;
-  assertClose(c0.logits.slice(0, first), a.logits.slice(0, first), 1e-5, "scale 1 logits, cfg 3 vs 0");
+  assertClose(
+    c0.logits.slice(0, first),
+    a.logits.slice(0, first),
+    1e-5,
+    "scale 1 logits, cfg 3 vs 0",
+  );
   model.dispose();
   q.dispose();
 });
@@ -179,7 +234,10 @@ Deno.test("distillation: KL is 0 against itself, positive and as a float64 refer
     want += p.reduce((a, pi, i) => a + pi * Math.log(pi / q[i]), 0);
   }
   want *= (tau * tau) / N;
-  assert(Math.abs(other - want) < 1e-5 * Math.max(1, want) && other > 0, `KL ${other}, want ${want}`);
+  assert(
+    Math.abs(other - want) < 1e-5 * Math.max(1, want) && other > 0,
+    `KL ${other}, want ${want}`,
+  );
 });
 
 Deno.test("train and generate: bad input is one clear line, nothing written", async () => {
@@ -191,21 +249,39 @@ Deno.test("train and generate: bad input is one clear line, nothing written", as
     const lines = res.stderr.trim().split("\n");
     assert(lines.length === 1 && re.test(lines[0]), `${what}: ${res.stderr}`);
   };
-  oneLine(await runCli(...trainArgs(r, out, "--preset", "huge")), /unknown --preset huge/, "preset");
-  oneLine(await runCli("train", "--data", r.tokens, "--set", "wings=2"), /--set wings: unknown field/, "set");
+  oneLine(
+    await runCli(...trainArgs(r, out, "--preset", "huge")),
+    /unknown --preset huge/,
+    "preset",
+  );
+  oneLine(
+    await runCli("train", "--data", r.tokens, "--set", "wings=2"),
+    /--set wings: unknown field/,
+    "set",
+  );
   // Shards made by another tokenizer.
   const other = join(r.dir, "other.safetensors");
   const vq = new VQVAE(TINY_TOKENIZER, 2);
   await saveCheckpoint(other, vq.namedParameters(), "tokenizer", TINY_TOKENIZER);
   vq.dispose();
-  oneLine(await runCli(...trainArgs({ ...r, tokenizer: other }, out)), /another tokenizer/, "tokenizer");
+  oneLine(
+    await runCli(...trainArgs({ ...r, tokenizer: other }, out)),
+    /another tokenizer/,
+    "tokenizer",
+  );
   assert(!(await exists(out)), "a refused run wrote its --out");
   // generate: empty prompt, a missing and a truncated model.
   oneLine(await runCli("generate", ""), /empty/, "empty prompt");
-  oneLine(await runCli("generate", "x", "--model", join(r.dir, "none.safetensors")), /no such file/, "missing");
+  oneLine(
+    await runCli("generate", "x", "--model", join(r.dir, "none.safetensors")),
+    /no such file/,
+    "missing",
+  );
   const cut = join(r.dir, "cut.safetensors");
   const good = join(r.dir, "good.safetensors");
-  const model = new VMambAR(tinyModelConfig({ scales: TINY_TOKENIZER.scales, vocab: 64, cvae: 8, text_length: 16 }));
+  const model = new VMambAR(
+    tinyModelConfig({ scales: TINY_TOKENIZER.scales, vocab: 64, cvae: 8, text_length: 16 }),
+  );
   await saveCheckpoint(good, model.namedParameters(), "model", model.cfg);
   model.dispose();
   const bytes = await Deno.readFile(good);
@@ -217,7 +293,16 @@ Deno.test("train and generate: bad input is one clear line, nothing written", as
     "truncated model",
   );
   // A prompt over T bytes is cut with a warning, and the image is still written.
-  const long = await runCli("generate", "a".repeat(40), "--model", good, "--tokenizer", r.tokenizer, "--out", join(outDir, "x.png"));
+  const long = await runCli(
+    "generate",
+    "a".repeat(40),
+    "--model",
+    good,
+    "--tokenizer",
+    r.tokenizer,
+    "--out",
+    join(outDir, "x.png"),
+  );
   assert(long.code === 0 && /warning: prompt 1 has 40 bytes/.test(long.stderr), long.stderr);
   assert(await exists(join(outDir, "x.png")), "no image written");
 });

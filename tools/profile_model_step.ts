@@ -4,7 +4,14 @@
 // time to generate one image (and a batch) scale by scale, without decoding.
 // Run: deno run -A tools/profile_model_step.ts [--preset tiny64] [--set …] [--batch 8] [--steps 3] [--gpu]
 import { parseArgs } from "node:util";
-import { gpuProfile, initGpu, recorderStats, startGpuProfile, stopGpuProfile, sync } from "../lib/gpu/mod.ts";
+import {
+  gpuProfile,
+  initGpu,
+  recorderStats,
+  startGpuProfile,
+  stopGpuProfile,
+  sync,
+} from "../lib/gpu/mod.ts";
 import { batchCaptionIds } from "../lib/data/text.ts";
 import { imageTokens, modelConfig } from "../lib/model/config.ts";
 import { generateScales } from "../lib/model/generate.ts";
@@ -28,11 +35,19 @@ const { values } = parseArgs({
 await initGpu();
 const cfg = modelConfig(values.preset!, values.set);
 const B = Number(values.batch), steps = Number(values.steps), L = imageTokens(cfg);
-const tokCfg = { ...TOKENIZER_PRESETS.tiny64, scales: cfg.scales, vocab: cfg.vocab, cvae: cfg.cvae };
+const tokCfg = {
+  ...TOKENIZER_PRESETS.tiny64,
+  scales: cfg.scales,
+  vocab: cfg.vocab,
+  cvae: cfg.cvae,
+};
 const quantizer = new ResidualQuantizer(new Init(1), tokCfg);
 const settings = { ...DEFAULT_MODEL_SETTINGS, batchSize: B, microBatch: B };
 const trainer = new ModelTrainer(cfg, settings, quantizer);
-const captions = Array.from({ length: B }, (_, i) => `a ${["red", "blue"][i % 2]} circle in the top left ${i}`);
+const captions = Array.from(
+  { length: B },
+  (_, i) => `a ${["red", "blue"][i % 2]} circle in the top left ${i}`,
+);
 const batch = {
   size: B,
   indices: Int32Array.from({ length: B * L }, (_, i) => (i * 7919) % cfg.vocab),
@@ -55,13 +70,19 @@ await sync();
 const wall = (performance.now() - t0) / steps;
 const per = (k: "dispatches" | "submits" | "readbacks") => (recorderStats[k] - before[k]) / steps;
 const rows = [...recorderStats.byLabel.entries()].sort((a, b) => b[1] - a[1]).slice(0, 25);
-for (const [label, count] of rows) console.log(`${(count / steps).toFixed(0).padStart(6)}  ${label}`);
+for (const [label, count] of rows) {
+  console.log(`${(count / steps).toFixed(0).padStart(6)}  ${label}`);
+}
 recorderStats.byLabel = null;
 const params = trainer.model.parameterCount();
 console.log(
-  `${values.preset}${values.set ? ` (${values.set})` : ""}, ${(params / 1e6).toFixed(2)} M parameters, ` +
+  `${values.preset}${values.set ? ` (${values.set})` : ""}, ${
+    (params / 1e6).toFixed(2)
+  } M parameters, ` +
     `batch ${B}: ${per("dispatches")} dispatches, ${per("submits")} submits, ${per("readbacks")} ` +
-    `readbacks per step; host ${(host / steps).toFixed(1)} ms/step, wall ${wall.toFixed(1)} ms/step, ` +
+    `readbacks per step; host ${(host / steps).toFixed(1)} ms/step, wall ${
+      wall.toFixed(1)
+    } ms/step, ` +
     `${((B * L) / (wall / 1000)).toFixed(0)} image tokens/s`,
 );
 if (values.gpu) {
@@ -74,7 +95,9 @@ if (values.gpu) {
     console.log("\nGPU time per step by pipeline (ms, share, dispatches):");
     for (const [label, t] of times.slice(0, 25)) {
       console.log(
-        `${(t.ms / steps).toFixed(3).padStart(10)}  ${(100 * t.ms / total).toFixed(1).padStart(5)}%  ` +
+        `${(t.ms / steps).toFixed(3).padStart(10)}  ${
+          (100 * t.ms / total).toFixed(1).padStart(5)
+        }%  ` +
           `${(t.count / steps).toFixed(0).padStart(5)}  ${label}`,
       );
     }
@@ -98,7 +121,9 @@ for (const n of values.generate!.split(",").filter(Boolean).map(Number)) {
     times.push(performance.now() - s);
   }
   times.sort((a, b) => a - b);
-  console.log(`generate ${n} image${n > 1 ? "s" : ""} (tokens only, cfg 3): median ${times[2].toFixed(1)} ms`);
+  console.log(
+    `generate ${n} image${n > 1 ? "s" : ""} (tokens only, cfg 3): median ${times[2].toFixed(1)} ms`,
+  );
 }
 trainer.dispose();
 quantizer.dispose();

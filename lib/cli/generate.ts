@@ -1,10 +1,11 @@
 // `vmambar generate "prompt" …`: images from captions with a trained model (DESIGN §4).
 import { existsSync, statSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { UserError } from "../errors.ts";
 import { captionIds } from "../data/text.ts";
 import { type CommandSpec, intFlag, numberFlag, parseCommand } from "./args.ts";
 import { DEFAULT_MODEL, DEFAULT_TOKENIZER } from "./defaults.ts";
+import { prepareOutputFile, prepareOutputFolder } from "./output.ts";
 
 const str = (help: string, value: string, dflt?: string) =>
   ({ type: "string", help, value, ...(dflt !== undefined ? { default: dflt } : {}) }) as const;
@@ -118,11 +119,8 @@ export async function main(argv: string[]): Promise<void> {
   }
   const tokenizerPath = typeof v.tokenizer === "string" ? v.tokenizer : DEFAULT_TOKENIZER;
   if (!existsSync(tokenizerPath)) throw new UserError(`--tokenizer ${tokenizerPath}: no such file`);
-  try {
-    Deno.mkdirSync(target.asFile ? dirname(out) : out, { recursive: true });
-  } catch (e) {
-    throw new UserError(`--out ${out}: cannot create it (${(e as Error).message})`);
-  }
+  if (target.asFile) prepareOutputFile(out, { force: v.force === true, flag: "--out" });
+  else prepareOutputFolder(out, { flag: "--out" });
 
   const { initGpu, gpu } = await import("../gpu/mod.ts");
   await initGpu();

@@ -1,11 +1,11 @@
 // `vmambar train`: trains VMambAR (DESIGN §4) on token shards made by `vmambar tokenize`.
-import { existsSync, statSync } from "node:fs";
-import { dirname } from "node:path";
+import { existsSync } from "node:fs";
 import { UserError } from "../errors.ts";
 import { MODEL_PRESETS, modelConfig, validateModelConfig } from "../model/config.ts";
 import { DEFAULT_MODEL_SETTINGS as D, type ModelTrainingSettings } from "../train/model_trainer.ts";
 import { type CommandSpec, intFlag, numberFlag, parseCommand, type Values } from "./args.ts";
 import { DEFAULT_TOKENIZER } from "./defaults.ts";
+import { prepareOutputFile } from "./output.ts";
 
 const str = (help: string, value: string, dflt?: string) =>
   ({ type: "string", help, value, ...(dflt !== undefined ? { default: dflt } : {}) }) as const;
@@ -105,20 +105,6 @@ function readSettings(v: Values, recipe?: (typeof RECIPES)[string]): ModelTraini
   };
 }
 
-/** Creates --out's folder, and refuses a folder where the file is meant. */
-function prepareOut(out: string): void {
-  if (existsSync(out) && statSync(out).isDirectory()) {
-    throw new UserError(
-      `--out ${out} is a folder: give a file name, e.g. ${out}/model.safetensors`,
-    );
-  }
-  try {
-    Deno.mkdirSync(dirname(out), { recursive: true });
-  } catch (e) {
-    throw new UserError(`--out ${out}: cannot create its folder (${(e as Error).message})`);
-  }
-}
-
 export async function main(argv: string[]): Promise<void> {
   const parsed = parseCommand(spec, argv);
   if (!parsed) return;
@@ -141,7 +127,8 @@ export async function main(argv: string[]): Promise<void> {
   const settings = readSettings(v, recipe);
   const maxMinutes = v["max-minutes"] === undefined ? Infinity : numberFlag(v, "max-minutes");
   const out = String(v.out);
-  prepareOut(out);
+  // --resume rewrites --out; a fresh run refuses an existing one without --force.
+  prepareOutputFile(out, { force: v.force === true || v.resume === true, flag: "--out" });
   const tokenizerPath = v.tokenizer === spec.options.tokenizer.default
     ? DEFAULT_TOKENIZER
     : String(v.tokenizer);

@@ -18,6 +18,25 @@ export class MetricsLog {
   }
 }
 
+/** Drops the metrics lines a crash left past the saved step: the resumed run writes them again. */
+export async function keepMetricsUpTo(path: string, step: number): Promise<void> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch {
+    return;
+  }
+  const kept = text.split("\n").filter((line) => {
+    if (line.trim() === "") return false;
+    try {
+      return (JSON.parse(line).step ?? 0) <= step;
+    } catch {
+      return false; // a line cut by the crash
+    }
+  });
+  await Deno.writeTextFile(path, kept.map((l) => l + "\n").join(""));
+}
+
 /** PSNR in dB of images in [0, 255] (or any range with that peak). */
 export function psnr(a: ArrayLike<number>, b: ArrayLike<number>, peak = 255): number {
   let se = 0;

@@ -16,7 +16,8 @@ import type { ResidualQuantizer } from "../tokenizer/quantizer.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
 import { tensorsToHost } from "../io/checkpoint.ts";
 import { listenForStop } from "./interrupt.ts";
-import { MetricsLog } from "./metrics.ts";
+import { keepMetricsUpTo, MetricsLog } from "./metrics.ts";
+import { runFiles } from "./run_files.ts";
 import {
   ModelTrainer,
   type ModelTrainingSettings,
@@ -49,12 +50,8 @@ export interface ModelRunOptions {
 
 /** The files a run writes beside its model checkpoint. */
 export function modelRunFiles(out: string) {
-  const base = out.replace(/\.safetensors$/, "");
-  return {
-    state: `${base}.train-state.safetensors`,
-    metrics: `${base}.metrics.jsonl`,
-    samples: `${base}.samples.png`,
-  };
+  const { state, metrics } = runFiles(out);
+  return { state, metrics, samples: `${out.replace(/\.safetensors$/, "")}.samples.png` };
 }
 
 export interface ModelRunResult {
@@ -122,24 +119,6 @@ export async function evaluateTokens(
     scaleAccuracy(logits, indices, set.scales, model.cfg.vocab).forEach((a, k) => acc[k] += a * b);
   }
   return { loss: lossSum / n, accuracy: acc.map((a) => a / n) };
-}
-
-/** Drops metrics lines past the saved step (a crash left them; the resumed run writes them again). */
-async function keepMetricsUpTo(path: string, step: number): Promise<void> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch {
-    return;
-  }
-  const kept = text.split("\n").filter((line) => {
-    try {
-      return line.trim() !== "" && (JSON.parse(line).step ?? 0) <= step;
-    } catch {
-      return false;
-    }
-  });
-  await Deno.writeTextFile(path, kept.map((l) => l + "\n").join(""));
 }
 
 async function startTrainer(o: ModelRunOptions) {

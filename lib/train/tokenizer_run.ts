@@ -11,7 +11,7 @@ import { tensor } from "../tensor/tensor.ts";
 import { type TokenizerConfig, validateTokenizerConfig } from "../tokenizer/config.ts";
 import { readCheckpoint, saveCheckpoint } from "../io/checkpoint.ts";
 import { listenForStop } from "./interrupt.ts";
-import { MetricsLog } from "./metrics.ts";
+import { keepMetricsUpTo, MetricsLog } from "./metrics.ts";
 import { runFiles } from "./run_files.ts";
 export { runFiles } from "./run_files.ts";
 import {
@@ -117,25 +117,6 @@ async function startTrainer(o: TokenizerRunOptions) {
   trainer.loadState(state.tensors, state.metadata, files.state);
   await keepMetricsUpTo(files.metrics, trainer.step);
   return { trainer, position: JSON.parse(state.metadata.position) as LoaderPosition };
-}
-
-/** Drops the metrics lines a crash left past the saved step: the resumed run writes them again. */
-async function keepMetricsUpTo(path: string, step: number): Promise<void> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch {
-    return;
-  }
-  const kept = text.split("\n").filter((line) => {
-    if (line.trim() === "") return false;
-    try {
-      return (JSON.parse(line).step ?? 0) <= step;
-    } catch {
-      return false; // a line cut by the crash
-    }
-  });
-  await Deno.writeTextFile(path, kept.map((l) => l + "\n").join(""));
 }
 
 export async function runTokenizerTraining(o: TokenizerRunOptions): Promise<TokenizerRunResult> {

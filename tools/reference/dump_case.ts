@@ -33,7 +33,12 @@ const cfg = modelConfig(values.preset!, values.set);
 const B = Number(values.batch ?? (values.preset === "base256" ? 4 : 8));
 const seed = Number(values.seed);
 const L = imageTokens(cfg), T = cfg.text_length;
-const tokCfg = { ...TOKENIZER_PRESETS.tiny64, scales: cfg.scales, vocab: cfg.vocab, cvae: cfg.cvae };
+const tokCfg = {
+  ...TOKENIZER_PRESETS.tiny64,
+  scales: cfg.scales,
+  vocab: cfg.vocab,
+  cvae: cfg.cvae,
+};
 const quantizer = new ResidualQuantizer(new Init(seed + 1), tokCfg);
 const rng = mulberry32(seed);
 // Codes of ordinary size (a trained codebook's), so the image inputs carry signal.
@@ -43,8 +48,14 @@ upload(
 );
 const model = new VMambAR(cfg, seed);
 const words = ["a", "large", "red", "circle", "to", "the", "left", "of", "two", "blue", "squares"];
-const captions = Array.from({ length: B }, (_, b) =>
-  b === 0 ? "" : Array.from({ length: 2 + Math.floor(rng() * 12) }, () => words[Math.floor(rng() * words.length)]).join(" "));
+const captions = Array.from(
+  { length: B },
+  (_, b) =>
+    b === 0 ? "" : Array.from(
+      { length: 2 + Math.floor(rng() * 12) },
+      () => words[Math.floor(rng() * words.length)],
+    ).join(" "),
+);
 const textIds = batchCaptionIds(captions, T);
 const indices = Int32Array.from({ length: B * L }, () => Math.floor(rng() * cfg.vocab));
 
@@ -67,7 +78,9 @@ const out = await tidyAsync(async () => {
     const n = pn * pn, V = cfg.vocab;
     const data = (await perScale[k].read()) as Float32Array;
     perScale[k].dispose();
-    for (let b = 0; b < B; b++) inc.set(data.subarray(b * n * V, (b + 1) * n * V), (b * L + off) * V);
+    for (let b = 0; b < B; b++) {
+      inc.set(data.subarray(b * n * V, (b + 1) * n * V), (b * L + off) * V);
+    }
     off += n;
   }
   return {
@@ -89,7 +102,11 @@ tensors.set("out.logits_incremental", stTensor(out.inc, [B, L, cfg.vocab]));
 await writeSafetensors(values.out!, tensors, {
   format: "vmambar",
   kind: "case",
-  config: JSON.stringify({ ...cfg, quant_resi: tokCfg.quantResi, share_quant_resi: tokCfg.shareQuantResi }),
+  config: JSON.stringify({
+    ...cfg,
+    quant_resi: tokCfg.quantResi,
+    share_quant_resi: tokCfg.shareQuantResi,
+  }),
 });
 console.log(`wrote ${values.out}: ${cfg.arch} ${values.preset}, batch ${B}, loss ${out.loss[0]}`);
 model.dispose();
