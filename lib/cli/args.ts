@@ -22,6 +22,10 @@ export interface CommandSpec {
   allowPositionals?: boolean;
 }
 
+/** A string option for a spec: its help, value placeholder and default. */
+export const stringOption = (help: string, value: string, dflt?: string) =>
+  ({ type: "string", help, value, ...(dflt !== undefined ? { default: dflt } : {}) }) as const;
+
 export function helpText(spec: CommandSpec): string {
   const rows = Object.entries(spec.options).map(([name, o]) => {
     const flag = `${o.short ? `-${o.short}, ` : "    "}--${name}${

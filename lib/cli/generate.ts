@@ -3,12 +3,11 @@ import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { UserError } from "../errors.ts";
 import { captionIds } from "../data/text.ts";
-import { type CommandSpec, intFlag, numberFlag, parseCommand } from "./args.ts";
+import { type CommandSpec, intFlag, numberFlag, parseCommand, stringOption } from "./args.ts";
 import { DEFAULT_MODEL, DEFAULT_TOKENIZER } from "./defaults.ts";
 import { prepareOutputFile, prepareOutputFolder } from "./output.ts";
 
-const str = (help: string, value: string, dflt?: string) =>
-  ({ type: "string", help, value, ...(dflt !== undefined ? { default: dflt } : {}) }) as const;
+const str = stringOption;
 
 export const spec: CommandSpec = {
   name: "generate",

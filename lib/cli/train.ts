@@ -3,12 +3,18 @@ import { existsSync } from "node:fs";
 import { UserError } from "../errors.ts";
 import { MODEL_PRESETS, modelConfig, validateModelConfig } from "../model/config.ts";
 import { DEFAULT_MODEL_SETTINGS as D, type ModelTrainingSettings } from "../train/model_trainer.ts";
-import { type CommandSpec, intFlag, numberFlag, parseCommand, type Values } from "./args.ts";
+import {
+  type CommandSpec,
+  intFlag,
+  numberFlag,
+  parseCommand,
+  stringOption,
+  type Values,
+} from "./args.ts";
 import { DEFAULT_TOKENIZER } from "./defaults.ts";
 import { prepareOutputFile } from "./output.ts";
 
-const str = (help: string, value: string, dflt?: string) =>
-  ({ type: "string", help, value, ...(dflt !== undefined ? { default: dflt } : {}) }) as const;
+const str = stringOption;
 
 /** Training as the paper did (VAR on CC3M, 16 GPUs): base256, lr 2e-4, batch 512, 15 epochs. */
 const RECIPES: Record<string, { preset: string; lr: number; batch: number; epochs: number }> = {

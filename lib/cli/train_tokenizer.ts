@@ -1,7 +1,14 @@
 // `vmambar train-tokenizer`: trains the multi-scale VQ-VAE of DESIGN §3 on image shards.
 import { existsSync } from "node:fs";
 import { UserError } from "../errors.ts";
-import { type CommandSpec, intFlag, numberFlag, parseCommand, type Values } from "./args.ts";
+import {
+  type CommandSpec,
+  intFlag,
+  numberFlag,
+  parseCommand,
+  stringOption,
+  type Values,
+} from "./args.ts";
 import { prepareOutputFile } from "./output.ts";
 import {
   TOKENIZER_PRESETS,
@@ -14,8 +21,7 @@ import {
 } from "../train/tokenizer_trainer.ts";
 import { runFiles } from "../train/run_files.ts";
 
-const str = (help: string, value: string, dflt?: string) =>
-  ({ type: "string", help, value, ...(dflt !== undefined ? { default: dflt } : {}) }) as const;
+const str = stringOption;
 
 export const spec: CommandSpec = {
   name: "train-tokenizer",

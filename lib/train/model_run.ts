@@ -17,7 +17,7 @@ import { writeSafetensors } from "../io/safetensors.ts";
 import { tensorsToHost } from "../io/checkpoint.ts";
 import { listenForStop } from "./interrupt.ts";
 import { keepMetricsUpTo, MetricsLog } from "./metrics.ts";
-import { runFiles } from "./run_files.ts";
+import { clearForFreshRun, runFiles } from "./run_files.ts";
 import {
   ModelTrainer,
   type ModelTrainingSettings,
@@ -124,13 +124,7 @@ export async function evaluateTokens(
 async function startTrainer(o: ModelRunOptions) {
   const files = modelRunFiles(o.out);
   if (!o.resume) {
-    if (existsSync(o.out) && !o.force) {
-      throw new UserError(
-        `${o.out} exists: pass --resume to continue its training or --force to start over`,
-      );
-    }
-    for (const path of [files.state, files.samples, o.out]) await Deno.remove(path).catch(() => {});
-    await Deno.writeTextFile(files.metrics, "");
+    await clearForFreshRun(o.out, o.force, [files.state, files.samples], files.metrics);
     const trainer = new ModelTrainer(o.cfg, o.settings, o.quantizer, o.teacher);
     return { trainer, position: { epoch: 0, offset: 0 } as BatchPosition };
   }

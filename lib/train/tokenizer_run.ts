@@ -12,7 +12,7 @@ import { type TokenizerConfig, validateTokenizerConfig } from "../tokenizer/conf
 import { readCheckpoint, saveCheckpoint } from "../io/checkpoint.ts";
 import { listenForStop } from "./interrupt.ts";
 import { keepMetricsUpTo, MetricsLog } from "./metrics.ts";
-import { runFiles } from "./run_files.ts";
+import { clearForFreshRun, runFiles } from "./run_files.ts";
 export { runFiles } from "./run_files.ts";
 import {
   evaluateReconstruction,
@@ -91,13 +91,7 @@ class StatusLine {
 async function startTrainer(o: TokenizerRunOptions) {
   const files = runFiles(o.out);
   if (!o.resume) {
-    if (existsSync(o.out) && !o.force) {
-      throw new UserError(
-        `${o.out} exists: pass --resume to continue its training or --force to start over`,
-      );
-    }
-    for (const path of [files.state, files.grid, o.out]) await Deno.remove(path).catch(() => {});
-    await Deno.writeTextFile(files.metrics, "");
+    await clearForFreshRun(o.out, o.force, [files.state, files.grid], files.metrics);
     const trainer = new TokenizerTrainer(o.cfg, o.settings);
     return { trainer, position: { epoch: 0, sample: 0 } as LoaderPosition };
   }
