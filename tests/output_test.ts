@@ -102,6 +102,18 @@ Deno.test("data stats writes no contact sheet unasked; reconstruct keeps an exis
   );
 });
 
+Deno.test("data folder that converts nothing is an error", async () => {
+  const dir = await tempDir("outnothing");
+  await Deno.mkdir(join(dir, "in"));
+  await Deno.writeTextFile(join(dir, "in", "a.jpg"), "not an image");
+  await Deno.writeTextFile(join(dir, "in", "a.txt"), "a caption");
+  oneLine(
+    await vmambar(dir, "data", "folder", "--in", join(dir, "in"), "--out", join(dir, "o")),
+    /no image of .* could be converted, nothing written/,
+    "data folder",
+  );
+});
+
 Deno.test("numeric options are bounded in one line naming them; negative numbers parse", async () => {
   const dir = await tempDir("outnum");
   const cases: [string[], RegExp][] = [

@@ -231,6 +231,11 @@ async function folder(argv: string[]): Promise<void> {
   prepareOutputFolder(out, { flag: "--out" });
   prepareOutputDirectory(out, v.force === true);
   const writer = await convertToShards(source, skips, { out, side, format, quality, perShard });
+  if (writer.count === 0) {
+    throw new UserError(
+      `no image of ${input} could be converted, nothing written (${skips.summary() ?? "empty"})`,
+    );
+  }
   console.log(
     `wrote ${writer.count} images from ${source.description} in ${writer.written.length} shard(s) to ${out}`,
   );
