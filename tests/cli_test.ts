@@ -29,6 +29,24 @@ Deno.test("unknown commands and flags give one line, no stack trace", async () =
   assert(!badFlag.stderr.includes("    at "), `stack trace: ${badFlag.stderr}`);
 });
 
+Deno.test("GPU commands print no XDG_RUNTIME_DIR warning; bench prints each result once", async () => {
+  const env = { ...Deno.env.toObject() };
+  delete env.XDG_RUNTIME_DIR;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "main.ts", "bench", "--ops", "dispatch", "--repeats", "1"],
+    cwd: root,
+    env,
+    clearEnv: true,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assert(out.success, text);
+  assert(!text.includes("XDG_RUNTIME_DIR"), `warning printed: ${text}`);
+  const rows = text.split("\n").filter((l) => /add 256 ×64\b/.test(l));
+  assert(rows.length === 1, `bench printed ${rows.length} rows for one result:\n${text}`);
+});
+
 Deno.test("deno task compile builds a standalone binary (skipped when Deno's runtime can't be downloaded)", async () => {
   const dir = await Deno.makeTempDir();
   const bin = `${dir}/vmambar`;

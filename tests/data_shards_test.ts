@@ -152,6 +152,26 @@ Deno.test("shards: a truncated shard yields the complete samples and reports the
   );
 });
 
+Deno.test("shards: a shard cut between two samples is reported as cut", async () => {
+  const dir = await tempDir("cut");
+  const writer = new ShardWriter(dir);
+  for (let i = 0; i < 3; i++) await writer.add({ jpg: garbage(100, i), txt: `c${i}` });
+  await writer.close();
+  const path = join(dir, "00000.tar");
+  const full = await Deno.readFile(path);
+  await Deno.writeFile(path, full.slice(0, 2 * 4 * 512)); // two whole samples, no end marker
+  const skips = new SkipReport();
+  const read = await collect(path, skips);
+  check(read.map((r) => r.key).join() === "000000000,000000001", read.map((r) => r.key).join());
+  check(
+    /00000\.tar:@4096 \(archive ends without its end marker\)/.test(String(skips.summary())),
+    String(skips.summary()),
+  );
+  const whole = new SkipReport();
+  await Deno.writeFile(path, full);
+  check((await collect(path, whole)).length === 3 && whole.total === 0, String(whole.summary()));
+});
+
 Deno.test("shards: garbage in place of a shard is reported, not fatal", async () => {
   const dir = await tempDir("garbage");
   await Deno.writeFile(join(dir, "00000.tar"), garbage(5000));

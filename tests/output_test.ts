@@ -102,6 +102,18 @@ Deno.test("data stats writes no contact sheet unasked; reconstruct keeps an exis
   );
 });
 
+Deno.test("data folder that converts nothing is an error", async () => {
+  const dir = await tempDir("outnothing");
+  await Deno.mkdir(join(dir, "in"));
+  await Deno.writeTextFile(join(dir, "in", "a.jpg"), "not an image");
+  await Deno.writeTextFile(join(dir, "in", "a.txt"), "a caption");
+  oneLine(
+    await vmambar(dir, "data", "folder", "--in", join(dir, "in"), "--out", join(dir, "o")),
+    /no image of .* could be converted, nothing written/,
+    "data folder",
+  );
+});
+
 Deno.test("numeric options are bounded in one line naming them; negative numbers parse", async () => {
   const dir = await tempDir("outnum");
   const cases: [string[], RegExp][] = [
@@ -121,4 +133,52 @@ Deno.test("numeric options are bounded in one line naming them; negative numbers
   const results = await Promise.all(cases.map(([args]) => vmambar(dir, ...args)));
   results.forEach((r, i) => oneLine(r, cases[i][1], cases[i][0].join(" ")));
   assert(!results.some((r) => /ambiguous/.test(r.stderr)), "a negative number was ambiguous");
+});
+
+Deno.test("an interrupted data shapes leaves no set that looks whole; the next run replaces it", async () => {
+  const dir = await tempDir("outstage");
+  const out = join(dir, "s");
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", join(root, "main.ts"), "data", "shapes", "--n", "1000000", "--size", "16"]
+      .concat(["--per-shard", "200", "--out", out]),
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  // Wait until a few shards are written, then kill it mid-set.
+  const partial = `${out}.partial`;
+  const shards = () => {
+    try {
+      return [...Deno.readDirSync(partial)].filter((e) => e.name.endsWith(".tar")).length;
+    } catch {
+      return 0;
+    }
+  };
+  while (shards() < 2) await new Promise((r) => setTimeout(r, 20));
+  child.kill("SIGKILL");
+  await child.status;
+  const listed = [...Deno.readDirSync(out)].map((e) => e.name);
+  assert(listed.length === 0, `the unfinished set shows in ${out}: ${listed}`);
+  oneLine(
+    await vmambar(dir, "data", "stats", out),
+    /no \.tar shards/,
+    "stats of the unfinished set",
+  );
+  const again = await vmambar(dir, "data", "shapes", "--n", "30", "--size", "16", "--out", out);
+  assert(again.code === 0, again.stderr);
+  const names = [...Deno.readDirSync(dir)].map((e) => e.name).sort().join();
+  assert(names === "s", `left beside the set: ${names}`);
+  assert(
+    [...Deno.readDirSync(out)].map((e) => e.name).sort().join() === "00000.tar,key.json",
+    "set",
+  );
+});
+
+Deno.test("progress lines in logs carry an ETA", async () => {
+  const script = `import { Progress } from ${JSON.stringify(join(root, "lib/data/progress.ts"))};
+const p = new Progress("shapes", 100, 0);
+for (let i = 0; i < 10; i++) { await new Promise((r) => setTimeout(r, 5)); p.tick(1); }`;
+  const out = await new Deno.Command(Deno.execPath(), { args: ["eval", script], stderr: "piped" })
+    .output();
+  const text = new TextDecoder().decode(out.stderr);
+  assert(/shapes: \d+\/100 \d+%  \d+\/s  ETA \d+s/.test(text), text);
 });

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { UserError } from "../errors.ts";
 import { type CommandSpec, intFlag, numberFlag, parseCommand, type Values } from "./args.ts";
 import { SkipReport } from "../data/skips.ts";
-import { prepareOutputFile, prepareOutputFolder } from "./output.ts";
+import { prepareOutputFile, prepareOutputFolder, stagedFolder } from "./output.ts";
 
 const SUBCOMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promise<void> }> = {
   shapes: { summary: "render the synthetic shapes world (DESIGN.md §6) as shards", run: shapes },
@@ -129,14 +129,16 @@ async function shapes(argv: string[]): Promise<void> {
   const t0 = performance.now();
   prepareOutputFolder(out, { flag: "--out" });
   prepareOutputDirectory(out, v.force === true, ["key.json"]);
-  const train = await writeShapes({ n, side, seed, out, split: "train", perShard });
+  if (val > 0) prepareOutputDirectory(join(out, "val"), v.force === true, ["key.json"]);
+  const stage = stagedFolder(out);
+  const train = await writeShapes({ n, side, seed, out: stage.path, split: "train", perShard });
   let line = `wrote ${train.count} images in ${train.written.length} shard(s) to ${out}`;
   if (val > 0) {
-    const valDir = join(out, "val");
-    prepareOutputDirectory(valDir, v.force === true, ["key.json"]);
-    await writeShapes({ n: val, side, seed, out: valDir, split: "val", perShard });
-    line += `, ${val} validation images to ${valDir}`;
+    await Deno.mkdir(join(stage.path, "val"));
+    await writeShapes({ n: val, side, seed, out: join(stage.path, "val"), split: "val", perShard });
+    line += `, ${val} validation images to ${join(out, "val")}`;
   }
+  stage.publish();
   console.log(`${line} (${((performance.now() - t0) / 1000).toFixed(1)} s); objects in key.json`);
 }
 
@@ -231,6 +233,11 @@ async function folder(argv: string[]): Promise<void> {
   prepareOutputFolder(out, { flag: "--out" });
   prepareOutputDirectory(out, v.force === true);
   const writer = await convertToShards(source, skips, { out, side, format, quality, perShard });
+  if (writer.count === 0) {
+    throw new UserError(
+      `no image of ${input} could be converted, nothing written (${skips.summary() ?? "empty"})`,
+    );
+  }
   console.log(
     `wrote ${writer.count} images from ${source.description} in ${writer.written.length} shard(s) to ${out}`,
   );

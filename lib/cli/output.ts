@@ -77,3 +77,28 @@ export function prepareOutputFolder(dir: string, { flag }: OutputCheck): void {
   }
   ensureWritableFolder(dir, flag, dir);
 }
+
+/**
+ * A set of files (shards) built under `DIR.partial` and published as DIR only when complete, so
+ * an interrupted run never leaves a set that looks whole. A leftover `.partial` from an earlier
+ * interrupted run is removed. DIR itself, when it exists, must already be cleared of old files.
+ */
+export function stagedFolder(dir: string): { path: string; publish(): void } {
+  const path = `${dir.replace(/\/+$/, "")}.partial`;
+  if (statOrNull(path)) Deno.removeSync(path, { recursive: true });
+  Deno.mkdirSync(path, { recursive: true });
+  return { path, publish: () => publishFolder(path, dir) };
+}
+
+function publishFolder(from: string, to: string): void {
+  const info = statOrNull(to);
+  if (info?.isDirectory && [...Deno.readDirSync(to)].length === 0) Deno.removeSync(to);
+  if (!statOrNull(to)) return Deno.renameSync(from, to);
+  // DIR held other files: the new ones join them one by one.
+  for (const e of Deno.readDirSync(from)) {
+    const src = join(from, e.name), dst = join(to, e.name);
+    if (e.isDirectory && statOrNull(dst)?.isDirectory) publishFolder(src, dst);
+    else Deno.renameSync(src, dst);
+  }
+  Deno.removeSync(from, { recursive: true });
+}

@@ -4,7 +4,7 @@
 import { existsSync } from "node:fs";
 import { UserError } from "../errors.ts";
 import { type CommandSpec, intFlag, parseCommand } from "./args.ts";
-import { prepareOutputFolder } from "./output.ts";
+import { prepareOutputFolder, stagedFolder } from "./output.ts";
 
 export const DEFAULT_TOKENIZER = "models/tokenizer-tiny64.safetensors";
 /** The --tokenizer option of the commands that use a trained tokenizer. */
@@ -97,6 +97,8 @@ export async function main(argv: string[]): Promise<void> {
     source: data,
   };
   const L = cfg.scales.reduce((a, p) => a + p * p, 0);
+  // The shards are written under DIR.partial and published as DIR once all are there.
+  const stage = stagedFolder(out);
   const progress = new Progress("tokenize");
   let shard = 0, rows: Int32Array[] = [], texts: Int32Array[] = [], inShard = 0, total = 0;
   const flushShard = async () => {
@@ -108,7 +110,7 @@ export async function main(argv: string[]): Promise<void> {
       return all;
     };
     await writeTokenShard(
-      `${out}/${tokenShardName(shard++)}`,
+      `${stage.path}/${tokenShardName(shard++)}`,
       info,
       join(rows, inShard * L),
       join(texts, inShard * T),
@@ -153,6 +155,7 @@ export async function main(argv: string[]): Promise<void> {
   const skipped = loader.skipped.summary();
   if (skipped) console.error(skipped);
   if (total === 0) throw new UserError(`no images could be read from ${data}`);
+  stage.publish();
   console.log(
     `tokenized ${total} images into ${shard} shard(s) in ${out} (${progress.rate.toFixed(0)} ` +
       `images/s; ${L} tokens + ${T} text ids each; tokenizer sha256 ${tok.sha256.slice(0, 16)}…)`,

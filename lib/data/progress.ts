@@ -1,7 +1,17 @@
-// A single updating progress line on stderr for long data work. It draws only on a terminal,
-// so logs and CI output stay clean; the caller prints the final summary itself.
+// A progress line on stderr for long data work, with an ETA when the total is known: redrawn in
+// place on a terminal, and printed every LOG_EVERY_MS in logs (so a long run is never silent,
+// and a short one adds nothing). The caller prints the final summary itself.
 
 const encoder = new TextEncoder();
+const LOG_EVERY_MS = 15_000;
+
+function duration(s: number): string {
+  if (s >= 3600) {
+    return `${Math.floor(s / 3600)}h${String(Math.floor(s / 60) % 60).padStart(2, "0")}m`;
+  }
+  if (s >= 60) return `${Math.floor(s / 60)}m${String(Math.floor(s % 60)).padStart(2, "0")}s`;
+  return `${Math.ceil(s)}s`;
+}
 
 export class Progress {
   #label: string;
@@ -9,12 +19,16 @@ export class Progress {
   #done = 0;
   #start = performance.now();
   #lastDraw = 0;
-  #enabled: boolean;
+  #tty: boolean;
 
-  constructor(label: string, total?: number) {
+  readonly #logEveryMs: number;
+
+  constructor(label: string, total?: number, logEveryMs = LOG_EVERY_MS) {
     this.#label = label;
     this.#total = total;
-    this.#enabled = Deno.stderr.isTerminal();
+    this.#logEveryMs = logEveryMs;
+    this.#tty = Deno.stderr.isTerminal();
+    this.#lastDraw = this.#start;
   }
 
   get done(): number {
@@ -30,7 +44,7 @@ export class Progress {
   tick(n = 1): void {
     this.#done += n;
     const now = performance.now();
-    if (this.#enabled && now - this.#lastDraw > 100) {
+    if (now - this.#lastDraw > (this.#tty ? 100 : this.#logEveryMs)) {
       this.#lastDraw = now;
       this.#draw();
     }
@@ -39,12 +53,16 @@ export class Progress {
   #draw(): void {
     const of = this.#total !== undefined ? `/${this.#total}` : "";
     const pct = this.#total ? ` ${(100 * this.#done / this.#total).toFixed(0)}%` : "";
-    const line = `${this.#label}: ${this.#done}${of}${pct}  ${this.rate.toFixed(0)}/s`;
-    Deno.stderr.writeSync(encoder.encode(`\r\x1b[K${line}`));
+    const rate = this.rate;
+    const eta = this.#total && rate > 0
+      ? `  ETA ${duration((this.#total - this.#done) / rate)}`
+      : "";
+    const line = `${this.#label}: ${this.#done}${of}${pct}  ${rate.toFixed(0)}/s${eta}`;
+    Deno.stderr.writeSync(encoder.encode(this.#tty ? `\r\x1b[K${line}` : `${line}\n`));
   }
 
   /** Clears the line. */
   finish(): void {
-    if (this.#enabled) Deno.stderr.writeSync(encoder.encode("\r\x1b[K"));
+    if (this.#tty) Deno.stderr.writeSync(encoder.encode("\r\x1b[K"));
   }
 }

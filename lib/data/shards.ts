@@ -128,7 +128,7 @@ export async function* readShard(path: string, skips: SkipReport): AsyncGenerato
   const shard = basename(path);
   let current: ShardSample | null = null;
   const entries = readTar(file.readable, (p) => {
-    skips.record("unreadable member", `${shard}:${p.name ?? `@${p.offset}`}`);
+    skips.record("unreadable member", `${shard}:${p.name ?? `@${p.offset} (${p.message})`}`);
     if (p.name) {
       const parts = splitMemberName(p.name);
       // The sample whose member was cut off is incomplete: drop it rather than yield half.

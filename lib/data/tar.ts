@@ -116,7 +116,8 @@ function parsePax(data: Uint8Array): Record<string, string> {
 /**
  * The regular-file members of a tar stream, in order. A header that fails its checksum is
  * reported and skipped by scanning to the next valid header; a stream that ends inside a
- * member reports that member and stops. Directories, links and PAX globals are passed over.
+ * member reports that member and stops, and one that ends between members (cut there, as
+ * GNU tar's "Unexpected EOF") is reported too. Directories, links and PAX globals are passed over.
  */
 export async function* readTar(
   stream: ReadableStream<Uint8Array>,
@@ -130,7 +131,11 @@ export async function* readTar(
     while (true) {
       const at = bytes.offset;
       const header = await bytes.read(BLOCK);
-      if (header.length === 0) return;
+      if (header.length === 0) {
+        // A complete archive ends with zero blocks; a file cut at a member boundary does not.
+        if (!resyncing) onProblem({ offset: at, message: "archive ends without its end marker" });
+        return;
+      }
       if (header.length < BLOCK) {
         if (!resyncing) onProblem({ offset: at, message: "archive ends inside a header" });
         return;

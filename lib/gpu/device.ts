@@ -38,7 +38,24 @@ async function requestDevice(adapter: GPUAdapter, features: GPUFeatureName[]) {
   });
 }
 
+/**
+ * Mesa's Vulkan drivers print "XDG_RUNTIME_DIR is invalid or not set" (twice) when it is unset,
+ * as on a server or in a container: give them a private folder first.
+ */
+function ensureRuntimeDir(): void {
+  try {
+    if (Deno.build.os !== "linux" || Deno.env.get("XDG_RUNTIME_DIR")) return;
+    const tmp = Deno.env.get("TMPDIR") || "/tmp";
+    const dir = `${tmp}/vmambar-runtime-${Deno.uid() ?? "user"}`;
+    Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    Deno.env.set("XDG_RUNTIME_DIR", dir);
+  } catch {
+    // Without env or write permission the warning stays; nothing else depends on it.
+  }
+}
+
 async function open(): Promise<Gpu> {
+  ensureRuntimeDir();
   if (!("gpu" in navigator) || !navigator.gpu) throw new UserError(NO_ADAPTER);
   const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) throw new UserError(NO_ADAPTER);

@@ -1,11 +1,13 @@
 // Training metrics: one JSON object per line (metrics.jsonl), appended as training goes, plus the
 // image-quality measures the tokenizer reports.
+import { killPoint } from "../io/kill_points.ts";
 
 export class MetricsLog {
   #file: Deno.FsFile | null = null;
   constructor(readonly path: string) {}
 
   async write(record: Record<string, unknown>): Promise<void> {
+    killPoint(`${this.path} line`);
     this.#file ??= await Deno.open(this.path, { create: true, append: true });
     await this.#file.write(
       new TextEncoder().encode(JSON.stringify({ time: Date.now(), ...record }) + "\n"),
