@@ -4,6 +4,7 @@ import { decodeImage } from "../lib/data/images.ts";
 import { readShard } from "../lib/data/shards.ts";
 import {
   CELLS,
+  edgesOf,
   MAX_CAPTION_BYTES,
   PALETTE,
   renderScene,
@@ -13,6 +14,7 @@ import {
 } from "../lib/data/shapes.ts";
 import { SkipReport } from "../lib/data/skips.ts";
 import { tempDir } from "./data_fixtures.ts";
+import { assert } from "./helpers.ts";
 
 function check(cond: boolean, msg: string): void {
   if (!cond) throw new Error(msg);
@@ -156,4 +158,36 @@ Deno.test("shapes: circle, square and triangle cover their expected pixels", () 
     red(50, 1) && !red(41, 1) && red(41, 19) && red(58, 19),
     "triangle: apex up, base at the bottom",
   );
+});
+
+Deno.test("shapes: smooth edges blend by coverage only at object borders", () => {
+  const scene = shapesScene(7, "train", 3, 64);
+  const hard = renderScene(scene, 64, "hard"), smooth = renderScene(scene, 64, "smooth");
+  const bg = PALETTE[scene.background];
+  let blended = 0, differ = 0;
+  for (let p = 0; p < 64 * 64; p++) {
+    const h = hard.subarray(3 * p, 3 * p + 3), s = smooth.subarray(3 * p, 3 * p + 3);
+    if (h.join() !== s.join()) differ++;
+    const pure = [bg, ...scene.objects.map((o) => o.rgb)].some((c) => c.join() === s.join());
+    if (!pure) blended++;
+  }
+  // Borders only: a few percent of the pixels differ, and every differing one sits next to a
+  // pixel whose hard colour differs from its own (an edge).
+  assert(
+    blended > 0 && differ > 0 && differ < 0.2 * 64 * 64,
+    `${blended} blended, ${differ} differ`,
+  );
+  for (let y = 1; y < 63; y++) {
+    for (let x = 1; x < 63; x++) {
+      const p = y * 64 + x;
+      if (hard.subarray(3 * p, 3 * p + 3).join() === smooth.subarray(3 * p, 3 * p + 3).join()) {
+        continue;
+      }
+      const near = [p - 1, p + 1, p - 64, p + 64, p - 65, p - 63, p + 63, p + 65].some((q) =>
+        hard.subarray(3 * q, 3 * q + 3).join() !== hard.subarray(3 * p, 3 * p + 3).join()
+      );
+      assert(near, `pixel ${x},${y} changed away from any edge`);
+    }
+  }
+  assert(edgesOf("mixed", 0) === "hard" && edgesOf("mixed", 1) === "smooth", "mixed alternates");
 });

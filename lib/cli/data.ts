@@ -96,7 +96,7 @@ const perShardOption = {
 
 const shapesSpec: CommandSpec = singleValued({
   name: "data shapes",
-  usage: "data shapes --n N --size 64 --out DIR [--seed S] [--val N]",
+  usage: "data shapes --n N --size 64 --out DIR [--seed S] [--val N] [--edges hard|smooth|mixed]",
   summary: "Render the shapes world: captioned images of circles, squares and triangles on a 3×3 " +
     "grid, deterministic for a seed, with every image's objects in DIR/key.json.",
   options: {
@@ -109,6 +109,12 @@ const shapesSpec: CommandSpec = singleValued({
       value: "N",
       default: "0",
       help: "validation images, written to DIR/val",
+    },
+    edges: {
+      type: "string",
+      value: "E",
+      default: "hard",
+      help: "hard (pixel centres), smooth (anti-aliased) or mixed (alternating) edges",
     },
     "per-shard": perShardOption,
     force: forceOption,
@@ -124,18 +130,32 @@ async function shapes(argv: string[]): Promise<void> {
   const n = intFlag(v, "n", 1, 1e8), side = intFlag(v, "size", 6, MAX_SIDE);
   const seed = intFlag(v, "seed", 0, 2 ** 32 - 1);
   const val = intFlag(v, "val", 0, 1e8), perShard = intFlag(v, "per-shard", 1, 1e6);
+  const edges = stringFlag(v, "edges");
   const { prepareOutputDirectory } = await import("../data/shards.ts");
-  const { writeShapes } = await import("../data/shapes.ts");
+  const { EDGES, writeShapes } = await import("../data/shapes.ts");
+  if (!(EDGES as readonly string[]).includes(edges)) {
+    throw new UserError(`--edges must be one of ${EDGES.join(", ")}, got ${edges}`);
+  }
+  const style = edges as (typeof EDGES)[number];
   const t0 = performance.now();
   prepareOutputFolder(out, { flag: "--out" });
   prepareOutputDirectory(out, v.force === true, ["key.json"]);
   if (val > 0) prepareOutputDirectory(join(out, "val"), v.force === true, ["key.json"]);
   const stage = stagedFolder(out);
-  const train = await writeShapes({ n, side, seed, out: stage.path, split: "train", perShard });
+  const train = await writeShapes({
+    n,
+    side,
+    seed,
+    out: stage.path,
+    split: "train",
+    perShard,
+    edges: style,
+  });
   let line = `wrote ${train.count} images in ${train.written.length} shard(s) to ${out}`;
   if (val > 0) {
     await Deno.mkdir(join(stage.path, "val"));
-    await writeShapes({ n: val, side, seed, out: join(stage.path, "val"), split: "val", perShard });
+    const valOut = join(stage.path, "val");
+    await writeShapes({ n: val, side, seed, out: valOut, split: "val", perShard, edges: style });
     line += `, ${val} validation images to ${join(out, "val")}`;
   }
   stage.publish();

@@ -113,11 +113,23 @@ function covers(o: ShapeObject, px: number, py: number): boolean {
   return dy >= -h && dy < h && Math.abs(dx) <= (dy + h) / 2;
 }
 
-/** Renders a scene as side × side HWC RGB, sampling each pixel at its centre (hard edges). */
-export function renderScene(scene: Scene, side: number): Uint8Array {
+/** Edge rendering: "hard" samples each pixel at its centre; "smooth" blends by coverage. */
+export type Edges = "hard" | "smooth";
+export const EDGES = ["hard", "smooth", "mixed"] as const;
+
+/** Sub-pixel samples per axis for smooth edges (16 coverage levels per pixel). */
+const SUPERSAMPLE = 4;
+
+/**
+ * Renders a scene as side × side HWC RGB. Hard edges sample each pixel at its centre; smooth
+ * edges (anti-aliased) mix each object's colour in by the share of 4 × 4 sub-pixel samples it
+ * covers, objects painted in order over the background.
+ */
+export function renderScene(scene: Scene, side: number, edges: Edges = "hard"): Uint8Array {
   const rgb = new Uint8Array(side * side * 3);
   const bg = PALETTE[scene.background];
   for (let i = 0; i < side * side; i++) rgb.set(bg, 3 * i);
+  const n = edges === "smooth" ? SUPERSAMPLE : 1;
   for (const o of scene.objects) {
     const h = o.extent / 2;
     const x0 = Math.max(0, Math.floor(o.centre[0] - h)),
@@ -126,11 +138,24 @@ export function renderScene(scene: Scene, side: number): Uint8Array {
       y1 = Math.min(side, Math.ceil(o.centre[1] + h));
     for (let y = y0; y < y1; y++) {
       for (let x = x0; x < x1; x++) {
-        if (covers(o, x + 0.5, y + 0.5)) rgb.set(o.rgb, 3 * (y * side + x));
+        let hits = 0;
+        for (let sy = 0; sy < n; sy++) {
+          for (let sx = 0; sx < n; sx++) {
+            if (covers(o, x + (sx + 0.5) / n, y + (sy + 0.5) / n)) hits++;
+          }
+        }
+        if (hits === 0) continue;
+        const a = hits / (n * n), at = 3 * (y * side + x);
+        for (let c = 0; c < 3; c++) rgb[at + c] = Math.round(a * o.rgb[c] + (1 - a) * rgb[at + c]);
       }
     }
   }
   return rgb;
+}
+
+/** The edges image `index` gets: "mixed" alternates, so both kinds cover every split. */
+export function edgesOf(edges: Edges | "mixed", index: number): Edges {
+  return edges === "mixed" ? (index % 2 === 0 ? "hard" : "smooth") : edges;
 }
 
 // ---------------------------------------------------------------- captions
@@ -236,6 +261,8 @@ export interface ShapesOptions {
   out: string;
   split: string;
   perShard?: number;
+  /** Hard or anti-aliased edges, or both alternating (default hard). */
+  edges?: Edges | "mixed";
 }
 
 /**
@@ -261,12 +288,14 @@ export async function writeShapes(o: ShapesOptions): Promise<ShardWriter> {
   try {
     for (let i = 0; i < o.n; i++) {
       const scene = shapesScene(o.seed, o.split, i, o.side);
-      const png = encodePng(renderScene(scene, o.side), o.side, o.side);
+      const edges = edgesOf(o.edges ?? "hard", i);
+      const png = encodePng(renderScene(scene, o.side, edges), o.side, o.side);
       const entry = {
         key: writer.nextKey,
         caption: scene.caption,
         background: scene.background,
         objects: scene.objects,
+        edges,
       };
       // The per-sample .json follows img2dataset's fields, plus the scene.
       const json = { ...entry, status: "success", width: o.side, height: o.side };
