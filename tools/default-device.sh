@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs on the accelerator machine: the default tokenizer and model of models/, from nothing.
+#   source .device/env.sh && tools/default-device.sh TOK_MINUTES MODEL_MINUTES
+# 1. the shapes world at 64 px, edges hard and anti-aliased alternating (DESIGN §6), 20k + 1k val;
+# 2. train-tokenizer, tiny64's structure at width 24 (2.1 M parameters), --fit to TOK_MINUTES;
+# 3. its PSNR/SSIM on held-out sets drawn with hard and with smooth edges, each alone;
+# 4. tokenize, then train the model (tiny64 narrowed to d 192, 8 layers: 4.1 M parameters) for
+#    MODEL_MINUTES. RESUME=1 (call again while the machine is warm) continues the model's run
+#    from /tmp/defrun for MODEL_MINUTES more.
+# Back in $OUT: the tokenizer and model checkpoints (f32), their metrics, the grids.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-out}
+run=/tmp/defrun
+tok_minutes=${1:-5}
+model_minutes=${2:-3}
+mkdir -p "$out" "$run"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || true
+vm() { deno run --cached-only -A main.ts "$@"; }
+t0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+model_set="d=192,n_layers=8,gsa_every=3,heads=4"
+if [[ ${RESUME:-0} != 1 ]]; then
+  vm data shapes --n 20000 --size 64 --val 1000 --edges mixed --out $run/shapes --force
+  vm data shapes --n 500 --size 64 --seed 11 --edges hard --out $run/val-hard --force
+  vm data shapes --n 500 --size 64 --seed 11 --edges smooth --out $run/val-smooth --force
+  stamp data
+  echo '{"ch": 24}' >$run/tok.json
+  vm train-tokenizer --data $run/shapes --val $run/shapes/val --config $run/tok.json \
+    --out $run/tokenizer.safetensors --force --steps 20000 --fit --max-minutes "$tok_minutes" \
+    --log-every 200 --val-every 0 --grid-every 1000 --checkpoint-every 2000 --decode-threads 16
+  stamp tokenizer
+  for e in hard smooth; do
+    echo "quality ($e edges): $(deno run --cached-only -A tools/tokenizer_quality.ts \
+      --tokenizer $run/tokenizer.safetensors --data $run/val-$e --grid "$out/recon-$e.png")"
+  done
+  vm tokenize --tokenizer $run/tokenizer.safetensors --data $run/shapes --out $run/tokens --force
+  vm tokenize --tokenizer $run/tokenizer.safetensors --data $run/shapes/val --out $run/tokens-val --force
+  stamp tokenize
+  mode=(--force --steps 3000)
+else
+  mode=(--resume)
+fi
+vm train --data $run/tokens --val $run/tokens-val --tokenizer $run/tokenizer.safetensors \
+  --set "$model_set" --out $run/model.safetensors "${mode[@]}" --batch 64 --lr 1e-3 \
+  --warmup 300 --max-minutes "$model_minutes" --log-every 100 --val-every 500 \
+  --sample-every 500 --checkpoint-every 500 || true
+stamp model
+cp $run/tokenizer.safetensors $run/tokenizer.metrics.jsonl $run/model.safetensors \
+  $run/model.metrics.jsonl "$out/" 2>/dev/null || true
+cp $run/model.samples.png "$out/" 2>/dev/null || true
+sha256sum $run/tokenizer.safetensors
