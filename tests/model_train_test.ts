@@ -315,3 +315,19 @@ async function exists(path: string): Promise<boolean> {
     return false;
   }
 }
+
+Deno.test("models/: the default tokenizer and model load, fit together and stay within 16 MB", async () => {
+  await gpuReady;
+  const { DEFAULT_MODEL, DEFAULT_TOKENIZER } = await import("../lib/cli/defaults.ts");
+  const { checkTokenGrid } = await import("../lib/model/load.ts");
+  const bytes = (await Deno.stat(DEFAULT_MODEL)).size + (await Deno.stat(DEFAULT_TOKENIZER)).size;
+  assert(bytes <= 16e6, `models/ holds ${bytes} bytes, over DESIGN §5's 16 MB`);
+  const { model, cfg, metadata } = await loadModel(DEFAULT_MODEL);
+  const tok = await loadTokenizer(DEFAULT_TOKENIZER);
+  checkTokenGrid(cfg, tok.cfg, DEFAULT_MODEL);
+  assert(metadata.tokenizer_sha256 === tok.sha256, "the default model names another tokenizer");
+  const params = model.parameterCount();
+  assert(params > 1e6, `${params} parameters`);
+  model.dispose();
+  tok.vq.dispose();
+});

@@ -181,11 +181,12 @@ export async function main(argv: string[]): Promise<void> {
       }
     }
     const secs = (performance.now() - t0) / 1000;
-    const where = target.asFile ? out : `${out}/ (${target.files.length} PNG files)`;
+    const where = target.asFile || target.files.length <= 4
+      ? target.files.join(", ")
+      : `${target.files.length} PNG files in ${out}/`;
+    const n = target.total;
     console.log(
-      `wrote ${where}: ${target.total} image${target.total > 1 ? "s" : ""} in ${
-        secs.toFixed(1)
-      } s on ${gpu().name}`,
+      `wrote ${where} (${n} image${n > 1 ? "s" : ""} in ${secs.toFixed(1)} s on ${gpu().name})`,
     );
   } finally {
     model.dispose();

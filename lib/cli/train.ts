@@ -224,8 +224,9 @@ export async function main(argv: string[]): Promise<void> {
     if (r.last) parts.push(`loss ${r.last.loss.toFixed(4)}`);
     if (r.val) parts.push(`val loss ${r.val.loss.toFixed(4)}`);
     console.log(`${parts.join("; ")}\nwrote ${out}, ${files.state}, ${files.metrics}`);
-    if (r.stopped || r.steps < settings.steps) {
-      console.log(`stopped early: continue with the same command and --resume`);
+    if (r.stopped || r.steps < r.total) {
+      const why = r.stopped ? `stopped by ${r.stopped}` : "stopped early";
+      console.log(`${why} at step ${r.steps} of ${r.total}: run the same command with --resume`);
     }
   } finally {
     teacher?.dispose();

@@ -56,6 +56,8 @@ export function modelRunFiles(out: string) {
 
 export interface ModelRunResult {
   steps: number;
+  /** The schedule's length (a resumed run's saved one). */
+  total: number;
   seconds: number;
   stopped: string | null;
   last: ModelTrainingStats | null;
@@ -302,10 +304,14 @@ export async function runModelTraining(o: ModelRunOptions): Promise<ModelRunResu
       await save();
     }
     if (!stopped && trainer.step >= settings.steps) {
-      await validate();
-      if (o.sampleGrid) await o.sampleGrid(trainer.ema, files.samples);
+      // The last step's validation and grid, unless the loop just made them.
+      const step = trainer.step;
+      if (!(o.valEvery > 0 && step % o.valEvery === 0 && step > firstStep)) await validate();
+      const gridNow = o.sampleEvery > 0 && step % o.sampleEvery === 0 && step > firstStep;
+      if (o.sampleGrid && !gridNow) await o.sampleGrid(trainer.ema, files.samples);
     }
-    return { steps: trainer.step, seconds: elapsed(), stopped, last, val: lastVal };
+    const total = settings.steps;
+    return { steps: trainer.step, total, seconds: elapsed(), stopped, last, val: lastVal };
   } finally {
     stop.dispose();
     metrics.close();
