@@ -184,9 +184,9 @@ export async function main(argv: string[]): Promise<void> {
     const where = target.asFile || target.files.length <= 4
       ? target.files.join(", ")
       : `${target.files.length} PNG files in ${out}/`;
-    const n = target.total;
+    const count = target.total;
     console.log(
-      `wrote ${where} (${n} image${n > 1 ? "s" : ""} in ${secs.toFixed(1)} s on ${gpu().name})`,
+      `wrote ${where} (${count} image${count > 1 ? "s" : ""} in ${secs.toFixed(1)} s on ${gpu().name})`,
     );
   } finally {
     model.dispose();
