@@ -180,5 +180,5 @@ for (let i = 0; i < 10; i++) { await new Promise((r) => setTimeout(r, 5)); p.tic
   const out = await new Deno.Command(Deno.execPath(), { args: ["eval", script], stderr: "piped" })
     .output();
   const text = new TextDecoder().decode(out.stderr);
-  assert(/shapes: \d+\/100 \d+%  \d+\/s  ETA \d+s/.test(text), text);
+  assert(/shapes: \d+\/100 \d+% {2}\d+\/s {2}ETA \d+s/.test(text), text);
 });
