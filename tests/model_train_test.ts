@@ -13,7 +13,11 @@ import { sampleTokens } from "../lib/tensor/sample.ts";
 import { keep, noGrad, type Tensor, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
 import { fileSha256, loadTokenizer } from "../lib/tokenizer/load.ts";
 import { VQVAE } from "../lib/tokenizer/vqvae.ts";
-import { distillationLoss } from "../lib/train/model_trainer.ts";
+import {
+  DEFAULT_MODEL_SETTINGS,
+  distillationLoss,
+  ModelTrainer,
+} from "../lib/train/model_trainer.ts";
 import { tempDir } from "./data_fixtures.ts";
 import { assert, assertClose, gpuReady, randn, runCli } from "./helpers.ts";
 import { randomBatch, tinyModelConfig, tinyQuantizer } from "./model_fixtures.ts";
@@ -102,6 +106,8 @@ Deno.test("train: a tiny model memorises 8 captions' tokens and greedy generatio
       "0",
       "--log-every",
       "10",
+      "--val",
+      r.tokens,
     ),
   );
   assert(res.code === 0, `train failed: ${res.stderr}`);
@@ -110,6 +116,9 @@ Deno.test("train: a tiny model memorises 8 captions' tokens and greedy generatio
   const last = lines.filter((l) => l.kind === "train").at(-1);
   assert(last.loss < 0.1, `final loss ${last.loss} ≥ 0.1`);
   assert(last.accuracy.every((a: number) => a === 1), `token accuracy ${last.accuracy}`);
+  const val = lines.filter((l) => l.kind === "val");
+  assert(val.length === 1 && val[0].loss < 0.1, `validation lines ${JSON.stringify(val)}`);
+  assert(await exists(join(r.dir, "model.samples.png")), "no sample grid");
   const { model } = await loadModel(out);
   const tok = await loadTokenizer(r.tokenizer);
   const got = await tidyAsync(async () => {
@@ -179,6 +188,85 @@ Deno.test("train: --resume after a stop gives the same weights as an uninterrupt
   );
   const both = await runCli(...trainArgs(r, b, ...common, "--resume", "--force"));
   assert(both.code === 1 && /contradict/.test(both.stderr), both.stderr);
+});
+
+Deno.test("train: distils from a teacher; a loss gone NaN stops the run and keeps the last checkpoint", async () => {
+  await gpuReady;
+  const r = await tinyRun("teacher");
+  const small = ["--set", "d=32,n_layers=2,gsa_every=1,heads=2,text_layers=1,text_length=16"];
+  const teacher = join(r.dir, "teacher.safetensors");
+  const t = await runCli(
+    ...trainArgs(
+      r,
+      teacher,
+      "--steps",
+      "2",
+      ...small,
+      "--set",
+      "d=32,n_layers=2,heads=2,text_layers=1,text_length=16,arch=transformer",
+    ),
+  );
+  assert(t.code === 0, t.stderr);
+  const student = join(r.dir, "student.safetensors");
+  const s = await runCli(
+    ...trainArgs(
+      r,
+      student,
+      "--steps",
+      "2",
+      "--log-every",
+      "1",
+      ...small,
+      "--teacher",
+      teacher,
+      "--kd-alpha",
+      "0.5",
+      "--kd-temp",
+      "2",
+    ),
+  );
+  assert(s.code === 0, s.stderr);
+  const lines = (await Deno.readTextFile(join(r.dir, "student.metrics.jsonl"))).trim().split("\n")
+    .map((l) => JSON.parse(l));
+  assert(lines.every((l) => l.kind !== "train" || l.kd > 0), `kd terms ${lines.map((l) => l.kd)}`);
+  // A learning rate this large drives the weights to infinity within a few steps.
+  const nan = join(r.dir, "nan.safetensors");
+  const bad = await runCli(
+    ...trainArgs(
+      r,
+      nan,
+      "--steps",
+      "40",
+      "--lr",
+      "1e30",
+      "--warmup",
+      "0",
+      "--grad-clip",
+      "0",
+      "--log-every",
+      "1",
+      "--checkpoint-every",
+      "1",
+      ...small,
+    ),
+  );
+  assert(
+    bad.code === 1 && /the loss is (NaN|Infinity|-Infinity)/.test(bad.stderr),
+    `NaN run: ${bad.stderr}`,
+  );
+  assert(
+    bad.stderr.trim().split("\n").at(-1)!.includes("keeps the last good checkpoint"),
+    bad.stderr,
+  );
+  const saved = await readSafetensors(nan.replace(/\.safetensors$/, ".train-state.safetensors"));
+  const weights = [...saved.tensors].filter(([n]) => n.startsWith("model."));
+  assert(
+    weights.every(([, w]) => {
+      const f = new Float32Array(w.data.slice().buffer);
+      return f.every(Number.isFinite);
+    }),
+    "the kept checkpoint holds non-finite weights",
+  );
 });
 
 Deno.test("generate: guidance's conditional half equals cfg 0; same seed, same tokens", async () => {
@@ -330,4 +418,29 @@ Deno.test("models/: the default tokenizer and model load, fit together and stay 
   assert(params > 1e6, `${params} parameters`);
   model.dispose();
   tok.vq.dispose();
+});
+
+Deno.test("train: micro-batches accumulate to the full batch's loss and gradient", async () => {
+  await gpuReady;
+  const c = tinyModelConfig();
+  const q = tinyQuantizer();
+  const { textIds, indices } = randomBatch(c, 4, 21);
+  const L = indices.length / 4, T = c.text_length;
+  const part = (from: number, n: number) => ({
+    size: n,
+    textIds: textIds.slice(from * T, (from + n) * T),
+    indices: indices.slice(from * L, (from + n) * L),
+    position: { epoch: 0, offset: 0 },
+  });
+  const settings = { ...DEFAULT_MODEL_SETTINGS, batchSize: 4, microBatch: 4, captionDropout: 0 };
+  const stats = [];
+  for (const [micro, parts] of [[4, [part(0, 4)]], [2, [part(0, 2), part(2, 2)]]] as const) {
+    const trainer = new ModelTrainer(c, { ...settings, microBatch: micro }, q);
+    trainer.trainStep([...parts]);
+    stats.push(await trainer.readStats());
+    trainer.dispose();
+  }
+  const [full, acc] = stats;
+  assertClose([acc.loss, acc.gradNorm], [full.loss, full.gradNorm], 1e-5, "accumulated vs full");
+  q.dispose();
 });
