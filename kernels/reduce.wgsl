@@ -1,8 +1,10 @@
 // Reductions over the middle axis of a [outer, n, inner] view: sum (times `scale`, so mean is
 // scale = 1/n) or max with its first index. Rows (inner = 1) get a workgroup each; otherwise one
-// thread per (outer, inner) walks n with coalesced reads.
+// thread per (outer, chunk, inner) walks its chunk of n (chunk_len rows) with coalesced reads and
+// writes out[(outer, chunk, inner)]: with one chunk that is the result, with several (sums whose
+// outer·inner is too few threads to fill a GPU) a second pass sums the chunks.
 
-struct P { outer: u32, n: u32, inner: u32, scale: f32, is_max: u32 }
+struct P { outer: u32, n: u32, inner: u32, scale: f32, is_max: u32, chunk_len: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
@@ -62,13 +64,15 @@ fn rows(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
 @compute @workgroup_size(256)
 fn columns(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
   let t = gid.x + gid.y * nw.x * 256u;
-  if (t >= p.outer * p.inner) { return; }
-  let o = t / p.inner;
+  let chunks = (p.n + p.chunk_len - 1u) / p.chunk_len;
+  if (t >= p.outer * chunks * p.inner) { return; }
   let i = t % p.inner;
+  let c = (t / p.inner) % chunks;
+  let o = t / (p.inner * chunks);
   var acc = 0.0;
   var best = -3.4028235e38;
   var bj = 0xffffffffu;
-  for (var j = 0u; j < p.n; j++) {
+  for (var j = c * p.chunk_len; j < min(p.n, (c + 1u) * p.chunk_len); j++) {
     let v = x[(o * p.n + j) * p.inner + i];
     if (p.is_max == 1u) {
       if (better(v, j, best, bj)) { best = v; bj = j; }

@@ -1,4 +1,5 @@
 import {
+  columnChunk,
   concat,
   fill,
   max,
@@ -110,6 +111,18 @@ Deno.test("max gives the gradient to the first maximal element", async () => {
   assertClose(grads[0]!, [0, 1, 0, 1, 0, 0], 0, "max gradient");
 });
 
+Deno.test("columnChunk: chunks only long sums over few columns, never past n", () => {
+  assert(columnChunk(1 << 16, 10000) === 10000, "enough columns: one pass");
+  assert(columnChunk(512, 40) === 40, "short n: one pass");
+  for (const [cols, n] of [[512, 8320], [7, 3001], [15, 1030], [1, 100000]]) {
+    const len = columnChunk(cols, n);
+    assert(
+      len >= 32 && len < n && Math.ceil(n / len) * cols <= 2 * (1 << 16),
+      `${cols}×${n}: ${len}`,
+    );
+  }
+});
+
 Deno.test("sumTo reduces broadcast gradients to each operand's shape", async () => {
   await gpuReady;
   const cases: [number[], number[]][] = [
@@ -119,6 +132,8 @@ Deno.test("sumTo reduces broadcast gradients to each operand's shape", async () 
     [[2, 3, 4], [2, 1, 4]],
     [[6, 7], [1]],
     [[3, 4, 5, 6], [4, 1, 6]],
+    // A bias gradient: many rows onto few columns, summed in chunks then across them.
+    [[3001, 7], [7]],
   ];
   for (const [from, to] of cases) {
     const size = from.reduce((a, b) => a * b, 1);

@@ -256,17 +256,50 @@ function reduceView(
 ): { out: Tensor; arg: Tensor | null } {
   const out = new Tensor([outer * inner], "f32");
   const arg = new Tensor([kind === "max" ? outer * inner : 1], "u32");
-  const u = [outer, n, inner, f32bits(scaleBy), kind === "max" ? 1 : 0];
+  const uniforms = (len: number, m = n, s = scaleBy) => [
+    outer,
+    m,
+    inner,
+    f32bits(s),
+    kind === "max" ? 1 : 0,
+    len,
+  ];
   if (outer * inner > 0) {
     if (inner === 1) {
-      dispatch(pipeline(reduceWgsl, "rows"), [x.buffer, out.buffer, arg.buffer], u, grid(outer));
-    } else {
       dispatch(
-        pipeline(reduceWgsl, "columns"),
+        pipeline(reduceWgsl, "rows"),
         [x.buffer, out.buffer, arg.buffer],
-        u,
-        groups(outer * inner),
+        uniforms(n),
+        grid(outer),
       );
+    } else {
+      // A long sum over few columns (a bias gradient: [tokens, width] → [width]) leaves most of a
+      // GPU idle with one thread per column: split n into chunks, then sum the chunks.
+      const len = kind === "sum" ? columnChunk(outer * inner, n) : n;
+      const chunks = Math.ceil(n / len);
+      if (chunks === 1) {
+        dispatch(
+          pipeline(reduceWgsl, "columns"),
+          [x.buffer, out.buffer, arg.buffer],
+          uniforms(n),
+          groups(outer * inner),
+        );
+      } else {
+        const partial = new Tensor([outer * chunks * inner], "f32");
+        dispatch(
+          pipeline(reduceWgsl, "columns"),
+          [x.buffer, partial.buffer, arg.buffer],
+          uniforms(len, n, 1),
+          groups(outer * chunks * inner),
+        );
+        dispatch(
+          pipeline(reduceWgsl, "columns"),
+          [partial.buffer, out.buffer, arg.buffer],
+          uniforms(chunks, chunks),
+          groups(outer * inner),
+        );
+        partial.dispose();
+      }
     }
   }
   if (kind === "sum") {
@@ -274,6 +307,16 @@ function reduceView(
     return { out, arg: null };
   }
   return { out, arg };
+}
+
+/** Threads a column reduction should have to fill a GPU, and the shortest chunk worth a pass. */
+const COLUMN_THREADS = 1 << 16, MIN_CHUNK = 32;
+
+/** Rows of n each thread of a column sum walks (n itself when the columns alone fill a GPU). */
+export function columnChunk(columns: number, n: number): number {
+  if (columns >= COLUMN_THREADS || n < 2 * MIN_CHUNK) return n;
+  const chunks = Math.min(Math.ceil(n / MIN_CHUNK), Math.ceil(COLUMN_THREADS / columns));
+  return Math.ceil(n / chunks);
 }
 
 function reduced(shape: readonly number[], axis: number, keepDim: boolean): number[] {
@@ -325,7 +368,7 @@ export function max(x: Tensor, axis: number, keepDim = false): Tensor {
       dispatch(
         pipeline(reduceWgsl, "max_backward"),
         [g.buffer, dx.buffer, argmax.buffer],
-        [outer, n, inner, 0, 1],
+        [outer, n, inner, 0, 1, n],
         groups(dx.size),
       );
     }
