@@ -186,7 +186,9 @@ export async function main(argv: string[]): Promise<void> {
       : `${target.files.length} PNG files in ${out}/`;
     const count = target.total;
     console.log(
-      `wrote ${where} (${count} image${count > 1 ? "s" : ""} in ${secs.toFixed(1)} s on ${gpu().name})`,
+      `wrote ${where} (${count} image${count > 1 ? "s" : ""} in ${
+        secs.toFixed(1)
+      } s on ${gpu().name})`,
     );
   } finally {
     model.dispose();
