@@ -3,6 +3,7 @@
 // and prints PSNR; bad tokenizer files are one-line errors.
 import { join } from "node:path";
 import { main as tokenize } from "../lib/cli/tokenize.ts";
+import { DEFAULT_TOKENIZER, resolveTokenizer } from "../lib/cli/defaults.ts";
 import { captionIds } from "../lib/data/text.ts";
 import { pixelsToFloatNCHW } from "../lib/data/images.ts";
 import { encodePng } from "../lib/data/png.ts";
@@ -116,4 +117,40 @@ Deno.test("reconstruct writes NAME.recon.png and prints PSNR; bad tokenizers are
     assert(r.code === 1 && lines.length === 1, `exit ${r.code}, stderr: ${r.stderr}`);
     assert(pattern.test(lines[0]) && !r.stderr.includes("    at "), `stderr: ${r.stderr}`);
   }
+});
+
+Deno.test("tokenize and reconstruct use the default tokenizer in models/ without --tokenizer", async () => {
+  await gpuReady;
+  const w = await tinyWorld(4, 3);
+  const out = join(w.dir, "tokens");
+  const image = join(w.dir, "flag.png");
+  const rgb = Uint8Array.from({ length: 16 * 16 * 3 }, (_, i) => (i % 3 === 0 ? 200 : 30));
+  await Deno.writeFile(image, encodePng(rgb, 16, 16));
+  const [tok, rec] = await Promise.all([
+    runCli("tokenize", "--data", w.val, "--out", out),
+    runCli("reconstruct", image),
+  ]);
+  assert(tok.code === 0, `tokenize: ${tok.stderr}`);
+  const sha = await fileSha256(DEFAULT_TOKENIZER);
+  const shard = await readTokenShard(listTokenShards(out)[0], {
+    tokenizerSha256: sha,
+    tokenizer: DEFAULT_TOKENIZER,
+  });
+  assert(shard.tokenizerSha256 === sha, "token shards not made by the default tokenizer");
+  assert(rec.code === 0 && /PSNR \d+\.\d+ dB/.test(rec.stdout), `reconstruct: ${rec.stderr}`);
+  const def = await loadTokenizer(DEFAULT_TOKENIZER);
+  const size = def.cfg.image;
+  def.vq.dispose();
+  const png = await Deno.readFile(join(w.dir, "flag.recon.png"));
+  const width = new DataView(png.buffer, png.byteOffset).getUint32(16);
+  assert(width === size, `reconstruction is ${width} px, the default tokenizer's side is ${size}`);
+  // A missing default is one line that says what to pass.
+  let missing = "";
+  try {
+    resolveTokenizer(undefined, join(w.dir, "none.safetensors"));
+  } catch (e) {
+    assert(e instanceof UserError, `not a UserError: ${e}`);
+    missing = (e as Error).message;
+  }
+  assert(/no default tokenizer at .*none\.safetensors: pass --tokenizer/.test(missing), missing);
 });

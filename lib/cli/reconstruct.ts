@@ -1,10 +1,9 @@
 // `vmambar reconstruct`: images through the tokenizer and back, to see what it keeps. Each
 // IMAGE is decoded, resized and centre-cropped to the tokenizer's side (as training data is),
 // encoded to indices, decoded, and written as NAME.recon.png beside it with its PSNR printed.
-import { existsSync } from "node:fs";
 import { UserError } from "../errors.ts";
 import { type CommandSpec, parseCommand } from "./args.ts";
-import { TOKENIZER_OPTION } from "./tokenize.ts";
+import { resolveTokenizer, TOKENIZER_OPTION } from "./defaults.ts";
 import { prepareOutputFile } from "./output.ts";
 
 const spec: CommandSpec = {
@@ -31,12 +30,7 @@ export async function main(argv: string[]): Promise<void> {
   if (!parsed) return;
   const images = parsed.positionals;
   if (images.length === 0) throw new UserError("give one or more IMAGE files (see --help)");
-  const tokenizerPath = parsed.values.tokenizer as string;
-  if (!existsSync(tokenizerPath)) {
-    throw new UserError(
-      `--tokenizer ${tokenizerPath}: no such file (train one with train-tokenizer)`,
-    );
-  }
+  const tokenizerPath = resolveTokenizer(parsed.values.tokenizer);
   for (const image of images) {
     prepareOutputFile(reconstructionPath(image), {
       force: parsed.values.force === true,
