@@ -2,6 +2,7 @@
 // ids, name their tokenizer by hash, and refuse another one; reconstruct writes NAME.recon.png
 // and prints PSNR; bad tokenizer files are one-line errors.
 import { join } from "node:path";
+import { existsSync } from "node:fs";
 import { main as tokenize } from "../lib/cli/tokenize.ts";
 import { DEFAULT_TOKENIZER, resolveTokenizer } from "../lib/cli/defaults.ts";
 import { captionIds } from "../lib/data/text.ts";
@@ -153,4 +154,52 @@ Deno.test("tokenize and reconstruct use the default tokenizer in models/ without
     missing = (e as Error).message;
   }
   assert(/no default tokenizer at .*none\.safetensors: pass --tokenizer/.test(missing), missing);
+});
+
+Deno.test("reconstruct --out DIR writes there, not beside the inputs, and prints the mean PSNR", async () => {
+  await gpuReady;
+  const dir = (await tinyWorld(4, 4)).dir;
+  const tokPath = await tinyTokenizer(dir, "tok.safetensors", 8);
+  const inputs = join(dir, "in");
+  await Deno.mkdir(join(inputs, "b"), { recursive: true });
+  const images = ["flag.png", "stripes.png", "b/flag.png"].map((n) => join(inputs, n));
+  for (const [k, path] of images.entries()) {
+    const rgb = Uint8Array.from({ length: 16 * 16 * 3 }, (_, i) => ((i * (k + 1)) % 7) * 30);
+    await Deno.writeFile(path, encodePng(rgb, 16, 16));
+  }
+  await Deno.chmod(inputs, 0o555); // read-only inputs (no effect when the tests run as root)
+  const out = join(dir, "recon");
+  const r = await runCli(
+    "reconstruct",
+    "--tokenizer",
+    tokPath,
+    "--out",
+    out,
+    ...images.slice(0, 2),
+  );
+  await Deno.chmod(inputs, 0o755);
+  assert(r.code === 0, `reconstruct --out: ${r.stderr}`);
+  const written = [...Deno.readDirSync(out)].map((e) => e.name).sort().join();
+  assert(written === "flag.recon.png,stripes.recon.png", `--out holds ${written}`);
+  assert(!existsSync(join(inputs, "flag.recon.png")), "wrote beside the input too");
+  const each = [...r.stdout.matchAll(/PSNR (\d+\.\d+) dB/g)].map((m) => Number(m[1]));
+  const mean = r.stdout.match(/mean PSNR (\d+\.\d+) dB over 2 image/);
+  assert(each.length === 3 && mean, `stdout: ${r.stdout}`);
+  const want = (each[0] + each[1]) / 2;
+  assert(Math.abs(Number(mean[1]) - want) <= 0.006, `mean ${mean[1]}, per image ${each}`);
+  // Two inputs of one name would overwrite each other in DIR: refused before any work.
+  const clash = await runCli(
+    "reconstruct",
+    "--tokenizer",
+    tokPath,
+    "--out",
+    out,
+    "--force",
+    images[0],
+    images[2],
+  );
+  assert(
+    clash.code === 1 && /both be reconstructed as .*flag\.recon\.png/.test(clash.stderr),
+    clash.stderr,
+  );
 });
