@@ -51,7 +51,7 @@ export async function main(argv: string[]): Promise<void> {
       flag: `${image}'s reconstruction`,
     })
   );
-  const { decodeImage } = await import("../data/images.ts");
+  const { CorruptImage, decodeImage } = await import("../data/images.ts");
   const inputs: Uint8Array[] = [];
   const { initGpu } = await import("../gpu/mod.ts");
   await initGpu();
@@ -68,7 +68,8 @@ export async function main(argv: string[]): Promise<void> {
       }
       try {
         inputs.push(await decodeImage(bytes, size));
-      } catch {
+      } catch (e) {
+        if (!(e instanceof CorruptImage)) throw e;
         throw new UserError(`${path}: not an image sharp can decode (JPEG, PNG or WebP)`);
       }
     }

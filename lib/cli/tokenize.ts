@@ -108,12 +108,15 @@ export async function main(argv: string[]): Promise<void> {
   try {
     const batches = loader.batches();
     let next = batches.next();
+    next.catch(() => {});
     while (true) {
       const r = await next;
       if (r.done) break;
       const b = r.value;
-      // Ask for the next batch first, so its images decode while the GPU encodes this one.
+      // Ask for the next batch first, so its images decode while the GPU encodes this one (a
+      // failure there is thrown when it is awaited, not reported as unhandled before).
       next = batches.next();
+      next.catch(() => {});
       const perScale = await tidyAsync(async () => {
         const x = tensor(b.pixels as Float32Array, [b.size, 3, cfg.image, cfg.image]);
         return await Promise.all(encodeImages(tok.vq, x).map((t) => t.read()));
