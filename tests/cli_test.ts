@@ -1,5 +1,6 @@
-// The CLI as a user meets it: help everywhere, one-line errors, and the compile task.
+// The CLI as a user meets it: help everywhere, one-line errors, and the compile and install tasks.
 import { commands } from "../lib/cli/commands.ts";
+import { VERSION } from "../main.ts";
 import { assert, runCli } from "./helpers.ts";
 
 const root = new URL("..", import.meta.url).pathname;
@@ -69,4 +70,25 @@ Deno.test("deno task compile builds a standalone binary (skipped when Deno's run
   await Deno.remove(dir, { recursive: true });
   assert(help.success, "compiled binary --help failed");
   assert(new TextDecoder().decode(help.stdout).includes("usage: vmambar"), "compiled help text");
+});
+
+Deno.test("deno task install gives a vmambar that runs without deno on PATH", async () => {
+  const at = await Deno.makeTempDir();
+  const install = await new Deno.Command(Deno.execPath(), {
+    args: ["task", "install", "--root", at],
+    cwd: root,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert(install.success, `deno task install: ${new TextDecoder().decode(install.stderr)}`);
+  const emptyPath = await Deno.makeTempDir();
+  const run = await new Deno.Command(`${at}/bin/vmambar`, {
+    args: ["--version"],
+    env: { PATH: emptyPath },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const out = new TextDecoder().decode(run.stdout) + new TextDecoder().decode(run.stderr);
+  assert(run.success && out.trim() === VERSION, `vmambar --version without deno on PATH: ${out}`);
+  await Deno.remove(at, { recursive: true });
 });

@@ -1,12 +1,16 @@
-// Image decode: formats, shorter-side resize and centre crop, colour handling, corrupt files.
+// Image decode: formats, shorter-side resize and centre crop, colour handling, corrupt files, and
+// a decoder that cannot load (a fault of the machine, not of every image).
 import {
+  CorruptImage,
   decodeImage,
   encodeRgb,
   loadSharp,
   pixelsToFloatNCHW,
   reencodeImage,
 } from "../lib/data/images.ts";
-import { garbage, jpeg, truncatedJpeg, truncatedPng } from "./data_fixtures.ts";
+import { join } from "node:path";
+import { writeShapes } from "../lib/data/shapes.ts";
+import { garbage, jpeg, tempDir, truncatedJpeg, truncatedPng } from "./data_fixtures.ts";
 
 function check(cond: boolean, msg: string): void {
   if (!cond) throw new Error(msg);
@@ -91,13 +95,13 @@ Deno.test("images: truncated JPEG, truncated PNG and garbage are rejected", asyn
       ["empty", new Uint8Array(0)],
     ] as const
   ) {
-    let threw = false;
+    let threw: unknown = null;
     try {
       await decodeImage(bytes, 16);
-    } catch {
-      threw = true;
+    } catch (e) {
+      threw = e;
     }
-    check(threw, `${what} decoded without an error`);
+    check(threw instanceof CorruptImage, `${what}: ${threw ?? "decoded without an error"}`);
   }
 });
 
@@ -109,4 +113,40 @@ Deno.test("images: re-encoding keeps the crop; NCHW floats are p/127.5 − 1", a
   // Plane R holds the R of the 4 pixels, then G, then B.
   const want = [0, 255, 0, 0, 128, 128, 0, 0, 255, 0, 0, 0].map((p) => p / 127.5 - 1);
   check(two.every((v, i) => Math.abs(v - want[i]) < 1e-6), `NCHW: ${[...two]}`);
+});
+
+Deno.test("images: a decoder that cannot load is one error naming it, not every image corrupt", async () => {
+  // sharp mapped to a module that fails as sharp does without its prebuilt libvips.
+  const dir = await tempDir("nosharp");
+  await Deno.writeTextFile(
+    join(dir, "sharp.js"),
+    'throw new Error(\'Could not load the "sharp" module using the linux-x64 runtime\\n' +
+      "Possible solutions:\\n- npm install --include=optional sharp');",
+  );
+  await Deno.writeTextFile(join(dir, "deno.json"), '{"imports": {"sharp": "./sharp.js"}}');
+  const shards = join(dir, "sh");
+  await writeShapes({ n: 6, side: 16, seed: 1, out: shards, split: "t", perShard: 100 });
+  const vmambar = async (...args: string[]) => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--no-lock", "--config", join(dir, "deno.json"), "main.ts", ...args],
+      cwd: new URL("..", import.meta.url).pathname,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+  };
+  const runs = await Promise.all([
+    vmambar("data", "stats", "--check", shards),
+    vmambar("data", "folder", "--in", shards, "--out", join(dir, "f")),
+    vmambar("tokenize", "--data", shards, "--out", join(dir, "t")),
+  ]);
+  for (const r of runs) {
+    const lines = r.stderr.trim().split("\n").filter((l) => !l.startsWith("tokenize:"));
+    check(r.code === 1 && lines.length === 1, `exit ${r.code}: ${r.stderr}`);
+    check(
+      /image decoder \(npm:sharp\) cannot load.*Could not load the "sharp" module/.test(lines[0]),
+      r.stderr,
+    );
+    check(!/corrupt/.test(r.stderr) && !r.stderr.includes("    at "), r.stderr);
+  }
 });

@@ -67,10 +67,16 @@ Deno.test("import-tokenizer: our VQVAE under VAR's names imports and round-trips
   await gpuReady;
   const dir = await Deno.makeTempDir();
   const vq = new VQVAE(cfg, 7);
-  const args = await writeCase(dir, await varStateDict(vq));
+  // Beside the state dict, what a parity file holds: expected indices (I32) and inputs (F32).
+  const sd = await varStateDict(vq);
+  sd.set("expected.idx.0", stTensor(new Int32Array(2 * 16), [2, 4, 4]));
+  sd.set("images", stTensor(new Float32Array(2 * 3 * 16 * 16), [2, 3, 16, 16]));
+  const args = await writeCase(dir, sd);
   const r = await runCli("import-tokenizer", ...args);
   assert(r.code === 0, `exit ${r.code}: ${r.stderr}`);
   assert(/skipped quantize\.ema_vocab_hit_SV \[4, 24\]/.test(r.stdout), r.stdout);
+  assert(/skipped expected\.idx\.0 \[2, 4, 4\] \(I32, not a floating/.test(r.stdout), r.stdout);
+  assert(/skipped images \[2, 3, 16, 16\] \(not a VQVAE parameter\)/.test(r.stdout), r.stdout);
   const tok = await loadTokenizer(`${dir}/t.safetensors`);
   assert(tok.metadata.format === "vmambar" && tok.metadata.kind === "tokenizer", "metadata");
   assert(JSON.stringify(tok.cfg) === JSON.stringify(cfg), `config ${JSON.stringify(tok.cfg)}`);
@@ -129,11 +135,45 @@ Deno.test("import-tokenizer refuses a missing tensor, a wrong shape and a bad co
     "wrong shape",
   );
 
-  const noAttention = { ...varConfig, using_mid_sa: false };
-  oneLine(
-    await runCli("import-tokenizer", ...await writeCase(dir, sd, noAttention)),
-    /unexpected encoder\.mid\.attn_1/,
-    "config without the file's attention",
+  // Names that differ from the config's model say which setting explains them.
+  const mismatch = async (
+    file: Map<string, StTensor>,
+    config: unknown,
+    hint: RegExp,
+    what: string,
+  ) => oneLine(await runCli("import-tokenizer", ...await writeCase(dir, file, config)), hint, what);
+  await mismatch(
+    sd,
+    { ...varConfig, using_mid_sa: false },
+    /unexpected encoder\.mid\.attn_1.*attention in the mid block: set using_mid_sa to true/,
+    "config without the file's mid attention",
+  );
+  const noDeepest = new Map(
+    [...sd].filter(([n]) => !/^(encoder\.down|decoder\.up)\.\d+\.attn\./.test(n)),
+  );
+  await mismatch(
+    noDeepest,
+    varConfig,
+    /missing encoder\.down\.2\.attn\.0\.norm\.weight.*no attention at the deepest level: set using_sa to false/,
+    "file without the config's deepest attention",
+  );
+  await mismatch(
+    sd,
+    { ...varConfig, ch_mult: [1, 2], image_size: 8 },
+    /the file has 3 encoder levels, ch_mult \[1,2\] gives 2: ch_mult needs 3 entries\)$/,
+    "fewer levels",
+  );
+  await mismatch(
+    sd,
+    { ...varConfig, num_res_blocks: 2 },
+    /missing encoder\.down\.0\.block\.1\..*set num_res_blocks to 1/,
+    "more res blocks",
+  );
+  await mismatch(
+    sd,
+    { ...varConfig, share_quant_resi: 2 },
+    /unexpected quantize\.quant_resi\.qresi_ls\.2\..*4 φ convs: set share_quant_resi to 4/,
+    "φ count",
   );
 
   const badScales = { ...varConfig, v_patch_nums: [1, 2, 3] };
@@ -178,11 +218,11 @@ Deno.test("VAR config keys: aliases, defaults and refusals", () => {
 Deno.test("VAR's share_quant_resi 0 and 1: φ renamed to the partially shared layout", () => {
   const t = stTensor(new Float32Array(4 * 4 * 9), [4, 4, 3, 3]);
   const one = tokenizerConfigFromJson({ ...varConfig, share_quant_resi: 1 }, "c");
-  const sd1 = fromVarStateDict(new Map([["quantize.quant_resi.qresi.weight", t]]), one, "f");
+  const sd1 = fromVarStateDict(new Map([["quantize.quant_resi.qresi.weight", t]]), one);
   assert(sd1.tensors.has("quantize.quant_resi.qresi_ls.0.weight"), "share 1");
   assert(one.cfg.shareQuantResi === 1, "one φ");
   const none = tokenizerConfigFromJson({ ...varConfig, share_quant_resi: 0 }, "c");
-  const sd0 = fromVarStateDict(new Map([["quantize.quant_resi.3.weight", t]]), none, "f");
+  const sd0 = fromVarStateDict(new Map([["quantize.quant_resi.3.weight", t]]), none);
   assert(sd0.tensors.has("quantize.quant_resi.qresi_ls.3.weight"), "share 0");
   assert(none.cfg.shareQuantResi === 4, "one φ per scale");
 });

@@ -2,7 +2,9 @@
 // ids, name their tokenizer by hash, and refuse another one; reconstruct writes NAME.recon.png
 // and prints PSNR; bad tokenizer files are one-line errors.
 import { join } from "node:path";
+import { existsSync } from "node:fs";
 import { main as tokenize } from "../lib/cli/tokenize.ts";
+import { DEFAULT_TOKENIZER, resolveTokenizer } from "../lib/cli/defaults.ts";
 import { captionIds } from "../lib/data/text.ts";
 import { pixelsToFloatNCHW } from "../lib/data/images.ts";
 import { encodePng } from "../lib/data/png.ts";
@@ -116,4 +118,88 @@ Deno.test("reconstruct writes NAME.recon.png and prints PSNR; bad tokenizers are
     assert(r.code === 1 && lines.length === 1, `exit ${r.code}, stderr: ${r.stderr}`);
     assert(pattern.test(lines[0]) && !r.stderr.includes("    at "), `stderr: ${r.stderr}`);
   }
+});
+
+Deno.test("tokenize and reconstruct use the default tokenizer in models/ without --tokenizer", async () => {
+  await gpuReady;
+  const w = await tinyWorld(4, 3);
+  const out = join(w.dir, "tokens");
+  const image = join(w.dir, "flag.png");
+  const rgb = Uint8Array.from({ length: 16 * 16 * 3 }, (_, i) => (i % 3 === 0 ? 200 : 30));
+  await Deno.writeFile(image, encodePng(rgb, 16, 16));
+  const [tok, rec] = await Promise.all([
+    runCli("tokenize", "--data", w.val, "--out", out),
+    runCli("reconstruct", image),
+  ]);
+  assert(tok.code === 0, `tokenize: ${tok.stderr}`);
+  const sha = await fileSha256(DEFAULT_TOKENIZER);
+  const shard = await readTokenShard(listTokenShards(out)[0], {
+    tokenizerSha256: sha,
+    tokenizer: DEFAULT_TOKENIZER,
+  });
+  assert(shard.tokenizerSha256 === sha, "token shards not made by the default tokenizer");
+  assert(rec.code === 0 && /PSNR \d+\.\d+ dB/.test(rec.stdout), `reconstruct: ${rec.stderr}`);
+  const def = await loadTokenizer(DEFAULT_TOKENIZER);
+  const size = def.cfg.image;
+  def.vq.dispose();
+  const png = await Deno.readFile(join(w.dir, "flag.recon.png"));
+  const width = new DataView(png.buffer, png.byteOffset).getUint32(16);
+  assert(width === size, `reconstruction is ${width} px, the default tokenizer's side is ${size}`);
+  // A missing default is one line that says what to pass.
+  let missing = "";
+  try {
+    resolveTokenizer(undefined, join(w.dir, "none.safetensors"));
+  } catch (e) {
+    assert(e instanceof UserError, `not a UserError: ${e}`);
+    missing = (e as Error).message;
+  }
+  assert(/no default tokenizer at .*none\.safetensors: pass --tokenizer/.test(missing), missing);
+});
+
+Deno.test("reconstruct --out DIR writes there, not beside the inputs, and prints the mean PSNR", async () => {
+  await gpuReady;
+  const dir = (await tinyWorld(4, 4)).dir;
+  const tokPath = await tinyTokenizer(dir, "tok.safetensors", 8);
+  const inputs = join(dir, "in");
+  await Deno.mkdir(join(inputs, "b"), { recursive: true });
+  const images = ["flag.png", "stripes.png", "b/flag.png"].map((n) => join(inputs, n));
+  for (const [k, path] of images.entries()) {
+    const rgb = Uint8Array.from({ length: 16 * 16 * 3 }, (_, i) => ((i * (k + 1)) % 7) * 30);
+    await Deno.writeFile(path, encodePng(rgb, 16, 16));
+  }
+  await Deno.chmod(inputs, 0o555); // read-only inputs (no effect when the tests run as root)
+  const out = join(dir, "recon");
+  const r = await runCli(
+    "reconstruct",
+    "--tokenizer",
+    tokPath,
+    "--out",
+    out,
+    ...images.slice(0, 2),
+  );
+  await Deno.chmod(inputs, 0o755);
+  assert(r.code === 0, `reconstruct --out: ${r.stderr}`);
+  const written = [...Deno.readDirSync(out)].map((e) => e.name).sort().join();
+  assert(written === "flag.recon.png,stripes.recon.png", `--out holds ${written}`);
+  assert(!existsSync(join(inputs, "flag.recon.png")), "wrote beside the input too");
+  const each = [...r.stdout.matchAll(/PSNR (\d+\.\d+) dB/g)].map((m) => Number(m[1]));
+  const mean = r.stdout.match(/mean PSNR (\d+\.\d+) dB over 2 image/);
+  assert(each.length === 3 && mean, `stdout: ${r.stdout}`);
+  const want = (each[0] + each[1]) / 2;
+  assert(Math.abs(Number(mean[1]) - want) <= 0.006, `mean ${mean[1]}, per image ${each}`);
+  // Two inputs of one name would overwrite each other in DIR: refused before any work.
+  const clash = await runCli(
+    "reconstruct",
+    "--tokenizer",
+    tokPath,
+    "--out",
+    out,
+    "--force",
+    images[0],
+    images[2],
+  );
+  assert(
+    clash.code === 1 && /both be reconstructed as .*flag\.recon\.png/.test(clash.stderr),
+    clash.stderr,
+  );
 });

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { UserError } from "../errors.ts";
 import { captionIds } from "../data/text.ts";
 import { type CommandSpec, intFlag, numberFlag, parseCommand, stringOption } from "./args.ts";
-import { DEFAULT_MODEL, DEFAULT_TOKENIZER } from "./defaults.ts";
+import { DEFAULT_MODEL, resolveTokenizer } from "./defaults.ts";
 import { prepareOutputFile, prepareOutputFolder } from "./output.ts";
 
 const str = stringOption;
@@ -116,8 +116,7 @@ export async function main(argv: string[]): Promise<void> {
           "then pass it with --model",
     );
   }
-  const tokenizerPath = typeof v.tokenizer === "string" ? v.tokenizer : DEFAULT_TOKENIZER;
-  if (!existsSync(tokenizerPath)) throw new UserError(`--tokenizer ${tokenizerPath}: no such file`);
+  const tokenizerPath = resolveTokenizer(v.tokenizer);
   if (target.asFile) prepareOutputFile(out, { force: v.force === true, flag: "--out" });
   else prepareOutputFolder(out, { flag: "--out" });
 
@@ -180,15 +179,13 @@ export async function main(argv: string[]): Promise<void> {
         );
       }
     }
-    const secs = (performance.now() - t0) / 1000;
+    const secs = ((performance.now() - t0) / 1000).toFixed(1);
     const where = target.asFile || target.files.length <= 4
       ? target.files.join(", ")
       : `${target.files.length} PNG files in ${out}/`;
     const count = target.total;
     console.log(
-      `wrote ${where} (${count} image${count > 1 ? "s" : ""} in ${
-        secs.toFixed(1)
-      } s on ${gpu().name})`,
+      `wrote ${where} (${count} image${count > 1 ? "s" : ""} in ${secs} s on ${gpu().name})`,
     );
   } finally {
     model.dispose();

@@ -10,7 +10,8 @@ const spec: CommandSpec = {
   usage: "import-tokenizer FILE.safetensors --config CONFIG.json --out T.safetensors",
   summary: "Wrap a VAR tokenizer (the state dict of VAR's VQVAE, converted from its .pth to " +
     "safetensors) as a vmambar tokenizer checkpoint. Every parameter must be present with the " +
-    "shape that CONFIG implies; F16/BF16/F64 tensors are stored as f32.",
+    "shape that CONFIG implies (a mismatch names the CONFIG setting to change); F16/BF16/F64 " +
+    "tensors are stored as f32; tensors that are not parameters are skipped and listed.",
   options: {
     config: {
       type: "string",

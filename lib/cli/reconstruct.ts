@@ -1,29 +1,37 @@
 // `vmambar reconstruct`: images through the tokenizer and back, to see what it keeps. Each
 // IMAGE is decoded, resized and centre-cropped to the tokenizer's side (as training data is),
-// encoded to indices, decoded, and written as NAME.recon.png beside it with its PSNR printed.
-import { existsSync } from "node:fs";
+// encoded to indices, decoded, and written as NAME.recon.png (beside it, or into --out DIR) with
+// its PSNR printed, then the mean PSNR over all of them.
+import { basename, join } from "node:path";
 import { UserError } from "../errors.ts";
 import { type CommandSpec, parseCommand } from "./args.ts";
-import { TOKENIZER_OPTION } from "./tokenize.ts";
-import { prepareOutputFile } from "./output.ts";
+import { resolveTokenizer, TOKENIZER_OPTION } from "./defaults.ts";
+import { prepareOutputFile, prepareOutputFolder } from "./output.ts";
 
 const spec: CommandSpec = {
   name: "reconstruct",
-  usage: "reconstruct [--tokenizer T] IMAGE…",
+  usage: "reconstruct [--tokenizer T] [--out DIR] IMAGE…",
   summary: "Encode and decode images through a tokenizer; writes NAME.recon.png beside each " +
-    "IMAGE (at the tokenizer's resolution) and prints its PSNR against the resized input.",
+    "IMAGE or into DIR (at the tokenizer's resolution), and prints its PSNR against the " +
+    "resized input and the mean PSNR over all images.",
   options: {
     tokenizer: TOKENIZER_OPTION,
+    out: {
+      type: "string",
+      value: "DIR",
+      help: "write the reconstructions here (default: beside each IMAGE)",
+    },
     force: { type: "boolean", help: "replace existing NAME.recon.png files" },
   },
   allowPositionals: true,
   more: "example: vmambar reconstruct --tokenizer tokenizer.safetensors cat.jpg dog.png",
 };
 
-export function reconstructionPath(image: string): string {
+/** IMAGE's reconstruction: NAME.recon.png beside it, or in `outDir`. */
+export function reconstructionPath(image: string, outDir?: string): string {
   const dot = image.lastIndexOf("."), slash = image.lastIndexOf("/");
   const stem = dot > slash + 1 ? image.slice(0, dot) : image;
-  return `${stem}.recon.png`;
+  return outDir === undefined ? `${stem}.recon.png` : join(outDir, `${basename(stem)}.recon.png`);
 }
 
 export async function main(argv: string[]): Promise<void> {
@@ -31,19 +39,19 @@ export async function main(argv: string[]): Promise<void> {
   if (!parsed) return;
   const images = parsed.positionals;
   if (images.length === 0) throw new UserError("give one or more IMAGE files (see --help)");
-  const tokenizerPath = parsed.values.tokenizer as string;
-  if (!existsSync(tokenizerPath)) {
-    throw new UserError(
-      `--tokenizer ${tokenizerPath}: no such file (train one with train-tokenizer)`,
-    );
-  }
-  for (const image of images) {
-    prepareOutputFile(reconstructionPath(image), {
+  const tokenizerPath = resolveTokenizer(parsed.values.tokenizer);
+  const outDir = parsed.values.out as string | undefined;
+  if (outDir !== undefined) prepareOutputFolder(outDir, { flag: "--out" });
+  const outputs = images.map((image) => reconstructionPath(image, outDir));
+  const twice = outputs.find((o, i) => outputs.indexOf(o) !== i);
+  if (twice) throw new UserError(`two IMAGEs would both be reconstructed as ${twice}`);
+  images.forEach((image, i) =>
+    prepareOutputFile(outputs[i], {
       force: parsed.values.force === true,
       flag: `${image}'s reconstruction`,
-    });
-  }
-  const { decodeImage } = await import("../data/images.ts");
+    })
+  );
+  const { CorruptImage, decodeImage } = await import("../data/images.ts");
   const inputs: Uint8Array[] = [];
   const { initGpu } = await import("../gpu/mod.ts");
   await initGpu();
@@ -60,7 +68,8 @@ export async function main(argv: string[]): Promise<void> {
       }
       try {
         inputs.push(await decodeImage(bytes, size));
-      } catch {
+      } catch (e) {
+        if (!(e instanceof CorruptImage)) throw e;
         throw new UserError(`${path}: not an image sharp can decode (JPEG, PNG or WebP)`);
       }
     }
@@ -71,12 +80,15 @@ export async function main(argv: string[]): Promise<void> {
     const { encodePng } = await import("../data/png.ts");
     const r = await reconstructImages(tok.vq, pixels, inputs.length);
     const per = size * size * 3;
+    let sum = 0;
     for (let i = 0; i < images.length; i++) {
       const rec = r.pixels.subarray(i * per, (i + 1) * per);
-      const out = reconstructionPath(images[i]);
-      await Deno.writeFile(out, encodePng(rec, size, size));
-      console.log(`${images[i]} → ${out}  PSNR ${psnr(inputs[i], rec).toFixed(2)} dB`);
+      await Deno.writeFile(outputs[i], encodePng(rec, size, size));
+      const db = psnr(inputs[i], rec);
+      sum += db;
+      console.log(`${images[i]} → ${outputs[i]}  PSNR ${db.toFixed(2)} dB`);
     }
+    console.log(`mean PSNR ${(sum / images.length).toFixed(2)} dB over ${images.length} image(s)`);
   } finally {
     tok.vq.dispose();
   }

@@ -1,23 +1,14 @@
 // `vmambar tokenize`: image–caption shards → token shards (DESIGN §1, §5): each image's
 // multi-scale code indices from the tokenizer, each caption's text ids (§4), and the tokenizer's
 // SHA-256 in every shard's metadata.
-import { existsSync } from "node:fs";
 import { UserError } from "../errors.ts";
 import { type CommandSpec, intFlag, parseCommand } from "./args.ts";
+import { resolveTokenizer, TOKENIZER_OPTION } from "./defaults.ts";
 import { prepareOutputFolder, stagedFolder } from "./output.ts";
-
-export const DEFAULT_TOKENIZER = "models/tokenizer-tiny64.safetensors";
-/** The --tokenizer option of the commands that use a trained tokenizer. */
-export const TOKENIZER_OPTION = {
-  type: "string",
-  value: "FILE",
-  default: DEFAULT_TOKENIZER,
-  help: "tokenizer checkpoint",
-} as const;
 
 const spec: CommandSpec = {
   name: "tokenize",
-  usage: "tokenize --tokenizer T --data SHARDS --out DIR [--text-length T] [--batch N]",
+  usage: "tokenize [--tokenizer T] --data SHARDS --out DIR [--text-length T] [--batch N]",
   summary: "Encode every image of SHARDS into multi-scale code indices and every caption into " +
     "text ids, written as token shards DIR/00000.safetensors… that record the tokenizer's hash.",
   options: {
@@ -34,8 +25,7 @@ const spec: CommandSpec = {
     "decode-threads": { type: "string", value: "N", default: "8", help: "images decoded at once" },
     force: { type: "boolean", help: "replace token shards already in --out" },
   },
-  more: "example: vmambar tokenize --tokenizer models/tokenizer-tiny64.safetensors " +
-    "--data data/shapes --out data/shapes-tokens",
+  more: "example: vmambar tokenize --data data/shapes --out data/shapes-tokens",
 };
 
 /** Refuses to mix shards of two runs in one directory unless --force, which clears them. */
@@ -57,14 +47,10 @@ export async function main(argv: string[]): Promise<void> {
       throw new UserError(`--${k} is required (see vmambar tokenize --help)`);
     }
   }
-  const data = v.data as string, out = v.out as string, tokenizerPath = v.tokenizer as string;
+  const data = v.data as string, out = v.out as string;
   const batchSize = intFlag(v, "batch", 1, 4096), perShard = intFlag(v, "per-shard", 1, 1e6);
   const decodeConcurrency = intFlag(v, "decode-threads", 1, 256);
-  if (!existsSync(tokenizerPath)) {
-    throw new UserError(
-      `--tokenizer ${tokenizerPath}: no such file (train one with train-tokenizer)`,
-    );
-  }
+  const tokenizerPath = resolveTokenizer(v.tokenizer);
   prepareOut(out, v.force === true);
   const { initGpu } = await import("../gpu/mod.ts");
   await initGpu();
@@ -122,12 +108,15 @@ export async function main(argv: string[]): Promise<void> {
   try {
     const batches = loader.batches();
     let next = batches.next();
+    next.catch(() => {});
     while (true) {
       const r = await next;
       if (r.done) break;
       const b = r.value;
-      // Ask for the next batch first, so its images decode while the GPU encodes this one.
+      // Ask for the next batch first, so its images decode while the GPU encodes this one (a
+      // failure there is thrown when it is awaited, not reported as unhandled before).
       next = batches.next();
+      next.catch(() => {});
       const perScale = await tidyAsync(async () => {
         const x = tensor(b.pixels as Float32Array, [b.size, 3, cfg.image, cfg.image]);
         return await Promise.all(encodeImages(tok.vq, x).map((t) => t.read()));

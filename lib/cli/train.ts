@@ -1,5 +1,4 @@
 // `vmambar train`: trains VMambAR (DESIGN §4) on token shards made by `vmambar tokenize`.
-import { existsSync } from "node:fs";
 import { UserError } from "../errors.ts";
 import { MODEL_PRESETS, modelConfig, validateModelConfig } from "../model/config.ts";
 import { DEFAULT_MODEL_SETTINGS as D, type ModelTrainingSettings } from "../train/model_trainer.ts";
@@ -11,7 +10,7 @@ import {
   stringOption,
   type Values,
 } from "./args.ts";
-import { DEFAULT_TOKENIZER } from "./defaults.ts";
+import { resolveTokenizer } from "./defaults.ts";
 import { prepareOutputFile } from "./output.ts";
 
 const str = stringOption;
@@ -31,7 +30,7 @@ export const spec: CommandSpec = {
   options: {
     data: str("token shards to train on (a directory made by vmambar tokenize)", "DIR"),
     val: str("held-out token shards for validation loss and accuracy", "DIR"),
-    tokenizer: str("the tokenizer that made the shards", "FILE", "models/tokenizer.safetensors"),
+    tokenizer: str("the tokenizer that made the shards (default: the one in models/)", "FILE"),
     preset: str(`model preset (${Object.keys(MODEL_PRESETS).join(", ")})`, "NAME", "tiny64"),
     set: str("override preset fields, e.g. d=192,n_layers=8,arch=transformer", "F=V,…"),
     recipe: str(
@@ -135,14 +134,7 @@ export async function main(argv: string[]): Promise<void> {
   const out = String(v.out);
   // --resume rewrites --out; a fresh run refuses an existing one without --force.
   prepareOutputFile(out, { force: v.force === true || v.resume === true, flag: "--out" });
-  const tokenizerPath = v.tokenizer === spec.options.tokenizer.default
-    ? DEFAULT_TOKENIZER
-    : String(v.tokenizer);
-  if (!existsSync(tokenizerPath)) {
-    throw new UserError(
-      `--tokenizer ${v.tokenizer}: no such file (train one with vmambar train-tokenizer)`,
-    );
-  }
+  const tokenizerPath = resolveTokenizer(v.tokenizer);
 
   const { initGpu } = await import("../gpu/mod.ts");
   await initGpu();

@@ -1,6 +1,6 @@
 // `data folder`: any image–caption source (a folder or a manifest) rewritten as shards of
 // images resized and centre-cropped to one size, the layout every other command reads.
-import { reencodeImage } from "./images.ts";
+import { CorruptImage, reencodeImage } from "./images.ts";
 import { Progress } from "./progress.ts";
 import { ShardWriter } from "./shards.ts";
 import type { SkipReport } from "./skips.ts";
@@ -35,7 +35,8 @@ export async function convertToShards(
     }
     try {
       return { s, image: await reencodeImage(bytes, o.side, o.format, o.quality) };
-    } catch {
+    } catch (e) {
+      if (!(e instanceof CorruptImage)) throw e;
       skips.record("corrupt image", s.key);
       return { s, image: null };
     }

@@ -4,7 +4,7 @@
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { UserError } from "../errors.ts";
-import { decodeImage } from "./images.ts";
+import { CorruptImage, decodeImage } from "./images.ts";
 import { mapOrdered } from "./stream.ts";
 import { encodePng } from "./png.ts";
 import { Progress } from "./progress.ts";
@@ -149,6 +149,7 @@ export async function writeEmojiShards(
     try {
       return { img, rgb: await decodeImage(await Deno.readFile(img.file), side) };
     } catch (e) {
+      if (!(e instanceof CorruptImage || e instanceof Deno.errors.NotFound)) throw e;
       skips.record(
         e instanceof Deno.errors.NotFound ? "unreadable file" : "corrupt image",
         img.unified,

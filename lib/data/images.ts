@@ -1,9 +1,20 @@
 // Image decode, resize and encode through sharp (libvips). sharp is imported on first use, so
 // commands that never touch encoded images (`data shapes`, `--help`) do not load it.
+//
+// Two faults look alike and must not be confused: sharp (or its prebuilt libvips) failing to load
+// is one fault of the machine, a UserError that stops the command; one image that fails to decode
+// is a CorruptImage, and only that is skipped as a bad sample.
 import type { default as SharpFn, Sharp } from "sharp";
+import { UserError } from "../errors.ts";
+
+/** One image that sharp could not decode: that sample is bad, the others may be fine. */
+export class CorruptImage extends Error {
+  override name = "CorruptImage";
+}
 
 let sharpPromise: Promise<typeof SharpFn> | null = null;
 
+/** sharp, loaded once; a machine where it cannot load gets one error naming the cause. */
 export function loadSharp(): Promise<typeof SharpFn> {
   sharpPromise ??= import("sharp").then((m) => {
     const sharp = m.default;
@@ -12,8 +23,24 @@ export function loadSharp(): Promise<typeof SharpFn> {
     sharp.concurrency(1);
     sharp.cache(false);
     return sharp;
+  }, (e) => {
+    const cause = String((e as Error)?.message ?? e).split("\n")[0].trim();
+    throw new UserError(
+      `the image decoder (npm:sharp) cannot load, so no image can be read: ${cause} ` +
+        "(reinstall the npm packages: deno install, in the repository)",
+    );
   });
   return sharpPromise;
+}
+
+/** Runs a sharp pipeline on one image: sharp's own failure to load is not the image's fault. */
+async function withSharp<T>(run: (sharp: typeof SharpFn) => Promise<T>): Promise<T> {
+  const sharp = await loadSharp();
+  try {
+    return await run(sharp);
+  } catch (e) {
+    throw new CorruptImage((e as Error).message);
+  }
 }
 
 export const IMAGE_EXTENSIONS = ["jpg", "jpeg", "png", "webp"] as const;
@@ -27,8 +54,7 @@ export function isImageExtension(ext: string): boolean {
  * `size` and the centre cropped to size × size, transparency flattened onto white (emoji are
  * drawn on transparency), and any colour space converted to sRGB.
  */
-async function squareRgb(bytes: Uint8Array, size: number): Promise<Sharp> {
-  const sharp = await loadSharp();
+function squareRgb(sharp: typeof SharpFn, bytes: Uint8Array, size: number): Sharp {
   // failOn "truncated" turns a cut-off JPEG or PNG into an error instead of grey filler.
   return sharp(bytes, { failOn: "truncated" })
     .rotate()
@@ -37,35 +63,39 @@ async function squareRgb(bytes: Uint8Array, size: number): Promise<Sharp> {
     .toColourspace("srgb");
 }
 
-/** Decodes JPEG, PNG or WebP bytes to size × size HWC RGB pixels; rejects a corrupt image. */
-export async function decodeImage(bytes: Uint8Array, size: number): Promise<Uint8Array> {
-  const { data, info } = await (await squareRgb(bytes, size))
-    .removeAlpha()
-    .raw()
-    .toBuffer({ resolveWithObject: true });
-  if (info.width !== size || info.height !== size || info.channels !== 3) {
-    throw new Error(
-      `decoded to ${info.width}×${info.height}×${info.channels}, not ${size}×${size}×3`,
-    );
-  }
-  return new Uint8Array(data.buffer, data.byteOffset, data.length);
+/** Decodes JPEG, PNG or WebP bytes to size × size HWC RGB pixels; a corrupt image rejects. */
+export function decodeImage(bytes: Uint8Array, size: number): Promise<Uint8Array> {
+  return withSharp(async (sharp) => {
+    const { data, info } = await squareRgb(sharp, bytes, size)
+      .removeAlpha()
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    if (info.width !== size || info.height !== size || info.channels !== 3) {
+      throw new Error(
+        `decoded to ${info.width}×${info.height}×${info.channels}, not ${size}×${size}×3`,
+      );
+    }
+    return new Uint8Array(data.buffer, data.byteOffset, data.length);
+  });
 }
 
 /** Re-encodes an image at size × size (as `decodeImage` crops it) in a shard format. */
-export async function reencodeImage(
+export function reencodeImage(
   bytes: Uint8Array,
   size: number,
   format: "jpg" | "png" | "webp",
   quality = 95,
 ): Promise<Uint8Array> {
-  const img = await squareRgb(bytes, size);
-  const out = format === "jpg"
-    ? img.removeAlpha().jpeg({ quality, mozjpeg: false })
-    : format === "png"
-    ? img.removeAlpha().png()
-    : img.removeAlpha().webp({ quality });
-  const buf = await out.toBuffer();
-  return new Uint8Array(buf.buffer, buf.byteOffset, buf.length);
+  return withSharp(async (sharp) => {
+    const img = squareRgb(sharp, bytes, size).removeAlpha();
+    const out = format === "jpg"
+      ? img.jpeg({ quality, mozjpeg: false })
+      : format === "png"
+      ? img.png()
+      : img.webp({ quality });
+    const buf = await out.toBuffer();
+    return new Uint8Array(buf.buffer, buf.byteOffset, buf.length);
+  });
 }
 
 /** Encodes HWC RGB pixels (for fixtures and benchmarks). */

@@ -3,7 +3,7 @@
 // pixels and text ids. Each batch carries the position after it, and a loader opened at that
 // position continues with exactly the samples that were still to come.
 import { UserError } from "../errors.ts";
-import { decodeImage, pixelsToFloatNCHW } from "./images.ts";
+import { CorruptImage, decodeImage, pixelsToFloatNCHW } from "./images.ts";
 import { deriveSeed, mulberry32 } from "./random.ts";
 import { SkipReport } from "./skips.ts";
 import { openSource, type RawSample, type SampleSource } from "./sources.ts";
@@ -111,7 +111,8 @@ export class Loader {
     }
     try {
       return { ...p, pixels: await decodeImage(bytes, this.options.imageSize) };
-    } catch {
+    } catch (e) {
+      if (!(e instanceof CorruptImage)) throw e;
       this.skipped.record("corrupt image", p.raw.key);
       return { ...p, pixels: null };
     }

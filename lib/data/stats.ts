@@ -1,6 +1,6 @@
 // `data stats`: how many samples a source holds, how long its captions are (in bytes, the unit
 // of text ids), and a contact sheet of a few of them to look at.
-import { decodeImage } from "./images.ts";
+import { CorruptImage, decodeImage } from "./images.ts";
 import { encodePng } from "./png.ts";
 import { Progress } from "./progress.ts";
 import type { SkipReport } from "./skips.ts";
@@ -42,7 +42,8 @@ export async function collectStats(
         try {
           if (bytes) await decodeImage(bytes, 16);
           if (bytes) decoded++;
-        } catch {
+        } catch (e) {
+          if (!(e instanceof CorruptImage)) throw e;
           skips.record("corrupt image", s.key);
         }
       }
@@ -115,8 +116,9 @@ export async function contactSheet(
         typeof s.image === "string" ? await Deno.readFile(s.image) : s.image,
         thumb,
       );
-    } catch {
-      skips.record("corrupt image", samples[i].key);
+    } catch (e) {
+      if (!(e instanceof CorruptImage || e instanceof Deno.errors.NotFound)) throw e;
+      skips.record(e instanceof CorruptImage ? "corrupt image" : "unreadable file", samples[i].key);
       rgb = new Uint8Array(thumb * thumb * 3).fill(128);
     }
     for (let y = 0; y < thumb; y++) {

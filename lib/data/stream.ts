@@ -36,7 +36,11 @@ export async function* mapOrdered<T, U>(
 ): AsyncGenerator<U> {
   const inFlight: Promise<U>[] = [];
   for await (const item of items) {
-    inFlight.push(f(item));
+    const p = f(item);
+    // Its rejection is thrown where it is awaited, in order; until then (or if an earlier one
+    // ends the stream) it must not count as unhandled, which would kill the process.
+    p.catch(() => {});
+    inFlight.push(p);
     if (inFlight.length >= concurrency) yield await inFlight.shift()!;
   }
   while (inFlight.length > 0) yield await inFlight.shift()!;

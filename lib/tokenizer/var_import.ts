@@ -1,7 +1,8 @@
 // VAR interop (DESIGN §3, issue 5 item 6): a VAR `VQVAE` state dict, as a released tokenizer's
 // .pth converted to safetensors holds it, plus a JSON config in VAR's key names or ours, become a
-// vmambar tokenizer checkpoint. Every parameter must be there with its shape (loadParameters
-// refuses anything else); VAR's buffers that inference never reads are skipped and reported.
+// vmambar tokenizer checkpoint. Every parameter must be there with its shape, and a name that
+// differs is explained by the config setting that decides it; VAR's buffers that inference never
+// reads, and tensors that are no parameters (integer, or outside the VQVAE), are skipped and listed.
 import { basename } from "node:path";
 import { UserError } from "../errors.ts";
 import { loadParameters, saveCheckpoint } from "../io/checkpoint.ts";
@@ -50,6 +51,11 @@ const INERT = new Set(["dropout", "test_mode", "default_qresi_counts"]);
 const UNUSED_BUFFERS: Record<string, string> = {
   "quantize.ema_vocab_hit_SV": "VAR's running code-usage counts",
 };
+
+const FLOAT_DTYPES = new Set(["F32", "F16", "BF16", "F64"]);
+
+/** The top-level modules of VAR's VQVAE: a name outside them is no parameter of it. */
+const VQVAE_MODULES = /^(encoder|decoder|quantize|quant_conv|post_quant_conv)\./;
 
 export interface VarConfig {
   cfg: TokenizerConfig;
@@ -130,29 +136,30 @@ export interface VarStateDict {
   converted: Record<string, number>;
 }
 
-/** VAR's state dict → f32 tensors under our names, VAR's unused buffers set aside. */
+/** VAR's state dict → f32 tensors under our names; buffers and non-parameters set aside. */
 export function fromVarStateDict(
   tensors: Map<string, StTensor>,
   { cfg, varShare }: VarConfig,
-  source: string,
 ): VarStateDict {
   const out = new Map<string, StTensor>();
   const skipped: string[] = [];
   const converted: Record<string, number> = {};
   for (const [name, t] of tensors) {
-    if (name in UNUSED_BUFFERS) {
-      skipped.push(`${name} [${t.shape.join(", ")}] (${UNUSED_BUFFERS[name]})`);
+    // A file may carry more than the state dict (test inputs, expected indices): set aside.
+    const why = name in UNUSED_BUFFERS
+      ? UNUSED_BUFFERS[name]
+      : !FLOAT_DTYPES.has(t.dtype)
+      ? `${t.dtype}, not a floating-point parameter`
+      : !VQVAE_MODULES.test(name)
+      ? "not a VQVAE parameter"
+      : "";
+    if (why) {
+      skipped.push(`${name} [${t.shape.join(", ")}] (${why})`);
       continue;
     }
-    let data: Float32Array;
-    if (t.dtype === "F64") {
-      const src = new Float64Array(t.data.slice().buffer);
-      data = Float32Array.from(src);
-    } else if (t.dtype === "F32" || t.dtype === "F16" || t.dtype === "BF16") {
-      data = toFloat32(t);
-    } else {
-      throw new UserError(`${source}: ${name} is ${t.dtype}, parameters must be floating point`);
-    }
+    const data = t.dtype === "F64"
+      ? Float32Array.from(new Float64Array(t.data.slice().buffer))
+      : toFloat32(t);
     if (t.dtype !== "F32") converted[t.dtype] = (converted[t.dtype] ?? 0) + 1;
     out.set(phiName(name, varShare), stTensor(data, [...t.shape]));
   }
@@ -168,6 +175,89 @@ export function fromVarStateDict(
     }
   }
   return { tensors: out, skipped, converted };
+}
+
+/**
+ * Which config settings explain a file whose names differ from the model's: each VAR setting
+ * decides a family of names (attention blocks, levels, res blocks, φ convs), so the file's own
+ * names say what the setting must be.
+ */
+export function explainNameMismatch(names: string[], cfg: TokenizerConfig): string[] {
+  const indices = (re: RegExp) => new Set(names.flatMap((n) => n.match(re)?.[1] ?? []).map(Number));
+  const hints: string[] = [];
+  if (!names.some((n) => VQVAE_MODULES.test(n))) {
+    return ["no tensor has a VQVAE name (encoder.*, decoder.*, quantize.*, …): is it VAR's?"];
+  }
+  const levels = indices(/^encoder\.down\.(\d+)\./).size;
+  if (levels && levels !== cfg.chMult.length) {
+    hints.push(
+      `the file has ${levels} encoder levels, ch_mult [${cfg.chMult}] gives ` +
+        `${cfg.chMult.length}: ch_mult needs ${levels} entries`,
+    );
+  }
+  const blocks = indices(/^encoder\.down\.\d+\.block\.(\d+)\./);
+  if (blocks.size && Math.max(...blocks) + 1 !== cfg.numResBlocks) {
+    hints.push(
+      `the file has ${Math.max(...blocks) + 1} res blocks per encoder level: ` +
+        `set num_res_blocks to ${Math.max(...blocks) + 1}`,
+    );
+  }
+  const attention = (re: RegExp, where: string, setting: string, want: boolean) => {
+    const has = names.some((n) => re.test(n));
+    if (has !== want) {
+      hints.push(`the file has ${has ? "" : "no "}attention ${where}: set ${setting} to ${has}`);
+    }
+  };
+  attention(
+    /^(encoder|decoder)\.mid\.attn_1\./,
+    "in the mid block",
+    "using_mid_sa",
+    cfg.midAttention,
+  );
+  attention(
+    /^(encoder\.down|decoder\.up)\.\d+\.attn\./,
+    "at the deepest level",
+    "using_sa",
+    cfg.deepestAttention,
+  );
+  // φ as stored under each share_quant_resi (phiName renames only the configured layout).
+  const shared = indices(/^quantize\.quant_resi\.qresi_ls\.(\d+)\./).size;
+  if (names.some((n) => n.startsWith("quantize.quant_resi.qresi."))) {
+    hints.push("the file has one φ conv (quant_resi.qresi): set share_quant_resi to 1");
+  } else if (indices(/^quantize\.quant_resi\.(\d+)\./).size) {
+    hints.push("the file has one φ conv per scale (quant_resi.0, …): set share_quant_resi to 0");
+  } else if (shared && shared !== cfg.shareQuantResi) {
+    hints.push(`the file has ${shared} φ convs: set share_quant_resi to ${shared}`);
+  } else if (!shared && cfg.quantResi > 1e-6) {
+    hints.push(
+      "the file has no φ convs (VAR's quant_resi 0 makes φ the identity): set quant_resi to 0",
+    );
+  }
+  return hints;
+}
+
+/** Refuses a file whose parameter names differ from the model's, naming the settings to change. */
+function checkNames(
+  want: string[],
+  tensors: Map<string, StTensor>,
+  cfg: TokenizerConfig,
+  source: string,
+  configPath: string,
+): void {
+  const wanted = new Set(want);
+  const missing = want.filter((n) => !tensors.has(n));
+  const unexpected = [...tensors.keys()].filter((n) => !wanted.has(n));
+  if (!missing.length && !unexpected.length) return;
+  const some = (names: string[]) => names.slice(0, 3).join(", ") + (names.length > 3 ? "…" : "");
+  const parts = [
+    missing.length ? `missing ${some(missing)}` : "",
+    unexpected.length ? `unexpected ${some(unexpected)}` : "",
+  ].filter(Boolean);
+  const hints = explainNameMismatch([...tensors.keys()], cfg);
+  throw new UserError(
+    `${source} does not match ${configPath}: ${parts.join("; ")}` +
+      (hints.length ? ` (${hints.join("; ")})` : ""),
+  );
 }
 
 export interface ImportSummary {
@@ -207,9 +297,10 @@ export async function importVarTokenizer(
 ): Promise<ImportSummary> {
   const varCfg = await readConfigFile(configPath);
   const { tensors } = await readSafetensors(file);
-  const sd = fromVarStateDict(tensors, varCfg, file);
+  const sd = fromVarStateDict(tensors, varCfg);
   const vq = new VQVAE(varCfg.cfg);
   try {
+    checkNames(vq.namedParameters().map(([n]) => n), sd.tensors, varCfg.cfg, file, configPath);
     loadParameters(vq, sd.tensors, file);
     await saveCheckpoint(out, vq.namedParameters(), "tokenizer", varCfg.cfg, {
       source: `VAR VQVAE ${basename(file)}`,
