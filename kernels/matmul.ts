@@ -139,6 +139,8 @@ export interface MatmulParams {
   sC: [number, number];
   alpha: number;
   beta: number;
+  /** With GemmHooks.splitK: the K range each workgroup z sums, [z·kSplit, (z + 1)·kSplit). */
+  kSplit?: number;
 }
 
 const f32 = new Float32Array(1);
@@ -159,12 +161,36 @@ export function packMatmulParams(p: MatmulParams): number[] {
     ...p.sC,
     bits(p.alpha),
     bits(p.beta),
-    0,
+    p.kSplit ?? 0,
   ];
 }
 
+/**
+ * What an implicit GEMM (a convolution's, kernels/conv2d_gemm.ts) changes in the tiled matmul:
+ * where an operand's elements come from, where C's go, and how K is shared out. The tile, the
+ * workgroup memory and the inner product stay the matmul's.
+ */
+export interface GemmHooks {
+  /** Module-scope WGSL: the hooks' own bindings (from 4 on) and constants. */
+  decls?: string[];
+  /**
+   * Lines setting register `r` to element (row, kk) of op(A), or of op(B), called only where
+   * row < M (N) and kk < K. `r` is a vec4 of kk…kk+3 when the operand is vec and contiguous
+   * along K, a scalar when it is not vec; an implicit operand's A/B binding may go unused.
+   */
+  loadA?: (r: string, row: string, kk: string) => string[];
+  loadB?: (r: string, row: string, kk: string) => string[];
+  /**
+   * Lines storing `v`, the vec4<f32> of outputs (m, n…n+3) after alpha, for m < M; the hook
+   * checks n + j < N itself. Replaces C, bias and beta.
+   */
+  store?: (m: string, n: string, v: string) => string[];
+  /** Workgroup z sums only K range [z·kSplit, (z + 1)·kSplit) ∩ [0, K) into its C slab. */
+  splitK?: boolean;
+}
+
 /** Generates the WGSL of one kernel; bindings: 0 params, 1 A, 2 B, 3 C, 4 bias (if any). */
-export function matmulWgsl(k: MatmulKernel): string {
+export function matmulWgsl(k: MatmulKernel, hooks: GemmHooks = {}): string {
   const t = k.tile;
   tileProblem(t);
   const T = threads(t);
@@ -180,7 +206,7 @@ export function matmulWgsl(k: MatmulKernel): string {
 
   if (s === "f16") emit("enable f16;");
   emit(`struct Params { M: u32, N: u32, K: u32, batchInner: u32, offA: u32, offB: u32, offC: u32,
-  sA0: u32, sA1: u32, sB0: u32, sB1: u32, sC0: u32, sC1: u32, alpha: f32, beta: f32, pad: u32 }`);
+  sA0: u32, sA1: u32, sB0: u32, sB1: u32, sC0: u32, sC1: u32, alpha: f32, beta: f32, kSplit: u32 }`);
   emit("@group(0) @binding(0) var<uniform> p: Params;");
   emit(`@group(0) @binding(1) var<storage, read> A: array<${k.vecA ? `vec4<${s}>` : s}>;`);
   emit(`@group(0) @binding(2) var<storage, read> B: array<${k.vecB ? `vec4<${s}>` : s}>;`);
@@ -188,6 +214,7 @@ export function matmulWgsl(k: MatmulKernel): string {
   if (k.bias) {
     emit(`@group(0) @binding(4) var<storage, read> bias: array<${k.vecC ? `vec4<${s}>` : s}>;`);
   }
+  for (const d of hooks.decls ?? []) emit(d);
   // Indexed [buffer][k][row / 4]; the outer indices are constants in the unrolled inner product,
   // so the bounds clamps naga adds there fold away.
   emit(`var<workgroup> As: array<array<array<vec4<${w}>, ${t.bm / 4}>, ${t.bk}>, ${nbuf}>;`);
@@ -215,6 +242,7 @@ export function matmulWgsl(k: MatmulKernel): string {
     rowsVar: string; // "M" or "N"
     base: string;
     rowBase: string;
+    load?: (r: string, row: string, kk: string) => string[];
   }
   const ops: Operand[] = [
     {
@@ -225,6 +253,7 @@ export function matmulWgsl(k: MatmulKernel): string {
       rowsVar: "M",
       base: "aBase",
       rowBase: "rowBase",
+      load: hooks.loadA,
     },
     {
       name: "B",
@@ -234,6 +263,7 @@ export function matmulWgsl(k: MatmulKernel): string {
       rowsVar: "N",
       base: "bBase",
       rowBase: "colBase",
+      load: hooks.loadB,
     },
   ];
   const loads = (o: Operand) => (o.vec ? (o.rows * t.bk) / 4 : o.rows * t.bk) / T;
@@ -245,6 +275,18 @@ export function matmulWgsl(k: MatmulKernel): string {
 
   // Global loads of the slice starting at k0 into the registers. Out-of-range elements read as 0,
   // which makes every tile edge exact without branches in the inner product.
+  const kEnd = hooks.splitK ? "kEnd" : "K";
+  /** The guarded load: the operand's own hook, or `plain` (a read of the stored matrix). */
+  const guarded = (indent: string, o: Operand, r: string, plain: string) => {
+    const cond = `row < ${o.rowsVar} && kk < ${kEnd}`;
+    if (!o.load) {
+      emit(`${indent}  if (${cond}) { ${r} = ${plain}; } }`);
+      return;
+    }
+    emit(`${indent}  if (${cond}) {`);
+    for (const line of o.load(r, "row", "kk")) emit(`${indent}    ${line}`);
+    emit(`${indent}  } }`);
+  };
   const loadSlice = (indent: string) => {
     for (const o of ops) {
       const R = o.rowsVar;
@@ -256,26 +298,20 @@ export function matmulWgsl(k: MatmulKernel): string {
           emit(`${indent}{ let row = ${o.rowBase} + (${idx}) % ${o.rows}u;`);
           emit(`${indent}  let kk = k0 + ((${idx}) / ${o.rows}u) * 4u;`);
           emit(`${indent}  ${r} = vec4<${w}>(0.0);`);
-          emit(
-            `${indent}  if (row < ${R} && kk < K) { ${r} = vec4<${w}>(${o.name}[(${o.base} + row * K + kk) >> 2u]); } }`,
-          );
+          guarded(indent, o, r, `vec4<${w}>(${o.name}[(${o.base} + row * K + kk) >> 2u])`);
         } else if (o.vec) {
           // vec4 along the rows: element (k, rq·4 .. rq·4+3) of a row-major [K, rows] matrix.
           emit(`${indent}{ let row = ${o.rowBase} + ((${idx}) % ${o.rows / 4}u) * 4u;`);
           emit(`${indent}  let kk = k0 + (${idx}) / ${o.rows / 4}u;`);
           emit(`${indent}  ${r} = vec4<${w}>(0.0);`);
-          emit(
-            `${indent}  if (row < ${R} && kk < K) { ${r} = vec4<${w}>(${o.name}[(${o.base} + kk * ${R} + row) >> 2u]); } }`,
-          );
+          guarded(indent, o, r, `vec4<${w}>(${o.name}[(${o.base} + kk * ${R} + row) >> 2u])`);
         } else {
           // Scalars; consecutive threads take consecutive rows so workgroup stores don't conflict.
           const addr = o.contigK ? `row * K + kk` : `kk * ${R} + row`;
           emit(`${indent}{ let row = ${o.rowBase} + (${idx}) % ${o.rows}u;`);
           emit(`${indent}  let kk = k0 + (${idx}) / ${o.rows}u;`);
           emit(`${indent}  ${r} = 0.0;`);
-          emit(
-            `${indent}  if (row < ${R} && kk < K) { ${r} = ${w}(${o.name}[${o.base} + ${addr}]); } }`,
-          );
+          guarded(indent, o, r, `${w}(${o.name}[${o.base} + ${addr}])`);
         }
       }
     }
@@ -356,9 +392,13 @@ export function matmulWgsl(k: MatmulKernel): string {
     }
   };
 
-  emit(`  let steps = (K + ${t.bk - 1}u) / ${t.bk}u;`);
+  if (hooks.splitK) {
+    emit(`  let kBegin = min(K, wid.z * p.kSplit);`);
+    emit(`  let kEnd = min(K, kBegin + p.kSplit);`);
+  } else emit(`  let kBegin = 0u;`);
+  emit(`  let steps = (${kEnd} - kBegin + ${t.bk - 1}u) / ${t.bk}u;`);
   if (t.prefetch) {
-    emit(`  var k0 = 0u;`);
+    emit(`  var k0 = kBegin;`);
     emit(`  if (steps > 0u) {`);
     loadSlice("    ");
     storeSlice("    ", "0");
@@ -367,7 +407,7 @@ export function matmulWgsl(k: MatmulKernel): string {
     emit(`  for (var step = 0u; step < steps; step++) {`);
     emit(`    let cur = step & 1u;`);
     emit(`    let more = step + 1u < steps;`);
-    emit(`    k0 = (step + 1u) * ${t.bk}u;`);
+    emit(`    k0 = kBegin + (step + 1u) * ${t.bk}u;`);
     // The next slice's global loads are issued before the arithmetic and land during it.
     emit(`    if (more) {`);
     loadSlice("      ");
@@ -383,7 +423,7 @@ export function matmulWgsl(k: MatmulKernel): string {
     emit(`  }`);
   } else {
     emit(`  for (var step = 0u; step < steps; step++) {`);
-    emit(`    let k0 = step * ${t.bk}u;`);
+    emit(`    let k0 = kBegin + step * ${t.bk}u;`);
     loadSlice("    ");
     storeSlice("    ", "0");
     emit(`    workgroupBarrier();`);
@@ -404,7 +444,9 @@ export function matmulWgsl(k: MatmulKernel): string {
       for (let h = 0; h < GN; h++) {
         emit(`      { let n = colBase + ${h * TX * 4}u + tx * 4u;`);
         emit(`        var v = p.alpha * ${rowVec(g, i, h)};`);
-        if (k.vecC) {
+        if (hooks.store) {
+          for (const line of hooks.store("m", "n", "v")) emit(`        ${line}`);
+        } else if (k.vecC) {
           emit(`        if (n < N) {`);
           emit(`          let ci = (cBase + m * N + n) >> 2u;`);
           if (k.bias) emit(`          v += vec4<f32>(bias[n >> 2u]);`);

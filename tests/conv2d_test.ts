@@ -1,4 +1,5 @@
-import { conv2d, type Conv2dOptions, DOWNSAMPLE } from "../lib/tensor/conv2d.ts";
+import { type MatmulTile, tileName, TILES } from "../kernels/matmul.ts";
+import { conv2d, type Conv2dMethod, type Conv2dOptions, DOWNSAMPLE } from "../lib/tensor/conv2d.ts";
 import { tensor, tidyAsync } from "../lib/tensor/tensor.ts";
 import {
   assertClose,
@@ -33,6 +34,8 @@ async function check(c: Case, what: string) {
   if (bias) assertClose(grads[2]!, ref.db, 1e-5, `${what} dbias`);
 }
 
+const METHODS: Conv2dMethod[] = ["implicit", "im2col"];
+
 Deno.test("conv2d forward and gradients match float64 at odd sizes, strides and paddings", async () => {
   await gpuReady;
   const cases: [string, Case][] = [
@@ -45,15 +48,28 @@ Deno.test("conv2d forward and gradients match float64 at odd sizes, strides and 
     }],
     ["downsample 8x8", { x: [2, 4, 8, 8], w: [4, 4, 3, 3], bias: true, opts: DOWNSAMPLE }],
     ["downsample 7x9", { x: [1, 3, 7, 9], w: [2, 3, 3, 3], bias: true, opts: DOWNSAMPLE }],
+    ["downsample 10x10 vec4", {
+      x: [3, 8, 10, 10],
+      w: [12, 8, 3, 3],
+      bias: true,
+      opts: DOWNSAMPLE,
+    }],
     ["1x1", { x: [3, 5, 5, 3], w: [7, 5, 1, 1], bias: false, opts: {} }],
+    ["1x1 vec4", { x: [2, 12, 4, 4], w: [20, 12, 1, 1], bias: true, opts: {} }],
     ["1x1 s2", { x: [1, 2, 5, 6], w: [3, 2, 1, 1], bias: true, opts: { stride: 2 } }],
     [
       "2x3 asymmetric",
       { x: [2, 2, 5, 4], w: [3, 2, 2, 3], bias: true, opts: { padding: [2, 0, 1, 3] } },
     ],
     ["vec4 paths", { x: [2, 8, 12, 12], w: [16, 8, 3, 3], bias: true, opts: { padding: 1 } }],
+    // More than one tile along every GEMM dim, K not a multiple of 4.
+    ["70 channels", { x: [2, 9, 9, 11], w: [70, 9, 3, 3], bias: true, opts: { padding: 1 } }],
   ];
-  for (const [what, c] of cases) await check(c, what);
+  for (const method of METHODS) {
+    for (const [what, c] of cases) {
+      await check({ ...c, opts: { ...c.opts, method } }, `${method} ${what}`);
+    }
+  }
 });
 
 Deno.test("conv2d gives the same result when cut into image units, row bands and blocks", async () => {
@@ -68,13 +84,40 @@ Deno.test("conv2d gives the same result when cut into image units, row bands and
     ["bands and blocks", { columnBytes: perRow * 4, splits: 3 }],
   ];
   for (const [what, o] of controls) {
-    await check({ ...base, x: [...base.x], w: [...base.w], opts: { padding: 1, ...o } }, what);
+    const opts = { padding: 1, method: "im2col", ...o } as const;
+    await check({ ...base, x: [...base.x], w: [...base.w], opts }, what);
   }
   // 640 columns in 2 blocks of whole 128-column tiles: 384 + 256, the last one padded.
-  await check(
-    { x: [2, 2, 16, 20], w: [3, 2, 3, 3], bias: true, opts: { padding: 1, splits: 2 } },
-    "tile-aligned blocks",
-  );
+  for (const method of METHODS) {
+    await check(
+      { x: [2, 2, 16, 20], w: [3, 2, 3, 3], bias: true, opts: { padding: 1, splits: 2, method } },
+      `${method} tile-aligned blocks`,
+    );
+  }
+  // The implicit weight gradient's K split into 5 and 7 slabs of vec4s (the last ones short).
+  for (const splits of [5, 7]) {
+    await check(
+      { ...base, x: [...base.x], w: [...base.w], opts: { padding: 1, splits } },
+      `${splits} slabs`,
+    );
+  }
+});
+
+Deno.test("implicit conv2d is right with the large matmul tiles", async () => {
+  // The GEMM tile decides which thread loads which patch element; tests' shapes alone only
+  // ever pick the small one.
+  await gpuReady;
+  const cases: [MatmulTile, Conv2dOptions][] = [
+    [TILES.large, { padding: 1 }],
+    [TILES.wide, DOWNSAMPLE],
+    [{ ...TILES.large, prefetch: true }, DOWNSAMPLE],
+  ];
+  for (const [tile, opts] of cases) {
+    await check(
+      { x: [2, 6, 9, 10], w: [10, 6, 3, 3], bias: true, opts: { ...opts, tile } },
+      `tile ${tileName(tile)} stride ${opts.stride ?? 1}`,
+    );
+  }
 });
 
 Deno.test("the conv2d reference agrees with central differences", () => {

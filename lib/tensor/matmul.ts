@@ -111,7 +111,7 @@ export function chooseTile(
 }
 
 /** Drops double buffering, then halves BK, until the device's workgroup memory holds the tile. */
-function fitTile(t: MatmulTile, dtype: "f32" | "f16" = "f32"): MatmulTile {
+export function fitTile(t: MatmulTile, dtype: "f32" | "f16" = "f32"): MatmulTile {
   const max = gpu().limits.maxComputeWorkgroupStorageSize;
   const bytes = (x: MatmulTile) => workgroupBytes(x, dtype);
   let fit = t;

@@ -1,0 +1,142 @@
+// conv2d as implicit GEMMs (the default path; lib/tensor/conv2d.ts picks it): the tiled matmul
+// reads patches straight from the NCHW maps and writes NCHW, so no column buffer exists.
+//   y  = w · x̂ + bias              one GEMM, bias and the NCHW layout in its epilogue
+//   dx = ŵ · ĝ                     the transposed convolution as a gather, one GEMM per phase
+//   dw = Σ_z g · x̂ᵀ over pixels    K = the pixel count, split over z when the tiles are few
+// The WGSL: kernels/conv2d_gemm.ts.
+import { dispatch, generated, gpu, pipeline } from "../gpu/mod.ts";
+import {
+  convDwWgsl,
+  convDxWgsl,
+  convForwardWgsl,
+  type ConvKernel,
+  type ConvShape,
+  dxPhases,
+} from "../../kernels/conv2d_gemm.ts";
+import { type MatmulTile, packMatmulParams, tileName } from "../../kernels/matmul.ts";
+import type { Conv2dOptions, ConvGeometry } from "./conv2d.ts";
+import { chooseTile, fitTile } from "./matmul.ts";
+import { sum } from "./ops.ts";
+import { Tensor } from "./tensor.ts";
+
+function shapeOf(g: ConvGeometry): ConvShape {
+  const { Cin, H, W, Cout, kh, kw, stride, Ho, Wo } = g;
+  return { Cin, H, W, Cout, kh, kw, stride, pt: g.pad[0], pl: g.pad[2], Ho, Wo };
+}
+
+/** Whether every GEMM's grid fits the device (columns are pixels of the whole batch). */
+export function implicitFits(g: ConvGeometry): boolean {
+  const most = g.B * Math.max(g.Ho * g.Wo, g.H * g.W);
+  return Math.ceil(most / 64) <= gpu().limits.maxComputeWorkgroupsPerDimension;
+}
+
+/** The pipeline of one generated convolution GEMM, named for profiles by its layer shape. */
+function convPipeline(
+  what: string,
+  c: ConvShape,
+  k: ConvKernel,
+  extra: unknown,
+  make: () => string,
+) {
+  const name = `conv2d.${what} ${c.Cin}>${c.Cout} ${c.H}x${c.W} k${c.kh}s${c.stride} ${
+    tileName(k.tile)
+  }`;
+  return pipeline(generated(`${name} ${JSON.stringify([c, k, extra])}`, make));
+}
+
+function tileFor(opts: Conv2dOptions, M: number, N: number, slabs: number): MatmulTile {
+  return opts.tile ? fitTile(opts.tile) : chooseTile(M, N, slabs);
+}
+
+/** Dispatches an M×N (×z slabs) GEMM over its tile grid. */
+function run(
+  pipe: GPUComputePipeline,
+  k: ConvKernel,
+  [M, N, K]: [number, number, number],
+  buffers: GPUBuffer[],
+  z = 1,
+  kSplit = 0,
+) {
+  if (M === 0 || N === 0) return;
+  const params = packMatmulParams({
+    M,
+    N,
+    K,
+    batchInner: z,
+    offA: 0,
+    offB: 0,
+    offC: 0,
+    sA: [0, 0],
+    sB: [0, 0],
+    sC: [0, M * N],
+    alpha: 1,
+    beta: 0,
+    kSplit,
+  });
+  dispatch(pipe, buffers, params, [Math.ceil(N / k.tile.bn), Math.ceil(M / k.tile.bm), z]);
+}
+
+export function implicitForward(
+  x: Tensor,
+  w: Tensor,
+  bias: Tensor | undefined,
+  g: ConvGeometry,
+  opts: Conv2dOptions,
+): Tensor {
+  const c = shapeOf(g), P = g.Ho * g.Wo;
+  const [M, N, K] = [g.Cout, g.B * P, g.Cin * g.kh * g.kw];
+  const k: ConvKernel = { tile: tileFor(opts, M, N, 1), vecA: K % 4 === 0, vecC: P % 4 === 0 };
+  const pipe = convPipeline("forward", c, k, Boolean(bias), () => {
+    return convForwardWgsl(c, k, Boolean(bias));
+  });
+  const y = new Tensor([g.B, g.Cout, g.Ho, g.Wo], "f32", undefined, "conv2d");
+  run(pipe, k, [M, N, K], [w.buffer, x.buffer, y.buffer, ...(bias ? [bias.buffer] : [])]);
+  return y;
+}
+
+/** dx (when x needs it) and dw (when w does) for the output gradient gy. */
+export function implicitBackward(
+  x: Tensor,
+  w: Tensor,
+  gy: Tensor,
+  g: ConvGeometry,
+  opts: Conv2dOptions,
+): { dx: Tensor | null; dw: Tensor | null } {
+  const c = shapeOf(g), P = g.Ho * g.Wo, R = g.Cin * g.kh * g.kw;
+  let dx: Tensor | null = null, dw: Tensor | null = null;
+  if (x.requiresGrad) {
+    // The phases partition dx's pixels, so together they write every element.
+    dx = new Tensor(x.shape, "f32", undefined, "conv2d");
+    for (const ph of dxPhases(c)) {
+      const [M, N, K] = [g.Cin, g.B * ph.Hp * ph.Wp, g.Cout * ph.nky * ph.nkx];
+      const vecC = g.stride === 1 && (g.H * g.W) % 4 === 0;
+      const k: ConvKernel = { tile: tileFor(opts, M, N, 1), vecA: false, vecC };
+      const pipe = convPipeline("dx", c, k, ph, () => convDxWgsl(c, ph, k));
+      run(pipe, k, [M, N, K], [w.buffer, gy.buffer, dx.buffer]);
+    }
+  }
+  if (w.requiresGrad) {
+    // K is every pixel of the batch: split it over z into slabs of whole 128-pixel blocks (or
+    // vec4s), enough for ~256 workgroups of 128×128 tiles, each slab at least 1024 pixels.
+    const Kp = g.B * P;
+    const tiles = Math.ceil(g.Cout / 128) * Math.ceil(R / 128);
+    const auto = Math.min(Math.ceil(256 / tiles), Math.floor(Kp / 1024));
+    const want = Math.max(1, Math.min(opts.splits ?? auto, Kp));
+    const align = Kp >= 128 * want ? 128 : 4;
+    const KS = Math.ceil(Kp / want / align) * align;
+    const S = Math.ceil(Kp / KS);
+    const k: ConvKernel = {
+      tile: tileFor(opts, g.Cout, R, S),
+      vecA: P % 4 === 0,
+      vecC: R % 4 === 0,
+    };
+    const pipe = convPipeline("dw", c, k, null, () => convDwWgsl(c, k));
+    const slabs = new Tensor([S, g.Cout, R], "f32", undefined, "conv2d");
+    run(pipe, k, [g.Cout, R, Kp], [gy.buffer, x.buffer, slabs.buffer], S, KS);
+    const total = S === 1 ? slabs : sum(slabs, 0);
+    dw = total.reshape(w.shape);
+    total.dispose();
+    if (total !== slabs) slabs.dispose();
+  }
+  return { dx, dw };
+}
