@@ -39,6 +39,14 @@ export async function keepMetricsUpTo(path: string, step: number): Promise<void>
   await Deno.writeTextFile(path, kept.map((l) => l + "\n").join(""));
 }
 
+/** A duration for a progress line: 45s, 3m07s, 2h05m. */
+export const formatDuration = (s: number) =>
+  s >= 3600
+    ? `${Math.floor(s / 3600)}h${String(Math.floor(s / 60) % 60).padStart(2, "0")}m`
+    : s >= 60
+    ? `${Math.floor(s / 60)}m${String(Math.floor(s % 60)).padStart(2, "0")}s`
+    : `${s.toFixed(0)}s`;
+
 /** PSNR in dB of images in [0, 255] (or any range with that peak). */
 export function psnr(a: ArrayLike<number>, b: ArrayLike<number>, peak = 255): number {
   let se = 0;

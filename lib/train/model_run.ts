@@ -16,7 +16,7 @@ import type { ResidualQuantizer } from "../tokenizer/quantizer.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
 import { tensorsToHost } from "../io/checkpoint.ts";
 import { listenForStop } from "./interrupt.ts";
-import { keepMetricsUpTo, MetricsLog } from "./metrics.ts";
+import { formatDuration, keepMetricsUpTo, MetricsLog } from "./metrics.ts";
 import { clearForFreshRun, runFiles } from "./run_files.ts";
 import {
   ModelTrainer,
@@ -63,13 +63,6 @@ export interface ModelRunResult {
   last: ModelTrainingStats | null;
   val: { loss: number; accuracy: number[] } | null;
 }
-
-const fmtTime = (s: number) =>
-  s >= 3600
-    ? `${Math.floor(s / 3600)}h${String(Math.floor(s / 60) % 60).padStart(2, "0")}m`
-    : s >= 60
-    ? `${Math.floor(s / 60)}m${String(Math.floor(s % 60)).padStart(2, "0")}s`
-    : `${s.toFixed(0)}s`;
 
 /** Share of positions whose argmax is the target, per scale, over logits [B, L, V]. */
 export function scaleAccuracy(
@@ -218,7 +211,7 @@ export async function runModelTraining(o: ModelRunOptions): Promise<ModelRunResu
     const s = trainer.step, total = settings.steps;
     const from = s > timedFrom.step ? timedFrom : { step: firstStep, time: 0 };
     const rate = (s - from.step) / Math.max(1e-9, elapsed() - from.time);
-    const eta = rate > 0 ? fmtTime((total - s) / rate) : "?";
+    const eta = rate > 0 ? formatDuration((total - s) / rate) : "?";
     const stats = last ? `loss ${last.loss.toFixed(4)}  ` : "";
     const v = lastVal as { loss: number } | null;
     const vs = v ? `val ${v.loss.toFixed(4)}  ` : "";

@@ -11,7 +11,7 @@ import { tensor } from "../tensor/tensor.ts";
 import { type TokenizerConfig, validateTokenizerConfig } from "../tokenizer/config.ts";
 import { readCheckpoint, saveCheckpoint } from "../io/checkpoint.ts";
 import { listenForStop } from "./interrupt.ts";
-import { keepMetricsUpTo, MetricsLog } from "./metrics.ts";
+import { formatDuration, keepMetricsUpTo, MetricsLog } from "./metrics.ts";
 import { clearForFreshRun, runFiles } from "./run_files.ts";
 export { runFiles } from "./run_files.ts";
 import {
@@ -60,13 +60,6 @@ export interface TokenizerRunResult {
   val: ReconstructionQuality | null;
   last: TrainingStats | null;
 }
-
-const fmtTime = (s: number) =>
-  s >= 3600
-    ? `${Math.floor(s / 3600)}h${String(Math.floor(s / 60) % 60).padStart(2, "0")}m`
-    : s >= 60
-    ? `${Math.floor(s / 60)}m${String(Math.floor(s % 60)).padStart(2, "0")}s`
-    : `${s.toFixed(0)}s`;
 
 /** One status line, redrawn in place on a terminal and printed at each log step otherwise. */
 class StatusLine {
@@ -178,7 +171,7 @@ export async function runTokenizerTraining(o: TokenizerRunOptions): Promise<Toke
     // Until the timed stretch has a step, the speed counts from the start of this run.
     const from = s > timedFrom.step ? timedFrom : { step: firstStep, time: 0 };
     const rate = (s - from.step) / Math.max(1e-9, elapsed() - from.time);
-    const eta = rate > 0 ? fmtTime((total - s) / rate) : "?";
+    const eta = rate > 0 ? formatDuration((total - s) / rate) : "?";
     const stats = last
       ? `loss ${last.loss.toFixed(4)}  psnr ${last.psnr.toFixed(2)}  ` +
         `codes ${(100 * last.usageLast).toFixed(0)}%/${(100 * last.usageAll).toFixed(0)}%  `
