@@ -444,3 +444,40 @@ Deno.test("train: micro-batches accumulate to the full batch's loss and gradient
   assertClose([acc.loss, acc.gradNorm], [full.loss, full.gradNorm], 1e-5, "accumulated vs full");
   q.dispose();
 });
+
+Deno.test("train: SIGINT finishes the step, saves, says how to resume, and --resume completes", async () => {
+  await gpuReady;
+  const r = await tinyRun("sigint");
+  const out = join(r.dir, "m.safetensors");
+  const args = trainArgs(r, out, "--steps", "12", "--log-every", "1", "--checkpoint-every", "0");
+  args.push("--set", "d=32,n_layers=2,gsa_every=1,heads=2,text_layers=1,text_length=16");
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "main.ts", ...args],
+    cwd: new URL("..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  // Wait for the first logged step (stderr, logged steps are lines when not a terminal).
+  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let err = "";
+  while (!/step \d+\/12/.test(err)) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    err += value;
+  }
+  child.kill("SIGINT");
+  const [status, stdout] = await Promise.all([
+    child.status,
+    new Response(child.stdout).text(),
+    (async () => {
+      for (let x = await reader.read(); !x.done; x = await reader.read()) err += x.value;
+    })(),
+  ]);
+  assert(status.code === 1 && /stopped by SIGINT at step \d+ of 12 and saved/.test(err), err);
+  assert(/wrote /.test(stdout), `no checkpoint reported: ${stdout}`);
+  const saved = await readSafetensors(out.replace(/\.safetensors$/, ".train-state.safetensors"));
+  const step = Number(saved.metadata.step);
+  assert(step >= 1 && step < 12, `saved at step ${step}`);
+  const rest = await runCli(...args, "--resume");
+  assert(rest.code === 0 && /trained to step 12/.test(rest.stdout), rest.stderr);
+});

@@ -216,9 +216,15 @@ export async function main(argv: string[]): Promise<void> {
     if (r.last) parts.push(`loss ${r.last.loss.toFixed(4)}`);
     if (r.val) parts.push(`val loss ${r.val.loss.toFixed(4)}`);
     console.log(`${parts.join("; ")}\nwrote ${out}, ${files.state}, ${files.metrics}`);
-    if (r.stopped || r.steps < r.total) {
-      const why = r.stopped ? `stopped by ${r.stopped}` : "stopped early";
-      console.log(`${why} at step ${r.steps} of ${r.total}: run the same command with --resume`);
+    if (r.stopped) {
+      // A signal is not success: a script chaining commands must not go on as if it finished.
+      throw new UserError(
+        `stopped by ${r.stopped} at step ${r.steps} of ${r.total} and saved: run the same ` +
+          "command with --resume to continue",
+      );
+    }
+    if (r.steps < r.total) {
+      console.log(`stopped at step ${r.steps} of ${r.total}: run the same command with --resume`);
     }
   } finally {
     teacher?.dispose();
