@@ -11,6 +11,10 @@ export const commands: Record<string, Command> = {
     summary: "generate images from captions with a trained model (the default one in models/)",
     run: async (argv) => (await import("./generate.ts")).main(argv),
   },
+  eval: {
+    summary: "score a model on the shapes world, token shards or a tokenizer on images",
+    run: async (argv) => (await import("./eval.ts")).main(argv),
+  },
   train: {
     summary: "train VMambAR on token shards (next-scale prediction, Mamba + shared attention)",
     run: async (argv) => (await import("./train.ts")).main(argv),

@@ -160,16 +160,16 @@ export function edgesOf(edges: Edges | "mixed", index: number): Edges {
 
 // ---------------------------------------------------------------- captions
 
-function article(next: string): string {
+export function article(next: string): string {
   return /^[aeiou]/.test(next) ? "an" : "a";
 }
 
-function nounPhrase(o: ShapeObject, withSize: boolean): string {
+export function nounPhrase(o: ShapeObject, withSize: boolean): string {
   const words = `${withSize ? `${o.size} ` : ""}${o.colour} ${o.shape}`;
   return `${article(words)} ${words}`;
 }
 
-function cellPhrase(rng: Rng, cell: Cell): string {
+export function cellPhrase(rng: Rng, cell: Cell): string {
   if (cell === "center") return pick(rng, ["in the center", "in the middle"]);
   if (cell === "top" || cell === "bottom") return `at the ${cell}`;
   if (cell === "left" || cell === "right") return pick(rng, [`on the ${cell}`, `at the ${cell}`]);
