@@ -33,7 +33,8 @@ function erfc(x: number): number {
   return Math.exp(-x * x) / Math.sqrt(Math.PI) / (x + f);
 }
 const sig = (x: number) => 1 / (1 + Math.exp(-x));
-const ALPHA = 1.7;
+// The f32 value the GPU holds: near x = −1.7 the f64 1.7 would measure its own rounding.
+const ALPHA = Math.fround(1.7);
 const UNARY_REF: Record<string, (x: number) => number> = {
   neg: (x) => -x,
   scale: (x) => ALPHA * x,
