@@ -1,6 +1,6 @@
 import { AdamW, emaUpdate } from "../lib/train/optim.ts";
 import { parameter, tensor } from "../lib/tensor/tensor.ts";
-import { assertClose, f32, gpuReady, randn } from "./helpers.ts";
+import { assertClose, assertCloseToMass, f32, gpuReady, randn } from "./helpers.ts";
 
 /** torch.optim.AdamW in float64, with global-norm clipping first. */
 function adamwRef(
@@ -77,8 +77,11 @@ Deno.test("AdamW with clipping matches a float64 torch.optim.AdamW over several 
       maxNorm,
     });
     const what = `maxNorm ${maxNorm}, ${perDispatch ?? "most"} per dispatch`;
+    // Judged against the terms' magnitude (|p₀| + the updates, each about lr): a weight that the
+    // updates carry to near 0 keeps p₀'s f32 rounding, which relative to its value can be large.
     for (let k = 0; k < ps.length; k++) {
-      assertClose(await ps[k].toArray(), ref[k], 1e-6, `AdamW param ${k} (${what})`);
+      const mass = Array.from(init[k], (x, i) => Math.abs(x) + Math.abs(ref[k][i]) + steps * 0.01);
+      assertCloseToMass(await ps[k].toArray(), ref[k], mass, 1e-6, `AdamW param ${k} (${what})`);
     }
     const [norm, scale] = await opt.stats.toArray();
     assertClose([norm], [norms.at(-1)!], 1e-6, `grad norm (${what})`);
