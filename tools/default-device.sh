@@ -7,6 +7,9 @@
 # 4. tokenize, then train the model (tiny64 narrowed to d 192, 8 layers: 4.1 M parameters) for
 #    MODEL_MINUTES. RESUME=1 (call again while the machine is warm) continues the model's run
 #    from /tmp/defrun for MODEL_MINUTES more.
+# Environment: TOKENIZER=FILE skips step 2 and uses FILE (e.g. the shipped models/tokenizer.safetensors);
+# IMAGES (default 20000) and STEPS (default 3000) size the data and the model's cosine schedule;
+# LR (default 1e-3), WARMUP (default 300). EVAL=1 ends with `vmambar eval --set shapes` of the model.
 # Back in $OUT: the tokenizer and model checkpoints (f32), their metrics, the grids.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,14 +24,18 @@ t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 model_set="d=192,n_layers=8,gsa_every=3,heads=4"
 if [[ ${RESUME:-0} != 1 ]]; then
-  vm data shapes --n 20000 --size 64 --val 1000 --edges mixed --out $run/shapes --force
+  vm data shapes --n "${IMAGES:-20000}" --size 64 --val 1000 --edges mixed --out $run/shapes --force
   vm data shapes --n 500 --size 64 --seed 11 --edges hard --out $run/val-hard --force
   vm data shapes --n 500 --size 64 --seed 11 --edges smooth --out $run/val-smooth --force
   stamp data
+  if [[ -n ${TOKENIZER:-} ]]; then
+    cp "$TOKENIZER" $run/tokenizer.safetensors
+  else
   echo '{"ch": 24}' >$run/tok.json
   vm train-tokenizer --data $run/shapes --val $run/shapes/val --config $run/tok.json \
     --out $run/tokenizer.safetensors --force --steps 20000 --fit --max-minutes "$tok_minutes" \
     --log-every 200 --val-every 0 --grid-every 1000 --checkpoint-every 2000 --decode-threads 16
+  fi
   stamp tokenizer
   for e in hard smooth; do
     echo "quality ($e edges): $(deno run --cached-only -A tools/tokenizer_quality.ts \
@@ -37,15 +44,20 @@ if [[ ${RESUME:-0} != 1 ]]; then
   vm tokenize --tokenizer $run/tokenizer.safetensors --data $run/shapes --out $run/tokens --force
   vm tokenize --tokenizer $run/tokenizer.safetensors --data $run/shapes/val --out $run/tokens-val --force
   stamp tokenize
-  mode=(--force --steps 3000)
+  mode=(--force --steps "${STEPS:-3000}")
 else
   mode=(--resume)
 fi
 vm train --data $run/tokens --val $run/tokens-val --tokenizer $run/tokenizer.safetensors \
-  --set "$model_set" --out $run/model.safetensors "${mode[@]}" --batch 64 --lr 1e-3 \
-  --warmup 300 --max-minutes "$model_minutes" --log-every 100 --val-every 500 \
+  --set "$model_set" --out $run/model.safetensors "${mode[@]}" --batch 64 --lr "${LR:-1e-3}" \
+  --warmup "${WARMUP:-300}" --max-minutes "$model_minutes" --log-every 100 --val-every 500 \
   --sample-every 500 --checkpoint-every 500 || true
 stamp model
+if [[ ${EVAL:-0} == 1 ]]; then
+  vm eval --set shapes --model $run/model.safetensors --tokenizer $run/tokenizer.safetensors \
+    --out "$out/eval/shapes.md" --force | tail -16
+  stamp eval
+fi
 cp $run/tokenizer.safetensors $run/tokenizer.metrics.jsonl $run/model.safetensors \
   $run/model.metrics.jsonl "$out/" 2>/dev/null || true
 cp $run/model.samples.png "$out/" 2>/dev/null || true

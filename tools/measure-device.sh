@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Runs on the accelerator machine: the end-to-end figures of tools/BENCHMARKS.md in one call, each
+# beside PyTorch's in the same run.
+#   source .device/env.sh && tools/measure-device.sh [SECTION ...]
+# Sections (all by default):
+#   tokenizer  tiny64 tokenizer step at batch 32: implicit GEMM and im2col convolutions (GPU profile
+#              and back-to-back timing), then tools/torch_tokenizer_step.py (fp32, TF32, bf16)
+#   model      VMambAR training step and generation at tiny64 (batch 64) and base256 (batch 16),
+#              then the PyTorch reference's parity check and timing (tools/reference/check.sh)
+#   default    the default model's training step (d 192, 8 layers) and `vmambar bench generate`
+#   eval       `vmambar eval --set shapes` of the default model
+# Logs land in $OUT (the device tool's output folder) or ./out.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-out}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+sections=${*:-tokenizer model default eval}
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu \
+  --format=csv,noheader 2>/dev/null || true
+t0=$(date +%s)
+stamp() { echo "[$(($(date +%s) - t0)) s] $*"; }
+ts() { deno run --cached-only -A "$@"; }
+default_set="d=192,n_layers=8,gsa_every=3,heads=4"
+for s in $sections; do
+  stamp "== $s"
+  case $s in
+  tokenizer)
+    ts tools/profile_tokenizer_step.ts --batch 32 --steps 10 --compare --gpu 2>&1 |
+      tee "$out/tokenizer-step.log"
+    python3 tools/torch_tokenizer_step.py --batch 32 --json "$out/torch-tokenizer.json" 2>&1 |
+      tee -a "$out/tokenizer-step.log"
+    ;;
+  model)
+    ts tools/profile_model_step.ts --preset tiny64 --batch 64 --steps 5 --gpu --generate 1,16 2>&1 |
+      tee "$out/model-step.log"
+    ts tools/profile_model_step.ts --preset base256 --batch 16 --steps 3 --gpu --generate 1,16 2>&1 |
+      tee -a "$out/model-step.log"
+    tools/reference/check.sh /tmp/reference 2>&1 | tee "$out/reference.log"
+    ;;
+  default)
+    ts tools/profile_model_step.ts --preset tiny64 --set "$default_set" --batch 64 --steps 5 \
+      --generate 1,16 2>&1 | tee "$out/default-step.log"
+    ts main.ts bench generate --runs 10 --json "$out/bench-generate.json" 2>&1 |
+      tee -a "$out/default-step.log" || true
+    ;;
+  eval)
+    ts main.ts eval --set shapes --out "$out/eval/shapes.md" 2>&1 | tail -40
+    ;;
+  *) echo "unknown section $s" ;;
+  esac
+done
+stamp done
