@@ -13,8 +13,9 @@ import { halfToFloat, type Tensor, tensor } from "../tensor/tensor.ts";
 
 const spec = {
   name: "bench",
-  usage: "bench [options]",
-  summary: "Measure matmul, elementwise and dispatch throughput on this GPU.",
+  usage: "bench [options]  |  bench generate [options]",
+  summary: "Measure matmul, elementwise and dispatch throughput on this GPU. " +
+    "`vmambar bench generate` measures the time to one image instead (see its --help).",
   options: {
     ops: {
       type: "string" as const,
@@ -381,6 +382,7 @@ function table(results: BenchResult[]): string {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  if (argv[0] === "generate") return (await import("./bench_generate.ts")).main(argv.slice(1));
   const parsed = parseCommand(spec, argv);
   if (!parsed) return;
   const v = parsed.values;

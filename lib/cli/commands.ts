@@ -20,7 +20,8 @@ export const commands: Record<string, Command> = {
     run: async (argv) => (await import("./train.ts")).main(argv),
   },
   bench: {
-    summary: "measure matmul, elementwise and dispatch throughput on this GPU",
+    summary:
+      "measure matmul, elementwise and dispatch throughput; bench generate: time to one image",
     run: async (argv) => (await import("./bench.ts")).main(argv),
   },
   info: {

@@ -111,8 +111,8 @@ export async function main(argv: string[]): Promise<void> {
   try {
     const report = s.set === "images"
       ? await evalImages(s, tok)
-      : await withModel(s, tok, (model) =>
-        s.set === "shapes" ? evalShapes(s, tok, model) : evalTokens(s, tok, model));
+      : await withModel(s, tok, (model, metadata) =>
+        s.set === "shapes" ? evalShapes(s, tok, model, metadata) : evalTokens(s, tok, model));
     if (s.out !== null) {
       await Deno.writeTextFile(s.out, report);
       console.log(`wrote ${s.out}${s.set === "tokens" ? "" : ` and ${gridPath(s.out)}`}`);
@@ -128,7 +128,7 @@ type Model = import("../model/vmambar.ts").VMambAR;
 async function withModel(
   s: Settings,
   tok: Tokenizer,
-  run: (model: Model) => Promise<string>,
+  run: (model: Model, metadata: Record<string, string>) => Promise<string>,
 ): Promise<string> {
   const { loadModel, checkTokenGrid } = await import("../model/load.ts");
   const { model, cfg, metadata } = await loadModel(s.modelPath);
@@ -140,7 +140,7 @@ async function withModel(
           "--tokenizer",
       );
     }
-    return await run(model);
+    return await run(model, metadata);
   } finally {
     model.dispose();
   }
@@ -154,7 +154,12 @@ const header = (s: Settings, what: string) =>
     `- tokenizer: \`${s.tokenizerPath}\``,
   ].join("\n");
 
-async function evalShapes(s: Settings, tok: Tokenizer, model: Model): Promise<string> {
+async function evalShapes(
+  s: Settings,
+  tok: Tokenizer,
+  model: Model,
+  metadata: Record<string, string>,
+): Promise<string> {
   const { shapesPromptSet, scorePrompt, summarize, summaryTable } = await import(
     "../eval/shapes_eval.ts"
   );
@@ -164,6 +169,9 @@ async function evalShapes(s: Settings, tok: Tokenizer, model: Model): Promise<st
   const { imageGrid } = await import("../data/png.ts");
   const size = tok.cfg.image, per = size * size * 3, T = model.cfg.text_length;
   const prompts = shapesPromptSet(s.seed, undefined, size).slice(0, s.limit);
+  const { unknownWordsNote } = await import("../data/vocabulary.ts");
+  const note = unknownWordsNote(prompts.map((p) => p.scene.caption), metadata);
+  if (note) console.error(note);
   const ids = batchCaptionIds(prompts.map((p) => p.scene.caption), T);
   const pixels = new Uint8Array(prompts.length * per);
   const t0 = performance.now();

@@ -3,6 +3,7 @@ import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { UserError } from "../errors.ts";
 import { captionIds } from "../data/text.ts";
+import { unknownWordsNote } from "../data/vocabulary.ts";
 import { type CommandSpec, intFlag, numberFlag, parseCommand, stringOption } from "./args.ts";
 import { DEFAULT_MODEL, resolveTokenizer } from "./defaults.ts";
 import { prepareOutputFile, prepareOutputFolder } from "./output.ts";
@@ -136,6 +137,8 @@ export async function main(argv: string[]): Promise<void> {
         `${modelPath} was trained with another tokenizer than ${tokenizerPath}: pass its --tokenizer`,
       );
     }
+    const note = unknownWordsNote(prompts, metadata);
+    if (note) console.error(note);
     const T = mc.text_length;
     prompts.forEach((p, i) => {
       const bytes = new TextEncoder().encode(p).length;

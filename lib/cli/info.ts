@@ -2,6 +2,7 @@
 import { UserError } from "../errors.ts";
 import { readSafetensors, ST_BYTES } from "../io/safetensors.ts";
 import { type CommandSpec, parseCommand } from "./args.ts";
+import { VOCABULARY_KEY } from "../data/vocabulary.ts";
 
 const spec: CommandSpec = {
   name: "info",
@@ -23,7 +24,9 @@ export async function main(argv: string[]): Promise<void> {
     console.log(modelSummary(metadata, tensors));
   }
   const { config, ...rest } = metadata;
-  for (const [k, v] of Object.entries(rest)) console.log(`${k}: ${v}`);
+  for (const [k, v] of Object.entries(rest)) {
+    console.log(`${k}: ${k === VOCABULARY_KEY ? wordList(v) : v}`);
+  }
   if (config) {
     try {
       console.log(`config: ${JSON.stringify(JSON.parse(config), null, 2)}`);
@@ -69,4 +72,11 @@ function modelSummary(
   return `model: ${cfg.arch ?? "?"}${m.preset ? ` (preset ${m.preset})` : ""}, ` +
     `${(params / 1e6).toFixed(2)} M parameters; ${shape}; trained ${m.step ?? "?"} steps; ` +
     `tokenizer sha256 ${m.tokenizer_sha256 ?? "not recorded"}`;
+}
+
+/** The training captions' vocabulary, shortened: its size and the first words. */
+function wordList(v: string): string {
+  const words = v.split(" ").filter((w) => w !== "");
+  const head = words.slice(0, 12).join(" ");
+  return `${words.length} words: ${head}${words.length > 12 ? " …" : ""}`;
 }

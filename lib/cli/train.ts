@@ -158,6 +158,17 @@ export async function main(argv: string[]): Promise<void> {
   };
   const data = await readTokenSet(v.data, want);
   const val = typeof v.val === "string" ? await readTokenSet(v.val, want) : null;
+  const { textIdsVocabulary, vocabularyMetadata, MAX_VOCABULARY } = await import(
+    "../data/vocabulary.ts"
+  );
+  // The captions' words, for generate's note on words the model never saw.
+  const words = textIdsVocabulary(data.textIds, data.T);
+  if (words === null) {
+    console.error(
+      `train: the captions have more than ${MAX_VOCABULARY} distinct words: no vocabulary is ` +
+        "recorded (generate will not name unknown words)",
+    );
+  }
   if (data.truncated > 0) {
     console.error(
       `train: ${data.truncated} captions are longer than ${cfg.text_length} ids and were cut`,
@@ -209,7 +220,7 @@ export async function main(argv: string[]): Promise<void> {
       maxMinutes,
       stopAfter: v["stop-after"] === undefined ? Infinity : intFlag(v, "stop-after", 1),
       sampleGrid: sampleGridWriter(tok.vq, prompts),
-      extra: { preset, tokenizer: tokenizerPath },
+      extra: { preset, tokenizer: tokenizerPath, ...vocabularyMetadata(words) },
     });
     const files = modelRunFiles(out);
     const parts = [`trained to step ${r.steps} in ${(r.seconds / 60).toFixed(1)} min`];

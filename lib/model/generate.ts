@@ -28,6 +28,44 @@ export interface Generated {
   indices: Tensor[];
 }
 
+/** The captions encoded once, before any scale: ids (with the null captions under guidance). */
+export interface EncodedText {
+  /** Captions in the batch (the conditional rows). */
+  B: number;
+  guided: boolean;
+  seq: Sequence;
+  /** The text encoder's output [R, T, d], R = 2B with guidance, else B. */
+  text: Tensor;
+  dispose(): void;
+}
+
+/** Runs the text encoder over the captions' ids [B·T] (cfg 0: no unconditional half). */
+export function encodeText(model: VMambAR, textIds: Int32Array, cfg: number): EncodedText {
+  const T = model.cfg.text_length;
+  const B = textIds.length / T;
+  const guided = cfg !== 0;
+  const ids = guided
+    ? Int32Array.from([...textIds, ...batchCaptionIds(new Array(B).fill(""), T)])
+    : textIds;
+  const seq = new Sequence(model.cfg, ids);
+  try {
+    const text = noGrad(() => tidy(() => model.text.forward(ids, seq.valid)));
+    return {
+      B,
+      guided,
+      seq,
+      text,
+      dispose() {
+        text.dispose();
+        seq.dispose();
+      },
+    };
+  } catch (e) {
+    seq.dispose();
+    throw e;
+  }
+}
+
 /**
  * Runs every scale for the captions' ids [B·T] (cfg 0: no unconditional half). The returned
  * tensors are the caller's to dispose (or to leave to an enclosing tidy scope).
@@ -39,31 +77,43 @@ export function generateScales(
   cfg: number,
   pick: TokenPicker,
 ): Generated {
+  const encoded = encodeText(model, textIds, cfg);
+  try {
+    return generateFromText(model, quantizer, encoded, cfg, pick);
+  } finally {
+    encoded.dispose();
+  }
+}
+
+/**
+ * Every scale after the text encoder has run (encodeText; `encoded` stays the caller's). Split
+ * from generateScales so that `vmambar bench generate` can time the two phases apart.
+ */
+export function generateFromText(
+  model: VMambAR,
+  quantizer: ResidualQuantizer,
+  encoded: EncodedText,
+  cfg: number,
+  pick: TokenPicker,
+): Generated {
   const c = model.cfg;
   const { scales, text_length: T } = c;
   const K = scales.length;
-  const B = textIds.length / T;
-  const guided = cfg !== 0;
-  const ids = guided
-    ? Int32Array.from([...textIds, ...batchCaptionIds(new Array(B).fill(""), T)])
-    : textIds;
-  const seq = new Sequence(c, ids);
+  const { B, guided, seq, text } = encoded;
   const R = seq.B;
   const state = new GenerationState(model, R, seq.S);
   // Each scale in its own scope: only f_hat, the indices and the carried state outlive it, so
   // memory is one scale's activations, not the whole image's.
   const indices: Tensor[] = [];
   let fHat: Tensor | null = null;
-  let text: Tensor | null = null;
   try {
     return noGrad(() => {
-      text = tidy(() => model.text.forward(ids, seq.valid));
       let start = 0;
       scales.forEach((pn, k) => {
         const r = tidy(() => {
           let x: Tensor;
           if (k === 0) {
-            x = concat([text!, model.imageInputs(0, null, R)], 1);
+            x = concat([text, model.imageInputs(0, null, R)], 1);
           } else {
             const f = featureTokens(fHat!, pn);
             x = model.imageInputs(k, guided ? concat([f, f], 0) : f, R);
@@ -89,8 +139,6 @@ export function generateScales(
     for (const t of indices) t.dispose();
     throw e;
   } finally {
-    (text as Tensor | null)?.dispose();
     state.dispose();
-    seq.dispose();
   }
 }

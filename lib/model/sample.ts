@@ -6,7 +6,7 @@ import { sampleTokens } from "../tensor/sample.ts";
 import { noGrad, tidyAsync } from "../tensor/tensor.ts";
 import { floatNCHWToPixels } from "../tokenizer/reconstruct.ts";
 import type { VQVAE } from "../tokenizer/vqvae.ts";
-import { generateScales } from "./generate.ts";
+import { generateScales, type TokenPicker } from "./generate.ts";
 import type { VMambAR } from "./vmambar.ts";
 
 export interface SamplingOptions {
@@ -28,6 +28,19 @@ export const DEFAULT_SAMPLING: SamplingOptions = {
   seed: 0,
 };
 
+/** The token picker of these options: sampleTokens on the GPU, scale k its own stream. */
+export function samplingPicker(o: SamplingOptions): TokenPicker {
+  return (k, cond, uncond, t) =>
+    sampleTokens(cond, uncond, {
+      guidance: t,
+      temperature: o.temperature,
+      topK: o.topK,
+      topP: o.topP,
+      seed: o.seed,
+      stream: k,
+    });
+}
+
 /** Images for text ids [B·T] as HWC uint8 pixels [B, size, size, 3]. */
 export async function sampleImages(
   model: VMambAR,
@@ -37,21 +50,7 @@ export async function sampleImages(
 ): Promise<Uint8Array> {
   const B = textIds.length / model.cfg.text_length;
   return await tidyAsync(async () => {
-    const { fHat } = generateScales(
-      model,
-      vq.quantize,
-      textIds,
-      o.cfg,
-      (k, cond, uncond, t) =>
-        sampleTokens(cond, uncond, {
-          guidance: t,
-          temperature: o.temperature,
-          topK: o.topK,
-          topP: o.topP,
-          seed: o.seed,
-          stream: k,
-        }),
-    );
+    const { fHat } = generateScales(model, vq.quantize, textIds, o.cfg, samplingPicker(o));
     const x = noGrad(() => vq.decodeMap(fHat));
     return floatNCHWToPixels(await x.toArray(), B, vq.cfg.image);
   });
