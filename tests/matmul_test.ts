@@ -14,6 +14,7 @@ import {
   tidy,
 } from "../lib/tensor/tensor.ts";
 import {
+  chooseSplitK,
   chooseTile,
   encodeMatmul,
   linear,
@@ -418,5 +419,48 @@ Deno.test("chooseTile: 128×128 for big squares, 64×256 where M ≈ 64, 64×64 
     const got = tileName(chooseTile(M, N, 1));
     const base = tileName(want).split("-")[0].split("x").slice(0, 2).join("x");
     if (!got.startsWith(base)) throw new Error(`chooseTile ${M}×${N}: ${got}, want ${base}`);
+  }
+});
+
+Deno.test("matmul split-K: Aᵀ·B in slices equals the reference, forward and backward", async () => {
+  // Forced slice counts on awkward sizes, then the automatic choice on a weight-gradient shape.
+  const cases: [number, number, number, number | undefined][] = [
+    [37, 1260, 19, 5],
+    [5, 96, 70, 3],
+    [65, 2048, 9, undefined],
+  ];
+  for (const [M, K, N, slices] of cases) {
+    const aData = roundTo(random(K * M), "f32"), bData = roundTo(random(K * N), "f32");
+    const ref = refMatmul(aData, [K, M], bData, [K, N], true, false);
+    const gData = roundTo(random(M * N), "f32");
+    const a = parameter(aData, [K, M]), b = parameter(bData, [K, N]);
+    const label = `[${K}, ${M}]ᵀ·[${K}, ${N}] split ${slices ?? chooseSplitK(M, N, K)}`;
+    const out = tidy(() => {
+      const y = matmulWith(a, b, { transA: true, splitK: slices });
+      backward(y, tensor(gData, [M, N]));
+      return y;
+    });
+    expectShape(label, out, [M, N]);
+    expectClose(label, await out.toArray(), ref.data, 1e-5);
+    // dA = B·Gᵀ stored [K, M]; dB = A·G stored [K, N].
+    const dA = refMatmul(bData, [K, N], gData, [M, N], false, true);
+    const dB = refMatmul(aData, [K, M], gData, [M, N], false, false);
+    expectClose(`dA ${label}`, await a.grad!.toArray(), dA.data, 1e-5);
+    expectClose(`dB ${label}`, await b.grad!.toArray(), dB.data, 1e-5);
+    for (const t of [out, a.grad!, b.grad!, a, b]) t.dispose();
+  }
+});
+
+Deno.test("chooseSplitK: long K under a small output grid splits, full grids and short K don't", () => {
+  const cases: [number, number, number, number][] = [
+    [1024, 256, 8320, 4], // tiny64's in_proj gradient: 64 tiles → 4 slices of 2080 rows
+    [256, 256, 8320, 16], // 16 tiles → 16 slices
+    [4096, 4096, 8320, 1], // a full grid
+    [256, 256, 512, 1], // short K
+    [256, 256, 8191, 1], // a prime K: no slices
+  ];
+  for (const [M, N, K, want] of cases) {
+    const got = chooseSplitK(M, N, K);
+    if (got !== want) throw new Error(`chooseSplitK(${M}, ${N}, ${K}) = ${got}, want ${want}`);
   }
 });

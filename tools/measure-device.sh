@@ -9,6 +9,10 @@
 #              then the PyTorch reference's parity check and timing (tools/reference/check.sh)
 #   default    the default model's training step (d 192, 8 layers) and `vmambar bench generate`
 #   eval       `vmambar eval --set shapes` of the default model
+#   steps      the training steps only, without the slower profiles and base256's batch of 16
+#              images: tiny64 (GPU profile), base256, the tokenizer's (implicit GEMMs) and
+#              PyTorch's tokenizer step and tiny64 reference step (fp32, bf16, peak memory)
+#   sampling   `vmambar eval --set shapes` of the default model under a few sampling settings
 # Logs land in $OUT (the device tool's output folder) or ./out.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -42,10 +46,34 @@ for s in $sections; do
     ts tools/profile_model_step.ts --preset tiny64 --set "$default_set" --batch 64 --steps 5 \
       --generate 1,16 2>&1 | tee "$out/default-step.log"
     ts main.ts bench generate --runs 10 --json "$out/bench-generate.json" 2>&1 |
-      tee -a "$out/default-step.log" || true
+      tee -a "$out/default-step.log"
+    ts main.ts bench generate --runs 5 --batch 16 --json "$out/bench-generate-16.json" 2>&1 |
+      tee -a "$out/default-step.log" | grep -E "time to|per image"
     ;;
   eval)
     ts main.ts eval --set shapes --out "$out/eval/shapes.md" 2>&1 | tail -40
+    ;;
+  steps)
+    ts tools/profile_model_step.ts --preset tiny64 --batch 64 --steps 5 --gpu --generate 1,16 2>&1 |
+      tee "$out/model-step.log" | grep -E "dispatches,|total GPU|generate|^ +[0-9.]+ +[0-9.]+% " |
+      head -14
+    ts tools/profile_model_step.ts --preset base256 --batch 16 --steps 3 --generate 1 2>&1 |
+      tee -a "$out/model-step.log" | grep -E "dispatches,|generate"
+    ts tools/profile_tokenizer_step.ts --batch 32 --steps 10 2>&1 | tee "$out/tokenizer-step.log" |
+      tail -3
+    python3 tools/torch_tokenizer_step.py --batch 32 --json "$out/torch-tokenizer.json" 2>&1 |
+      tee -a "$out/tokenizer-step.log"
+    ts tools/reference/dump_case.ts --preset tiny64 --out /tmp/case-tiny64.safetensors >/dev/null
+    python3 tools/reference/check.py --time --time-batch 64 /tmp/case-tiny64.safetensors 2>&1 |
+      tee "$out/reference.log" | grep -E "FAIL of|PyTorch eager"
+    ;;
+  sampling)
+    for opts in "--cfg 1" "--cfg 1 --temperature 0.7" "--cfg 1 --top-k 8" "--cfg 0 --temperature 0.7" \
+      "--cfg 1 --top-p 0.9"; do
+      echo "sampling $opts"
+      # shellcheck disable=SC2086
+      ts main.ts eval --set shapes $opts 2>&1 | grep -E "^\| (count|relation|\*\*)"
+    done
     ;;
   *) echo "unknown section $s" ;;
   esac

@@ -7,6 +7,7 @@ import { parseArgs } from "node:util";
 import {
   gpuProfile,
   initGpu,
+  poolStats,
   recorderStats,
   startGpuProfile,
   stopGpuProfile,
@@ -83,7 +84,9 @@ console.log(
     `readbacks per step; host ${(host / steps).toFixed(1)} ms/step, wall ${
       wall.toFixed(1)
     } ms/step, ` +
-    `${((B * L) / (wall / 1000)).toFixed(0)} image tokens/s`,
+    `${((B * L) / (wall / 1000)).toFixed(0)} image tokens/s; GPU memory held by the buffer pool ` +
+    `${(poolStats.allocatedBytes / 2 ** 20).toFixed(0)} MiB (its high-water mark: weights, ` +
+    `optimizer state and the largest step's activations)`,
 );
 if (values.gpu) {
   if (!startGpuProfile()) console.log("--gpu: this adapter has no timestamp-query feature");

@@ -6,7 +6,8 @@ scales 1 2 3 4 6 8) or at another width with --ch. One step is what vmambar's To
 does: the loss of DESIGN §3 (L2 + L1 + VQ loss through the straight-through f_hat), backward, and
 a fused AdamW step. Eager mode, timed with CUDA events around --steps back-to-back steps after
 warm-up, best of --rounds; three modes in one run: fp32 with TF32 off, fp32 with TF32 on, bf16
-autocast.
+autocast (the quantizer's
+nearest-code search in fp32).
 Run: python3 tools/torch_tokenizer_step.py [--batch 32] [--ch 64] [--steps 20] [--json FILE]
 """
 import argparse
@@ -66,6 +67,14 @@ def main():
     torch.manual_seed(0)
     model = VQVAE(tiny64(args.ch)).to(dev).train()
     params = sum(p.numel() for p in model.parameters())
+    # The nearest-code search runs in fp32 under autocast too (its addmm_ mixes dtypes otherwise).
+    train_forward = model.quantize.train_forward
+
+    def quantize_fp32(z):
+        with torch.autocast("cuda", enabled=False):
+            return train_forward(z.float())
+
+    model.quantize.train_forward = quantize_fp32
     images = random_images(torch.Generator().manual_seed(1), args.batch, 64).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=1e-4,
                             fused=True)

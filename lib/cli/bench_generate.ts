@@ -5,9 +5,10 @@
 // phases to show where the time goes (those syncs are not in the headline).
 import { existsSync } from "node:fs";
 import { UserError } from "../errors.ts";
-import { type CommandSpec, intFlag, numberFlag, parseCommand, stringOption } from "./args.ts";
+import { type CommandSpec, intFlag, parseCommand, stringOption } from "./args.ts";
 import { DEFAULT_MODEL, resolveTokenizer, TOKENIZER_OPTION } from "./defaults.ts";
 import { prepareOutputFile } from "./output.ts";
+import { SAMPLING_OPTIONS, samplingFlags } from "./sampling.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
 const str = stringOption;
@@ -26,7 +27,7 @@ export const spec: CommandSpec = {
     tokenizer: TOKENIZER_OPTION,
     runs: str("timed runs (the headline is their median)", "N", "5"),
     batch: str("images generated at once (time per image = time / N)", "N", "1"),
-    cfg: str("classifier-free guidance scale (0: off, half the rows)", "S", "3"),
+    ...SAMPLING_OPTIONS,
     prompt: str("the caption of every image", "TEXT", BENCH_PROMPT),
     seed: str("sampling seed", "S", "0"),
     "no-breakdown": { type: "boolean", help: "skip the per-phase runs (halves the time taken)" },
@@ -85,8 +86,8 @@ export async function main(argv: string[]): Promise<void> {
   const v = parsed.values;
   const runs = intFlag(v, "runs", 1, 1000);
   const batch = intFlag(v, "batch", 1, 4096);
-  const cfg = numberFlag(v, "cfg", { min: 0 });
   const seed = intFlag(v, "seed", 0, 0xffffffff);
+  const opts = samplingFlags(v, seed), cfg = opts.cfg;
   const prompt = String(v.prompt);
   if (prompt.trim() === "") throw new UserError("--prompt is empty: describe the image");
   const modelPath = typeof v.model === "string" ? v.model : DEFAULT_MODEL;
@@ -128,7 +129,6 @@ export async function main(argv: string[]): Promise<void> {
     await sync();
     const loadMs = performance.now() - tLoad;
     const ids = batchCaptionIds(new Array(batch).fill(prompt), mc.text_length);
-    const opts = { cfg, temperature: 1, topK: 0, topP: 1, seed };
     const size = tok.cfg.image;
     const params = model.parameterCount();
     console.log(

@@ -5,9 +5,11 @@
 import { existsSync } from "node:fs";
 import { basename } from "node:path";
 import { UserError } from "../errors.ts";
-import { type CommandSpec, intFlag, numberFlag, parseCommand, stringOption } from "./args.ts";
+import { type CommandSpec, intFlag, parseCommand, stringOption } from "./args.ts";
 import { DEFAULT_MODEL, resolveTokenizer, TOKENIZER_OPTION } from "./defaults.ts";
 import { prepareOutputFile } from "./output.ts";
+import { SAMPLING_OPTIONS, samplingFlags, samplingText } from "./sampling.ts";
+import type { SamplingOptions } from "../model/sample.ts";
 
 const str = stringOption;
 const SETS = ["shapes", "tokens", "images"] as const;
@@ -27,7 +29,7 @@ export const spec: CommandSpec = {
     out: str("write a Markdown report here, and a sample grid PNG beside it", "REPORT.md"),
     limit: str("use only the first N prompts, samples or images", "N"),
     seed: str("seed of the prompt set and of sampling", "S", "0"),
-    cfg: str("classifier-free guidance scale for shapes (0: off)", "S", "3"),
+    ...SAMPLING_OPTIONS,
     batch: str("images or samples per batch", "N", "16"),
     force: { type: "boolean", help: "replace an existing report" },
   },
@@ -49,7 +51,7 @@ interface Settings {
   out: string | null;
   limit: number;
   seed: number;
-  cfg: number;
+  sampling: SamplingOptions;
   batch: number;
 }
 
@@ -79,7 +81,7 @@ function settings(values: Record<string, unknown>, positionals: string[]): Setti
   }
   const limit = v.limit === undefined ? Infinity : intFlag(v, "limit", 1);
   const seed = intFlag(v, "seed", 0, 0xffffffff);
-  const cfg = numberFlag(v, "cfg", { min: 0 });
+  const sampling = samplingFlags(v, seed);
   const batch = intFlag(v, "batch", 1);
   const modelPath = typeof v.model === "string" ? v.model : DEFAULT_MODEL;
   if (set !== "images" && !existsSync(modelPath)) {
@@ -97,7 +99,7 @@ function settings(values: Record<string, unknown>, positionals: string[]): Setti
       prepareOutputFile(gridPath(out), { force: v.force === true, flag: "--out's grid" });
     }
   }
-  return { set, dir, modelPath, tokenizerPath, out, limit, seed, cfg, batch } as Settings;
+  return { set, dir, modelPath, tokenizerPath, out, limit, seed, sampling, batch } as Settings;
 }
 
 export async function main(argv: string[]): Promise<void> {
@@ -175,7 +177,7 @@ async function evalShapes(
   const ids = batchCaptionIds(prompts.map((p) => p.scene.caption), T);
   const pixels = new Uint8Array(prompts.length * per);
   const t0 = performance.now();
-  const opts = { cfg: s.cfg, temperature: 1, topK: 0, topP: 1 };
+  const opts = s.sampling;
   for (let at = 0; at < prompts.length; at += s.batch) {
     const b = Math.min(s.batch, prompts.length - at);
     // As `generate` does: each batch its own stream of the seed.
@@ -203,7 +205,9 @@ async function evalShapes(
   };
   return [
     header(s, "shapes"),
-    `- ${prompts.length} prompts, seed ${s.seed}, cfg ${s.cfg}, ${size}-px images, ` +
+    `- ${prompts.length} prompts, seed ${s.seed}, ${
+      samplingText(s.sampling)
+    }, ${size}-px images, ` +
     `${secs.toFixed(1)} s to generate`,
     "",
     table,

@@ -4,8 +4,9 @@ import { join } from "node:path";
 import { UserError } from "../errors.ts";
 import { captionIds } from "../data/text.ts";
 import { unknownWordsNote } from "../data/vocabulary.ts";
-import { type CommandSpec, intFlag, numberFlag, parseCommand, stringOption } from "./args.ts";
+import { type CommandSpec, intFlag, parseCommand, stringOption } from "./args.ts";
 import { DEFAULT_MODEL, resolveTokenizer } from "./defaults.ts";
+import { SAMPLING_OPTIONS, samplingFlags } from "./sampling.ts";
 import { prepareOutputFile, prepareOutputFolder } from "./output.ts";
 
 const str = stringOption;
@@ -21,10 +22,7 @@ export const spec: CommandSpec = {
     tokenizer: str("tokenizer checkpoint (default: the one in models/)", "FILE"),
     n: str("images per prompt", "N", "1"),
     out: str("a folder for one PNG per image, or FILE.png for one image or a grid", "PATH", "out"),
-    cfg: str("classifier-free guidance scale (0: off)", "S", "3"),
-    temperature: str("sampling temperature (0: greedy)", "T", "1"),
-    "top-k": str("sample among the K most likely tokens (0: all)", "K", "0"),
-    "top-p": str("sample among the most likely tokens holding this much probability", "P", "1"),
+    ...SAMPLING_OPTIONS,
     seed: str("seed: the same seed gives the same images", "S", "0"),
     batch: str("images generated at once", "N", "16"),
     force: { type: "boolean", help: "overwrite existing output files" },
@@ -98,14 +96,9 @@ export async function main(argv: string[]): Promise<void> {
   const prompts = await readPrompts(parsed.positionals, v.prompts);
   const n = intFlag(v, "n", 1);
   const batch = intFlag(v, "batch", 1);
-  const cfg = numberFlag(v, "cfg");
-  const temperature = numberFlag(v, "temperature");
-  if (temperature < 0) throw new UserError(`--temperature must be ≥ 0, got ${temperature}`);
-  const topK = intFlag(v, "top-k", 0);
-  const topP = numberFlag(v, "top-p");
-  if (!(topP > 0 && topP <= 1)) throw new UserError(`--top-p must be in (0, 1], got ${topP}`);
   const seed = intFlag(v, "seed", 0);
   if (seed > 0xffffffff) throw new UserError(`--seed must be below 2^32, got ${seed}`);
+  const sampling = samplingFlags(v, seed);
   const out = String(v.out);
   const target = plan(out, prompts, n, v.force === true);
   const modelPath = typeof v.model === "string" ? v.model : DEFAULT_MODEL;
@@ -158,7 +151,7 @@ export async function main(argv: string[]): Promise<void> {
     });
     const size = tok.cfg.image, per = size * size * 3;
     const pixels = new Uint8Array(target.total * per);
-    const opts = { cfg, temperature, topK, topP, seed };
+    const opts = sampling;
     for (let s = 0; s < target.total; s += batch) {
       const b = Math.min(batch, target.total - s);
       // Each chunk draws its own stream of the seed, so a chunk's images don't repeat another's.

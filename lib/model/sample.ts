@@ -21,7 +21,7 @@ export interface SamplingOptions {
 }
 
 export const DEFAULT_SAMPLING: SamplingOptions = {
-  cfg: 3,
+  cfg: 1,
   temperature: 1,
   topK: 0,
   topP: 1,

@@ -13,7 +13,7 @@ import {
   tileValid,
   workgroupBytes,
 } from "../../kernels/matmul.ts";
-import { broadcastShapes, sumTo } from "./ops.ts";
+import { broadcastShapes, sum, sumTo } from "./ops.ts";
 import { BYTES, record, Tensor } from "./tensor.ts";
 
 export interface MatmulOptions {
@@ -33,6 +33,8 @@ export interface MatmulControls extends MatmulOptions {
   alpha?: number;
   beta?: number;
   bias?: Tensor;
+  /** Splits K into this many slices (1: off; default: chooseSplitK), as `matmul` does. */
+  splitK?: number;
 }
 
 const prod = (xs: readonly number[]) => xs.reduce((a, b) => a * b, 1);
@@ -108,6 +110,26 @@ export function chooseTile(
   }
   const tile = workgroups(TILES.large) >= 96 ? TILES.large : TILES.small;
   return fitTile(tile, dtype);
+}
+
+/**
+ * The number of slices to split K into for a plain Aᵀ·B (both stored [K, ·], as every weight
+ * gradient of a linear layer is): a few output tiles over a long K leave most of the GPU idle
+ * (tiny64's in_proj gradient, [1024, 256] over K = 8320 rows, is 64 workgroups of 64×64).
+ * Each slice becomes a batch entry of one matmul, then a sum over the slices. 1 where the grid
+ * is already full, K is short, or K has no divisor near the wanted count.
+ */
+export function chooseSplitK(M: number, N: number, K: number): number {
+  const tiles = Math.ceil(M / 64) * Math.ceil(N / 64);
+  if (tiles >= 128 || K < 1024) return 1;
+  // About 256 workgroups, with slices of at least 256 rows.
+  const want = Math.min(32, Math.ceil(256 / tiles), Math.floor(K / 256));
+  for (let d = 0; d <= want / 2; d++) {
+    for (const s of [want - d, want + d]) {
+      if (s >= 2 && K % s === 0 && K / s >= 256) return s;
+    }
+  }
+  return 1;
 }
 
 /** Drops double buffering, then halves BK, until the device's workgroup memory holds the tile. */
@@ -332,13 +354,38 @@ function productGrads(a: Tensor, b: Tensor, g: Tensor, o: MatmulOptions): (Tenso
  * with transB) → [..., M, N], batch dims broadcast as in NumPy.
  */
 export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
-  return product("matmul", a, b, opts);
+  return matmulWith(a, b, opts);
 }
 
 /** Like matmul, with kernel controls (tile, scalar path, alpha/beta) for benchmarks and tests. */
 export function matmulWith(a: Tensor, b: Tensor, controls: MatmulControls): Tensor {
   const { transA, transB, bias } = controls;
+  const plain = a.shape.length === 2 && b.shape.length === 2 && transA && !transB && !bias &&
+    controls.alpha === undefined && controls.beta === undefined;
+  if (plain) {
+    const [K, M] = a.shape, N = b.shape[1];
+    const slices = controls.splitK ?? chooseSplitK(M, N, K);
+    if (slices > 1 && K === b.shape[0] && K % slices === 0) {
+      return splitProduct(a, b, slices, controls);
+    }
+  }
   return product("matmul", a, b, { transA, transB }, bias, controls);
+}
+
+/** Aᵀ·B with K in `slices` slices: one batched matmul [S, M, N], then the sum over S. */
+function splitProduct(a: Tensor, b: Tensor, slices: number, controls: MatmulControls): Tensor {
+  const [K, M] = a.shape, N = b.shape[1];
+  const a3 = a.reshape([slices, K / slices, M]);
+  const b3 = b.reshape([slices, K / slices, N]);
+  const parts = product("matmul", a3, b3, { transA: true }, undefined, { ...controls, splitK: 1 });
+  const out = sum(parts, 0);
+  // The views and the partial sums go now unless the tape holds them for backward.
+  if (!parts.requiresGrad) {
+    a3.dispose();
+    b3.dispose();
+  }
+  parts.dispose();
+  return out;
 }
 
 /** PyTorch's Linear: x [..., in] · wᵀ (w is [out, in]) + bias [out] → [..., out]. */

@@ -101,9 +101,11 @@ def time_training(cfg, state, text_ids, indices, device, batch=None):
             loss.backward()
 
         try:
+            torch.cuda.reset_peak_memory_stats()
             ms = cuda_step_ms(step)
+            peak = torch.cuda.max_memory_allocated() / 2**20
             print(f"  PyTorch eager {label}: {ms:.1f} ms/step, {B * L / ms * 1e3:,.0f} tokens/s "
-                  f"(B {B} × L {L})")
+                  f"(B {B} × L {L}), peak memory {peak:,.0f} MiB")
         except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
             print(f"  PyTorch eager {label}: failed ({str(e).splitlines()[0]})")
         del model
