@@ -22,7 +22,7 @@ export interface SamplingOptions {
 
 export const DEFAULT_SAMPLING: SamplingOptions = {
   cfg: 1,
-  temperature: 1,
+  temperature: 0.7,
   topK: 0,
   topP: 1,
   seed: 0,
