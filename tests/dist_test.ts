@@ -37,7 +37,7 @@ function mpiMissing(): string | null {
 
 const missing = mpiMissing();
 if (missing) {
-  console.log(`dist_test: skipped: ${missing} (apt-get install openmpi-bin libopenmpi-dev)`);
+  console.log(`dist_test: skipped: ${missing} (Debian: apt-get install openmpi-bin)`);
 }
 const ignore = missing !== null;
 

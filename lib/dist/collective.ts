@@ -131,7 +131,7 @@ export class MpiCollective implements Collective {
     }
     if (!dl) {
       throw new UserError(
-        "started by mpirun, but Open MPI's library did not load (install libopenmpi-dev, or " +
+        "started by mpirun, but Open MPI's library did not load (install openmpi-bin, or " +
           `set VMAMBAR_LIBMPI to its path): ${errors.join("; ")}`,
       );
     }

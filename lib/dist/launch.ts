@@ -56,7 +56,7 @@ export async function runUnderMpirun(n: number, args: string[]): Promise<number>
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
       throw new UserError(
-        "--world needs Open MPI's mpirun (Debian: apt-get install openmpi-bin libopenmpi-dev)",
+        "--world needs Open MPI's mpirun (Debian: apt-get install openmpi-bin)",
       );
     }
     throw e;
