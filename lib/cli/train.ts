@@ -68,6 +68,10 @@ export const spec: CommandSpec = {
     "checkpoint-every": str("steps between checkpoints (0: only at the end)", "N", "500"),
     "max-minutes": str("stop and save after this many minutes", "M"),
     "stop-after": str("stop and save after this many steps of this run (resume later)", "N"),
+    world: str(
+      "data parallel: run as N processes under mpirun (one per GPU; README: Several GPUs)",
+      "N",
+    ),
   },
   more:
     "example: vmambar train --data data/tokens --val data/tokens/val --out models/model.safetensors",
@@ -130,6 +134,22 @@ export async function main(argv: string[]): Promise<void> {
   const set = typeof v.set === "string" ? v.set : "";
   modelConfig(preset, set); // a bad preset or field fails before any work
   const settings = readSettings(v, recipe);
+  const { collective, launchedWorldSize } = await import("../dist/collective.ts");
+  const world = v.world === undefined ? launchedWorldSize() : intFlag(v, "world", 1);
+  if (world > 1 && launchedWorldSize() === 1) {
+    // The launcher: the same command line again, as `world` processes.
+    const { runUnderMpirun } = await import("../dist/launch.ts");
+    const code = await runUnderMpirun(world, ["train", ...argv]);
+    if (code !== 0) throw new UserError(`train --world ${world}: a process failed (exit ${code})`);
+    return;
+  }
+  if (world !== launchedWorldSize()) {
+    throw new UserError(`--world ${world}, but mpirun started ${launchedWorldSize()} processes`);
+  }
+  const comm = collective();
+  if (v["micro-batch"] === undefined && settings.batchSize % world === 0) {
+    settings.microBatch = Math.min(settings.microBatch, settings.batchSize / world);
+  }
   const maxMinutes = v["max-minutes"] === undefined ? Infinity : numberFlag(v, "max-minutes");
   const out = String(v.out);
   // --resume rewrites --out; a fresh run refuses an existing one without --force.
@@ -221,12 +241,17 @@ export async function main(argv: string[]): Promise<void> {
       stopAfter: v["stop-after"] === undefined ? Infinity : intFlag(v, "stop-after", 1),
       sampleGrid: sampleGridWriter(tok.vq, prompts),
       extra: { preset, tokenizer: tokenizerPath, ...vocabularyMetadata(words) },
+      collective: comm,
     });
+    // Every rank got here: MPI ends only when all do (a failed rank exits without it).
+    comm.close();
     const files = modelRunFiles(out);
     const parts = [`trained to step ${r.steps} in ${(r.seconds / 60).toFixed(1)} min`];
     if (r.last) parts.push(`loss ${r.last.loss.toFixed(4)}`);
     if (r.val) parts.push(`val loss ${r.val.loss.toFixed(4)}`);
-    console.log(`${parts.join("; ")}\nwrote ${out}, ${files.state}, ${files.metrics}`);
+    if (comm.rank === 0) {
+      console.log(`${parts.join("; ")}\nwrote ${out}, ${files.state}, ${files.metrics}`);
+    }
     if (r.stopped) {
       // A signal is not success: a script chaining commands must not go on as if it finished.
       throw new UserError(
@@ -234,7 +259,7 @@ export async function main(argv: string[]): Promise<void> {
           "command with --resume to continue",
       );
     }
-    if (r.steps < r.total) {
+    if (r.steps < r.total && comm.rank === 0) {
       console.log(`stopped at step ${r.steps} of ${r.total}: run the same command with --resume`);
     }
   } finally {

@@ -14,6 +14,7 @@ import { Sequence, VMambAR } from "../model/vmambar.ts";
 import { noGrad, type Tensor, tidyAsync } from "../tensor/tensor.ts";
 import type { ResidualQuantizer } from "../tokenizer/quantizer.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
+import { type Collective, SingleProcess } from "../dist/collective.ts";
 import { tensorsToHost } from "../io/checkpoint.ts";
 import { listenForStop } from "./interrupt.ts";
 import { formatDuration, keepMetricsUpTo, MetricsLog } from "./metrics.ts";
@@ -46,6 +47,11 @@ export interface ModelRunOptions {
   sampleGrid?: (ema: VMambAR, path: string) => Promise<void>;
   /** Extra metadata for the model file (preset, tokenizer path). */
   extra: Record<string, string>;
+  /**
+   * Data parallel over these ranks (default: one process). Each rank trains on its share of every
+   * batch's micro-batches; rank 0 alone writes the checkpoints, metrics and samples.
+   */
+  collective?: Collective;
 }
 
 /** The files a run writes beside its model checkpoint. */
@@ -116,10 +122,10 @@ export async function evaluateTokens(
   return { loss: lossSum / n, accuracy: acc.map((a) => a / n) };
 }
 
-async function startTrainer(o: ModelRunOptions) {
+async function startTrainer(o: ModelRunOptions, lead: boolean) {
   const files = modelRunFiles(o.out);
   if (!o.resume) {
-    await clearForFreshRun(o.out, o.force, [files.state, files.samples], files.metrics);
+    if (lead) await clearForFreshRun(o.out, o.force, [files.state, files.samples], files.metrics);
     const trainer = new ModelTrainer(o.cfg, o.settings, o.quantizer, o.teacher);
     return { trainer, position: { epoch: 0, offset: 0 } as BatchPosition };
   }
@@ -141,29 +147,43 @@ async function startTrainer(o: ModelRunOptions) {
   const settings = JSON.parse(m.settings) as ModelTrainingSettings;
   const trainer = new ModelTrainer(cfg, settings, o.quantizer, o.teacher);
   trainer.loadState(state.tensors, m, files.state);
-  await keepMetricsUpTo(files.metrics, trainer.step);
+  if (lead) await keepMetricsUpTo(files.metrics, trainer.step);
   return { trainer, position: JSON.parse(m.position) as BatchPosition };
 }
 
 export async function runModelTraining(o: ModelRunOptions): Promise<ModelRunResult> {
   const files = modelRunFiles(o.out);
-  const { trainer, position } = await startTrainer(o);
+  const comm = o.collective ?? new SingleProcess();
+  const lead = comm.rank === 0, distributed = comm.size > 1;
+  const { trainer, position } = await startTrainer(o, lead);
+  trainer.collective = comm;
+  if (distributed) await trainer.broadcastState();
   const { cfg, settings } = trainer;
+  const nMicro = settings.batchSize / settings.microBatch;
+  if (nMicro % comm.size !== 0) {
+    throw new UserError(
+      `--batch ${settings.batchSize} is ${nMicro} micro-batches of ${settings.microBatch}: not ` +
+        `a multiple of the ${comm.size} processes`,
+    );
+  }
   const params = trainer.model.parameterCount();
-  console.error(
-    `train: ${o.resume ? `resuming at step ${trainer.step}` : "training"} a ${cfg.arch} model ` +
-      `of ${(params / 1e6).toFixed(2)} M parameters on ${gpu().name}: ${o.data.count} samples, ` +
-      `batch ${settings.batchSize} (micro ${settings.microBatch}), lr ${settings.lr}, ` +
-      `${settings.steps} steps` + (o.resume ? " (the run's saved settings)" : ""),
-  );
-  if (gpu().isCpu) {
+  if (lead) {
+    console.error(
+      `train: ${o.resume ? `resuming at step ${trainer.step}` : "training"} a ${cfg.arch} model ` +
+        `of ${(params / 1e6).toFixed(2)} M parameters on ${gpu().name}: ${o.data.count} samples, ` +
+        `batch ${settings.batchSize} (micro ${settings.microBatch}), lr ${settings.lr}, ` +
+        `${settings.steps} steps` + (o.resume ? " (the run's saved settings)" : "") +
+        (distributed ? `, data parallel over ${comm.size} processes` : ""),
+    );
+  }
+  if (gpu().isCpu && lead) {
     console.error(
       "train: this adapter runs on the CPU (about 3 GFLOP/s): use a GPU for real runs, or a " +
         "small --set (e.g. d=64,n_layers=4) and --batch 8 to try it out",
     );
   }
   const batches = new TokenBatches(o.data, settings.seed, position);
-  const metrics = new MetricsLog(files.metrics);
+  const metrics = lead ? new MetricsLog(files.metrics) : null;
   const L = o.data.L;
   const t0 = performance.now();
   const elapsed = () => (performance.now() - t0) / 1000;
@@ -172,9 +192,13 @@ export async function runModelTraining(o: ModelRunOptions): Promise<ModelRunResu
   let last: ModelTrainingStats | null = null;
   let lastVal: { loss: number; accuracy: number[] } | null = null;
   let lastSaved = trainer.step;
-  const tty = Deno.stderr.isTerminal();
+  const tty = lead && Deno.stderr.isTerminal();
 
   const save = async () => {
+    if (!lead) {
+      lastSaved = trainer.step;
+      return;
+    }
     const meta = {
       step: String(trainer.step),
       data: o.dataPath,
@@ -198,9 +222,9 @@ export async function runModelTraining(o: ModelRunOptions): Promise<ModelRunResu
     lastSaved = trainer.step;
   };
   const validate = async () => {
-    if (!o.val) return;
+    if (!o.val || !lead) return;
     lastVal = await evaluateTokens(trainer.ema, o.quantizer, o.val, settings.microBatch, 512);
-    await metrics.write({
+    await metrics!.write({
       kind: "val",
       step: trainer.step,
       loss: lastVal.loss,
@@ -226,25 +250,37 @@ export async function runModelTraining(o: ModelRunOptions): Promise<ModelRunResu
       if (!logged && performance.now() - drawn < 100) return;
       drawn = performance.now();
       Deno.stderr.writeSync(new TextEncoder().encode(`\r\x1b[K${line()}`));
-    } else if (logged) console.error(line());
+    } else if (logged && lead) console.error(line());
   };
 
   const stop = listenForStop();
   let stopped: string | null = null;
   try {
     while (trainer.step < settings.steps) {
-      if (stop.requested) {
-        stopped = stop.requested;
+      let signal = stop.requested, late = elapsed() > o.maxMinutes * 60;
+      if (distributed) {
+        // Every rank stops at the same step: a signal or the time limit on one stops them all.
+        const flags = Float32Array.of(signal ? 1 : 0, late ? 1 : 0);
+        await comm.allReduceSum(flags);
+        signal = signal ?? (flags[0] > 0 ? "a signal to another process" : null);
+        late = flags[1] > 0;
+      }
+      if (signal) {
+        stopped = signal;
         break;
       }
-      if (elapsed() > o.maxMinutes * 60 || trainer.step - firstStep >= o.stopAfter) break;
-      const micro = [];
-      for (let i = 0; i < settings.batchSize / settings.microBatch; i++) {
-        micro.push(batches.next(settings.microBatch));
-      }
+      if (late || trainer.step - firstStep >= o.stopAfter) break;
+      // Every rank draws the whole batch (the data position stays the same on all) and trains on
+      // its consecutive share of the micro-batches.
+      const all = [];
+      for (let i = 0; i < nMicro; i++) all.push(batches.next(settings.microBatch));
+      const share = nMicro / comm.size, first = comm.rank * share;
+      const micro = all.slice(first, first + share);
       const step = trainer.step + 1;
       const logged = step % o.logEvery === 0 || step === settings.steps;
-      const logits: Tensor | null = trainer.trainStep(micro, logged);
+      const logits: Tensor | null = distributed
+        ? await trainer.trainStepAllReduced(micro, first, logged)
+        : trainer.trainStep(micro, logged);
       if (step === firstStep + 10) {
         await sync();
         timedFrom = { step, time: elapsed() };
@@ -268,7 +304,7 @@ export async function runModelTraining(o: ModelRunOptions): Promise<ModelRunResu
         }
         const from = step > timedFrom.step ? timedFrom : { step: firstStep, time: 0 };
         const rate = (step - from.step) / Math.max(1e-9, elapsed() - from.time);
-        await metrics.write({
+        await metrics?.write({
           kind: "train",
           step,
           lr: trainer.learningRate,
@@ -279,10 +315,13 @@ export async function runModelTraining(o: ModelRunOptions): Promise<ModelRunResu
           grad_norm: last.gradNorm,
           tokens_per_s: rate * settings.batchSize * L,
           seconds: elapsed(),
+          ...(distributed
+            ? { processes: comm.size, allreduce_s: trainer.reduceSeconds / (step - firstStep) }
+            : {}),
         });
       } else logits?.dispose();
       if (o.valEvery > 0 && step % o.valEvery === 0) await validate();
-      if (o.sampleGrid && o.sampleEvery > 0 && step % o.sampleEvery === 0) {
+      if (lead && o.sampleGrid && o.sampleEvery > 0 && step % o.sampleEvery === 0) {
         await o.sampleGrid(trainer.ema, files.samples);
       }
       if (o.checkpointEvery > 0 && step % o.checkpointEvery === 0) {
@@ -292,7 +331,14 @@ export async function runModelTraining(o: ModelRunOptions): Promise<ModelRunResu
       draw(logged);
     }
     if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\r\x1b[K"));
-    if (trainer.step > lastSaved || !existsSync(o.out)) {
+    let unsaved = trainer.step > lastSaved || !existsSync(o.out);
+    if (distributed) {
+      // Rank 0's answer (it writes the files): the check below is collective.
+      const flag = Float32Array.of(unsaved ? 1 : 0);
+      await comm.broadcast(flag, 0);
+      unsaved = flag[0] > 0;
+    }
+    if (unsaved) {
       await checkFinite(trainer, trainer.step, o.out, lastSaved);
       await save();
     }
@@ -301,13 +347,13 @@ export async function runModelTraining(o: ModelRunOptions): Promise<ModelRunResu
       const step = trainer.step;
       if (!(o.valEvery > 0 && step % o.valEvery === 0 && step > firstStep)) await validate();
       const gridNow = o.sampleEvery > 0 && step % o.sampleEvery === 0 && step > firstStep;
-      if (o.sampleGrid && !gridNow) await o.sampleGrid(trainer.ema, files.samples);
+      if (lead && o.sampleGrid && !gridNow) await o.sampleGrid(trainer.ema, files.samples);
     }
     const total = settings.steps;
     return { steps: trainer.step, total, seconds: elapsed(), stopped, last, val: lastVal };
   } finally {
     stop.dispose();
-    metrics.close();
+    metrics?.close();
     trainer.dispose();
   }
 }

@@ -19,6 +19,8 @@ import { keep, noGrad, type Tensor, tidy } from "../tensor/tensor.ts";
 import type { ResidualQuantizer } from "../tokenizer/quantizer.ts";
 import { AdamW, emaUpdate } from "./optim.ts";
 import { learningRate } from "./schedule.ts";
+import { type Collective, SingleProcess } from "../dist/collective.ts";
+import { allReduceTensors, broadcastTensors } from "../dist/tensors.ts";
 
 export interface ModelTrainingSettings {
   /** Samples per optimizer step, and per forward/backward (the batch is their multiple). */
@@ -90,6 +92,10 @@ export class ModelTrainer {
   /** Sums of [loss, ce, kd] over `#statSteps` steps. */
   readonly #sums: Tensor;
   #statSteps = 0;
+  /** Data parallel: the ranks this trainer's gradients and stats are summed over. */
+  collective: Collective = new SingleProcess();
+  /** Seconds spent staging and all-reducing gradients (data parallel only). */
+  reduceSeconds = 0;
 
   constructor(
     readonly cfg: ModelConfig,
@@ -169,14 +175,52 @@ export class ModelTrainer {
    * micro-batch's logits [b, L, V] (the caller reads and frees them).
    */
   trainStep(micro: TokenBatch[], keepLogits = false): Tensor | null {
-    const params = this.model.parameters();
     const lr = this.learningRate;
-    zeroGrad(params);
+    const logits = this.#backwardAll(micro, keepLogits, 0);
+    this.#apply(lr);
+    return logits;
+  }
+
+  /**
+   * Data parallel: one optimizer step of which this rank holds the micro-batches `micro`, the
+   * batch's `firstMicro`-th onward (for caption dropout). Each micro-batch's gradient is scaled by
+   * its share of the whole batch, so their sum over the ranks (staged through host memory) is the
+   * batch's gradient; every rank then takes the same step.
+   */
+  async trainStepAllReduced(
+    micro: TokenBatch[],
+    firstMicro: number,
+    keepLogits = false,
+  ): Promise<Tensor | null> {
+    const lr = this.learningRate;
+    const logits = this.#backwardAll(micro, keepLogits, firstMicro);
+    const t0 = performance.now();
+    const grads = this.model.parameters().flatMap((p) => p.grad ? [p.grad] : []);
+    await allReduceTensors(grads, this.collective);
+    this.reduceSeconds += (performance.now() - t0) / 1000;
+    this.#apply(lr);
+    return logits;
+  }
+
+  /** Data parallel: gives every rank rank 0's weights, EMA and moments (once, at the start). */
+  async broadcastState(): Promise<void> {
+    await broadcastTensors(this.stateTensors().map(([, t]) => t), this.collective, 0);
+    // The stats window is summed over the ranks: rank 0 alone keeps a resumed one.
+    if (this.collective.rank !== 0) upload(this.#sums.buffer, new Float32Array(3));
+  }
+
+  #backwardAll(micro: TokenBatch[], keepLogits: boolean, firstMicro: number): Tensor | null {
+    zeroGrad(this.model.parameters());
     let logits: Tensor | null = null;
     micro.forEach((b, i) => {
-      const l = this.#microStep(b, i, keepLogits && i === 0);
+      const l = this.#microStep(b, firstMicro + i, keepLogits && i === 0);
       logits ??= l;
     });
+    return logits;
+  }
+
+  #apply(lr: number): void {
+    const params = this.model.parameters();
     this.opt.update(lr);
     zeroGrad(params);
     const s = this.step;
@@ -184,12 +228,12 @@ export class ModelTrainer {
     this.#statSteps++;
     this.step++;
     flush();
-    return logits;
   }
 
   /** Means since the last call (one readback), then starts a new window. */
   async readStats(): Promise<ModelTrainingStats> {
     const [sums, clip] = await Promise.all([this.#sums.read(), this.opt.stats.read()]);
+    await this.collective.allReduceSum(sums as Float32Array);
     const n = Math.max(1, this.#statSteps);
     const [loss, ce, kd] = Array.from(sums as Float32Array, (v) => v / n);
     const stats = { steps: this.#statSteps, loss, ce, kd, gradNorm: (clip as Float32Array)[0] };
@@ -201,6 +245,7 @@ export class ModelTrainer {
   /** The loss summed since the last readStats() plus the last gradient norm (NaN shows in it). */
   async peekLoss(): Promise<number> {
     const [sums, clip] = await Promise.all([this.#sums.read(), this.opt.stats.read()]);
+    await this.collective.allReduceSum(sums as Float32Array);
     return (sums as Float32Array)[0] + 0 * (clip as Float32Array)[0];
   }
 

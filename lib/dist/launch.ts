@@ -1,0 +1,72 @@
+// `--world N`: runs the same command again as N processes under Open MPI's mpirun, and waits for
+// them. mpirun ends the job when one process exits with an error; the collectives' deadline
+// (VMAMBAR_COLLECTIVE_TIMEOUT) ends it when one hangs.
+import { basename, dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { existsSync } from "node:fs";
+import { UserError } from "../errors.ts";
+
+/** What every spawned process gets in its environment: nothing may enable NVLink multicast. */
+export const RANK_ENV: Record<string, string> = { NCCL_NVLS_ENABLE: "0" };
+
+/** This program's own command line: `deno run -A main.ts`, or a compiled binary. */
+export function selfCommand(): string[] {
+  const exe = Deno.execPath();
+  if (!/^deno(\.exe)?$/.test(basename(exe))) return [exe];
+  const main = Deno.mainModule;
+  const cmd = [exe, "run", "-A"];
+  if (main.startsWith("file:")) {
+    const config = join(dirname(fileURLToPath(main)), "deno.json");
+    if (existsSync(config)) cmd.push("--config", config);
+  }
+  return [...cmd, main];
+}
+
+/** mpirun's command line for `n` copies of `command` (`extra`: more mpirun options). */
+export function mpirunCommand(n: number, command: string[], extra: string[] = []): string[] {
+  const asRoot = Deno.uid() === 0 ? ["--allow-run-as-root"] : [];
+  // No core binding: each process is many threads (V8, the GPU driver) and a GPU of its own.
+  const env = Object.keys(RANK_ENV).flatMap((k) => ["-x", k]);
+  return [
+    "mpirun",
+    "-np",
+    String(n),
+    "--oversubscribe",
+    "--bind-to",
+    "none",
+    ...asRoot,
+    ...env,
+    ...extra,
+    ...command,
+  ];
+}
+
+/** Runs `args` (a vmambar command line) as `n` MPI processes; returns their exit code. */
+export async function runUnderMpirun(n: number, args: string[]): Promise<number> {
+  const [cmd, ...rest] = mpirunCommand(n, [...selfCommand(), ...args]);
+  let child;
+  try {
+    child = new Deno.Command(cmd, {
+      args: rest,
+      env: RANK_ENV,
+      stdin: "null",
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn();
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new UserError(
+        "--world needs Open MPI's mpirun (Debian: apt-get install openmpi-bin)",
+      );
+    }
+    throw e;
+  }
+  // Ctrl-C reaches mpirun and the processes too: this launcher waits for them to end.
+  const ignore = () => {};
+  Deno.addSignalListener("SIGINT", ignore);
+  try {
+    return (await child.status).code;
+  } finally {
+    Deno.removeSignalListener("SIGINT", ignore);
+  }
+}
