@@ -2,19 +2,13 @@
 // weights one process gets from the same batch as two accumulated micro-batches; a process that
 // fails or hangs ends the job with a clear error in bounded time. Skipped, with a note, where
 // Open MPI (mpirun and libmpi) is not installed.
+import { tinyTokenData } from "./checkpoint_fixtures.ts";
 import { join } from "node:path";
-import { batchCaptionIds } from "../lib/data/text.ts";
-import { writeTokenShard } from "../lib/data/token_shards.ts";
 import { buckets } from "../lib/dist/tensors.ts";
 import { launchedWorldSize, SingleProcess } from "../lib/dist/collective.ts";
 import { mpirunCommand } from "../lib/dist/launch.ts";
-import { saveCheckpoint } from "../lib/io/checkpoint.ts";
 import { readSafetensors, toFloat32 } from "../lib/io/safetensors.ts";
-import { fileSha256 } from "../lib/tokenizer/load.ts";
-import { VQVAE } from "../lib/tokenizer/vqvae.ts";
-import { tempDir } from "./data_fixtures.ts";
 import { assert, gpuReady, runCli } from "./helpers.ts";
-import { TINY_TOKENIZER } from "./tokenizer_fixtures.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -107,34 +101,7 @@ const CAPTIONS = ["red circle", "blue square", "green triangle", "two dots", "bi
 const SET = "d=64,n_layers=2,gsa_every=1,heads=2,text_layers=1,text_length=16";
 
 /** A random tiny tokenizer and one shard of 6 captions with seeded token indices. */
-async function tinyData() {
-  const dir = await tempDir("dist");
-  const tokenizer = join(dir, "tok.safetensors");
-  const vq = new VQVAE(TINY_TOKENIZER, 1);
-  await saveCheckpoint(tokenizer, vq.namedParameters(), "tokenizer", TINY_TOKENIZER);
-  vq.dispose();
-  const L = TINY_TOKENIZER.scales.reduce((a, p) => a + p * p, 0);
-  const tokens = join(dir, "tokens");
-  await Deno.mkdir(tokens);
-  const indices = Int32Array.from(
-    { length: CAPTIONS.length * L },
-    (_, i) => (i * 4099 + 5) % TINY_TOKENIZER.vocab,
-  );
-  const info = {
-    tokenizerSha256: await fileSha256(tokenizer),
-    scales: TINY_TOKENIZER.scales,
-    vocab: TINY_TOKENIZER.vocab,
-    textLength: 16,
-    source: "test",
-  };
-  await writeTokenShard(
-    join(tokens, "00000.safetensors"),
-    info,
-    indices,
-    batchCaptionIds(CAPTIONS, 16),
-  );
-  return { dir, tokenizer, tokens };
-}
+const tinyData = () => tinyTokenData("dist", CAPTIONS, 4099, 5);
 
 const trainArgs = (d: { tokenizer: string; tokens: string }, out: string) => [
   "train",

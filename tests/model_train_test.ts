@@ -1,8 +1,8 @@
 // vmambar train and generate: a tiny model memorises 8 captions' tokens and generates them back,
 // --resume continues exactly, guidance and seeds behave, distillation's loss vanishes against
 // itself, and bad input gets one clear line each.
+import { tinyTokenData } from "./checkpoint_fixtures.ts";
 import { join } from "node:path";
-import { writeTokenShard } from "../lib/data/token_shards.ts";
 import { batchCaptionIds } from "../lib/data/text.ts";
 import { readSafetensors } from "../lib/io/safetensors.ts";
 import { saveCheckpoint } from "../lib/io/checkpoint.ts";
@@ -11,14 +11,13 @@ import { loadModel } from "../lib/model/load.ts";
 import { VMambAR } from "../lib/model/vmambar.ts";
 import { sampleTokens } from "../lib/tensor/sample.ts";
 import { keep, noGrad, type Tensor, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
-import { fileSha256, loadTokenizer } from "../lib/tokenizer/load.ts";
+import { loadTokenizer } from "../lib/tokenizer/load.ts";
 import { VQVAE } from "../lib/tokenizer/vqvae.ts";
 import {
   DEFAULT_MODEL_SETTINGS,
   distillationLoss,
   ModelTrainer,
 } from "../lib/train/model_trainer.ts";
-import { tempDir } from "./data_fixtures.ts";
 import { assert, assertClose, gpuReady, randn, runCli } from "./helpers.ts";
 import { randomBatch, tinyModelConfig, tinyQuantizer } from "./model_fixtures.ts";
 import { TINY_TOKENIZER } from "./tokenizer_fixtures.ts";
@@ -33,37 +32,10 @@ const CAPTIONS = [
   "small box",
   "night",
 ];
-const L = TINY_TOKENIZER.scales.reduce((a, p) => a + p * p, 0);
 const TINY_SET = "d=64,n_layers=2,gsa_every=1,heads=2,text_layers=1,text_length=16";
 
 /** A random tiny tokenizer, and token shards of 8 short captions with seeded indices. */
-async function tinyRun(name: string) {
-  const dir = await tempDir(name);
-  const tokenizer = join(dir, "tok.safetensors");
-  const vq = new VQVAE(TINY_TOKENIZER, 1);
-  await saveCheckpoint(tokenizer, vq.namedParameters(), "tokenizer", TINY_TOKENIZER);
-  vq.dispose();
-  const tokens = join(dir, "tokens");
-  await Deno.mkdir(tokens);
-  const indices = Int32Array.from(
-    { length: CAPTIONS.length * L },
-    (_, i) => (i * 7919 + 13) % TINY_TOKENIZER.vocab,
-  );
-  const info = {
-    tokenizerSha256: await fileSha256(tokenizer),
-    scales: TINY_TOKENIZER.scales,
-    vocab: TINY_TOKENIZER.vocab,
-    textLength: 16,
-    source: "test",
-  };
-  await writeTokenShard(
-    join(tokens, "00000.safetensors"),
-    info,
-    indices,
-    batchCaptionIds(CAPTIONS, 16),
-  );
-  return { dir, tokenizer, tokens, indices };
-}
+const tinyRun = (name: string) => tinyTokenData(name, CAPTIONS, 7919, 13);
 
 const trainArgs = (r: { tokenizer: string; tokens: string }, out: string, ...more: string[]) => [
   "train",
