@@ -43,7 +43,8 @@ export const MODEL_PRESETS: Record<string, ModelConfig> = {
     ...mamba,
     ...tiny64Tokens,
   },
-  // A first run on the CPU (README): trains in minutes on Mesa's lavapipe.
+  // A first run on the CPU (README): trains in minutes on Mesa's lavapipe. T 96 as `tokenize`
+  // gives 32-px tokenizers: shorter would cut a third of the shapes world's captions.
   cpu32: {
     arch: "hybrid",
     d: 64,
@@ -51,7 +52,7 @@ export const MODEL_PRESETS: Record<string, ModelConfig> = {
     gsa_every: 2,
     heads: 2,
     text_layers: 1,
-    text_length: 64,
+    text_length: 96,
     ...mamba,
     ...cpu32Tokens,
   },
