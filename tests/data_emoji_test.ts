@@ -1,4 +1,5 @@
-// `data emoji` on the real npm package emoji-datasource-twitter (fetched on first use).
+// `data emoji` on the real npm package emoji-datasource-twitter (fetched on first use, at the
+// version and integrity pinned in deno.json).
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { run } from "../main.ts";
@@ -32,8 +33,13 @@ Deno.test("emoji: captions from names, short names and skin tones", () => {
   check(skinToneName("1F3FB-1F3FF") === "light and dark skin tones", skinToneName("1F3FB-1F3FF"));
 });
 
+const lockFile = new URL("../deno.lock", import.meta.url);
+
 Deno.test("emoji: the real twitter set lists every image, and the split holds out whole emoji", async () => {
+  const lockBefore = Deno.readTextFileSync(lockFile);
   const { records, imageDir } = await loadEmojiSet("twitter");
+  // Fetching an emoji set goes around Deno's npm resolution, so deno.lock stays as it was.
+  check(Deno.readTextFileSync(lockFile) === lockBefore, "loading an emoji set rewrote deno.lock");
   const images = emojiImages(records, "twitter", imageDir);
   const expected = records.reduce(
     (n, r) =>

@@ -165,7 +165,8 @@ async function shapes(argv: string[]): Promise<void> {
 const emojiSpec: CommandSpec = singleValued({
   name: "data emoji",
   usage: "data emoji --set twitter|google|apple|facebook --size 64 --out DIR",
-  summary: "Import the 64-px PNGs of npm package emoji-datasource-<set> (fetched on first use), " +
+  summary: "Import the 64-px PNGs of npm package emoji-datasource-<set> (the version pinned in " +
+    "deno.json, fetched into ~/.cache/vmambar or $VMAMBAR_CACHE on first use), " +
     "captioned from emoji.json names, as training shards in DIR and a held-out shard in DIR/val.",
   options: {
     set: {

@@ -1,12 +1,12 @@
 // Real images from the npm package emoji-datasource-<set>: its img/<set>/64/ PNGs and
 // emoji.json. Captions come from the emoji's name and short names; skin-tone variants add their
 // tone. The split is by base emoji, so a held-out emoji's skin tones are held out with it.
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { UserError } from "../errors.ts";
 import { CorruptImage, decodeImage } from "./images.ts";
 import { mapOrdered } from "./stream.ts";
 import { encodePng } from "./png.ts";
+import { type FetchOptions, optionalPin, pinnedPackage } from "./npm_pins.ts";
 import { Progress } from "./progress.ts";
 import { deriveSeed, mulberry32, shuffleInPlace } from "./random.ts";
 import { ShardWriter } from "./shards.ts";
@@ -58,30 +58,26 @@ export function emojiCaption(e: Pick<EmojiRecord, "name" | "short_name" | "short
   return [...new Set(names)].join(", ");
 }
 
-/** Loads emoji.json of a set (fetched by Deno's npm support on first use) and its 64-px folder. */
+/**
+ * Loads emoji.json of a set and its 64-px folder, from npm package emoji-datasource-<set> at the
+ * version and integrity pinned in deno.json's `optionalNpm` (fetched and unpacked on first use:
+ * lib/data/npm_pins.ts says why not through Deno's npm support).
+ */
 export async function loadEmojiSet(
   set: EmojiSet,
+  opts: FetchOptions = {},
 ): Promise<{ records: EmojiRecord[]; imageDir: string }> {
-  // A computed specifier keeps the four ~70 MB packages out of the module graph: only the set
-  // asked for is fetched.
-  const spec = `npm:emoji-datasource-${set}@16/emoji.json`;
+  const dir = await pinnedPackage(optionalPin(`emoji-datasource-${set}`), {
+    keep: (path) => path === "emoji.json" || path.startsWith(`img/${set}/64/`),
+    ...opts,
+  });
   let records: EmojiRecord[];
   try {
-    records = (await import(spec, { with: { type: "json" } })).default;
+    records = JSON.parse(await Deno.readTextFile(join(dir, "emoji.json")));
   } catch (e) {
-    throw new UserError(
-      `cannot load npm package emoji-datasource-${set} (it needs npm access the first time): ${
-        (e as Error).message.split("\n")[0]
-      }`,
-    );
+    throw new UserError(`${join(dir, "emoji.json")}: ${(e as Error).message.split("\n")[0]}`);
   }
-  const url = import.meta.resolve(spec);
-  if (!url.startsWith("file:")) {
-    throw new UserError(
-      `emoji-datasource-${set} has no local files; run with "nodeModulesDir": "auto"`,
-    );
-  }
-  return { records, imageDir: join(dirname(fileURLToPath(url)), "img", set, "64") };
+  return { records, imageDir: join(dir, "img", set, "64") };
 }
 
 /** Every image of the set that the package has, base emoji first, then its skin tones. */

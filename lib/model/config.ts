@@ -27,6 +27,8 @@ export interface ModelConfig {
 const mamba = { d_state: 16, d_conv: 4, expand: 2 };
 // The tiny64 tokenizer's token grid; a model trained on another tokenizer takes its fields.
 const tiny64Tokens = { scales: [1, 2, 3, 4, 6, 8], vocab: 512, cvae: 16 };
+// The cpu32 tokenizer's token grid (32-px images, an 8 × 8 map, 85 tokens).
+const cpu32Tokens = { scales: [1, 2, 4, 8], vocab: 256, cvae: 8 };
 const base256Tokens = { scales: [1, 2, 3, 4, 5, 6, 8, 10, 13, 16], vocab: 4096, cvae: 32 };
 
 export const MODEL_PRESETS: Record<string, ModelConfig> = {
@@ -40,6 +42,19 @@ export const MODEL_PRESETS: Record<string, ModelConfig> = {
     text_length: 96,
     ...mamba,
     ...tiny64Tokens,
+  },
+  // A first run on the CPU (README): trains in minutes on Mesa's lavapipe. T 96 as `tokenize`
+  // gives 32-px tokenizers: shorter would cut a third of the shapes world's captions.
+  cpu32: {
+    arch: "hybrid",
+    d: 64,
+    n_layers: 4,
+    gsa_every: 2,
+    heads: 2,
+    text_layers: 1,
+    text_length: 96,
+    ...mamba,
+    ...cpu32Tokens,
   },
   base256: {
     arch: "hybrid",

@@ -39,6 +39,18 @@ export const TOKENIZER_PRESETS: Record<string, TokenizerConfig> = {
     scales: [1, 2, 3, 4, 6, 8],
     ...common,
   },
+  cpu32: {
+    image: 32,
+    ch: 16,
+    chMult: [1, 2, 2],
+    numResBlocks: 1,
+    midAttention: false,
+    deepestAttention: false,
+    cvae: 8,
+    vocab: 256,
+    scales: [1, 2, 4, 8],
+    ...common,
+  },
   base256: {
     image: 256,
     ch: 128,
