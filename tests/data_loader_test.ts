@@ -282,3 +282,28 @@ Deno.test("loader: a missing path or an empty source is one clear error", async 
   await Deno.writeTextFile(join(empty, "m.csv"), "name,caption\na.jpg,x\n");
   await refuses(join(empty, "m.csv"), /needs a path column/);
 });
+
+Deno.test("loader: a split source's parts hold its samples in order; batches name their places", async () => {
+  const { dir, good } = await shardsWithBadSamples();
+  const { openSource } = await import("../lib/data/sources.ts");
+  const { SkipReport } = await import("../lib/data/skips.ts");
+  const { Loader } = await import("../lib/data/loader.ts");
+  const opts = { source: dir, batchSize: 4, imageSize: SIDE, textLength: 8, shuffleBuffer: 0 };
+  const whole = await all(openLoader({ ...opts, epochs: 1 }));
+  check(keysOf(whole).join() === good.join(), "stored order");
+  // 35 samples; the corrupt images (places 3, 9, 14) are skipped with their places counted, and
+  // the samples without caption or image are never placed.
+  const places = whole.flatMap((b) => b.samples);
+  check(places.length === good.length && places[3] === 4, `places ${places}`);
+  check(places.every((p, i) => i === 0 || p > places[i - 1]), `places ${places}`);
+  const parts = openSource(dir, new SkipReport()).split(new SkipReport(), 2);
+  check(parts.length === 3, `${parts.length} parts of 3 shards`);
+  const keys: string[] = [];
+  for (const p of parts) for await (const s of p.samples()) keys.push(s.key);
+  const inOrder = keys.filter((k) => good.includes(k)).join() === good.join();
+  check(inOrder && keys.length === 33, `${keys.length} keys`);
+  // A share without a sample is no error with allowEmpty.
+  const empty = { description: "none", samples: async function* () {}, split: () => [] };
+  const none = new Loader({ ...opts, epochs: 1, allowEmpty: true }, empty, new SkipReport());
+  check((await all(none.batches())).length === 0, "an empty share yields no batch");
+});

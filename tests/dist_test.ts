@@ -4,10 +4,16 @@
 // Open MPI (mpirun and libmpi) is not installed.
 import { tinyTokenData } from "./checkpoint_fixtures.ts";
 import { join } from "node:path";
+import { existsSync } from "node:fs";
 import { buckets } from "../lib/dist/tensors.ts";
 import { launchedWorldSize, SingleProcess } from "../lib/dist/collective.ts";
 import { mpirunCommand } from "../lib/dist/launch.ts";
 import { readSafetensors, toFloat32 } from "../lib/io/safetensors.ts";
+import { saveCheckpoint } from "../lib/io/checkpoint.ts";
+import { writeShapes } from "../lib/data/shapes.ts";
+import { VQVAE } from "../lib/tokenizer/vqvae.ts";
+import { TINY_TOKENIZER } from "./tokenizer_fixtures.ts";
+import { tempDir } from "./data_fixtures.ts";
 import { assert, gpuReady, runCli } from "./helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -202,5 +208,89 @@ Deno.test({
     assert(r.seconds < 120, `took ${r.seconds} s`);
     assert(/vmambar train: .*missing/.test(r.stderr), r.stderr);
     assert(/exited|non-zero|aborted/.test(r.stderr), r.stderr);
+  },
+});
+
+/** Every file under `dir` (relative paths, sorted) with its bytes. */
+async function filesUnder(dir: string): Promise<Map<string, Uint8Array>> {
+  const files = new Map<string, Uint8Array>();
+  const walk = async (sub: string) => {
+    for await (const e of Deno.readDir(join(dir, sub))) {
+      const rel = sub ? join(sub, e.name) : e.name;
+      if (e.isDirectory) await walk(rel);
+      else files.set(rel, await Deno.readFile(join(dir, rel)));
+    }
+  };
+  await walk("");
+  return new Map([...files].sort(([a], [b]) => (a < b ? -1 : 1)));
+}
+
+Deno.test({
+  name: "dist: tokenize --world 2 and under mpirun by hand write one process's token shards",
+  ignore,
+  async fn() {
+    await gpuReady;
+    // 24 images in 5 input shards of 5; output shards of 7 cross the input shards' bounds.
+    const dir = await tempDir("dist_tok");
+    const data = join(dir, "shapes");
+    await Deno.mkdir(data);
+    await writeShapes({ n: 24, side: 16, seed: 3, out: data, split: "train", perShard: 5 });
+    const tokenizer = join(dir, "tok.safetensors");
+    const vq = new VQVAE(TINY_TOKENIZER, 11);
+    await saveCheckpoint(tokenizer, vq.namedParameters(), "tokenizer", TINY_TOKENIZER);
+    vq.dispose();
+    const args = (out: string) => [
+      "tokenize",
+      "--tokenizer",
+      tokenizer,
+      "--data",
+      data,
+      "--out",
+      out,
+      "--batch",
+      "4",
+      "--per-shard",
+      "7",
+      "--text-length",
+      "16",
+    ];
+    const one = join(dir, "one"), two = join(dir, "two"), byHand = join(dir, "by-hand");
+    const r1 = await runCli(...args(one));
+    assert(r1.code === 0, `one process: ${r1.stderr}`);
+    const r2 = await runCli(...args(two), "--world", "2");
+    assert(r2.code === 0, `--world 2: ${r2.stderr}`);
+    assert(/tokenized 24 images into 4 shard\(s\).* over 2 processes/.test(r2.stdout), r2.stdout);
+    assert(r2.stdout.trim().split("\n").length === 1, `rank 0 alone reports: ${r2.stdout}`);
+    const r3 = await mpirun(2, [...DENO, "main.ts", ...args(byHand)]);
+    assert(r3.code === 0, `mpirun -np 2 by hand: ${r3.stderr}`);
+    const want = await filesUnder(one);
+    assert(
+      [...want.keys()].join() === [0, 1, 2, 3].map((i) => `0000${i}.safetensors`).join(),
+      [
+        ...want.keys(),
+      ].join(),
+    );
+    for (const got of [two, byHand]) {
+      const files = await filesUnder(got);
+      assert([...files.keys()].join() === [...want.keys()].join(), `${got}: ${[...files.keys()]}`);
+      for (const [name, bytes] of want) {
+        const b = files.get(name)!;
+        assert(
+          b.length === bytes.length && b.every((x, i) => x === bytes[i]),
+          `${got}/${name} differs from one process's`,
+        );
+      }
+      assert(!existsSync(`${got}.partial`), `${got}.partial is left`);
+    }
+    // A rank that fails (MPMD: rank 1 reads shards that do not exist) ends the job with its error,
+    // and no token set is published (--out, made before any work as in one process, stays empty).
+    const failed = join(dir, "failed");
+    const good = [...DENO, "main.ts", ...args(failed), "--world", "2"];
+    const bad = good.map((a) => (a === data ? join(dir, "missing") : a));
+    const r4 = await mpirun(1, [...good, ":", "-np", "1", ...bad]);
+    assert(r4.code !== 0, "the job succeeded");
+    assert(/vmambar tokenize: .*missing/.test(r4.stderr), r4.stderr);
+    const left = existsSync(failed) ? [...Deno.readDirSync(failed)].map((e) => e.name) : [];
+    assert(left.length === 0, `${failed} holds ${left}`);
   },
 });

@@ -84,11 +84,14 @@ export function prepareOutputFolder(dir: string, { flag }: OutputCheck): void {
  * interrupted run is removed. DIR itself, when it exists, must already be cleared of old files.
  */
 export function stagedFolder(dir: string): { path: string; publish(): void } {
-  const path = `${dir.replace(/\/+$/, "")}.partial`;
+  const path = stagedPath(dir);
   if (statOrNull(path)) Deno.removeSync(path, { recursive: true });
   Deno.mkdirSync(path, { recursive: true });
   return { path, publish: () => publishFolder(path, dir) };
 }
+
+/** Where stagedFolder(dir) builds the set (for the other processes of a data-parallel run). */
+export const stagedPath = (dir: string) => `${dir.replace(/\/+$/, "")}.partial`;
 
 function publishFolder(from: string, to: string): void {
   const info = statOrNull(to);

@@ -4,11 +4,19 @@
 import { UserError } from "../errors.ts";
 import { type CommandSpec, intFlag, parseCommand } from "./args.ts";
 import { resolveTokenizer, TOKENIZER_OPTION } from "./defaults.ts";
-import { prepareOutputFolder, stagedFolder } from "./output.ts";
+import { prepareOutputFolder, stagedFolder, stagedPath } from "./output.ts";
+import type { Collective } from "../dist/collective.ts";
+import type { Batch, Loader } from "../data/loader.ts";
+import type { TokenShardInfo } from "../data/token_shards.ts";
+import type { Progress } from "../data/progress.ts";
+import type { SampleSource } from "../data/sources.ts";
+import type { VQVAE } from "../tokenizer/vqvae.ts";
+import type { TokenizerConfig } from "../tokenizer/config.ts";
 
 const spec: CommandSpec = {
   name: "tokenize",
-  usage: "tokenize [--tokenizer T] --data SHARDS --out DIR [--text-length T] [--batch N]",
+  usage:
+    "tokenize [--tokenizer T] --data SHARDS --out DIR [--text-length T] [--batch N] [--world N]",
   summary: "Encode every image of SHARDS into multi-scale code indices and every caption into " +
     "text ids, written as token shards DIR/00000.safetensors… that record the tokenizer's hash.",
   options: {
@@ -24,6 +32,11 @@ const spec: CommandSpec = {
     "per-shard": { type: "string", value: "N", default: "10000", help: "samples per shard" },
     "decode-threads": { type: "string", value: "N", default: "8", help: "images decoded at once" },
     force: { type: "boolean", help: "replace token shards already in --out" },
+    world: {
+      type: "string",
+      value: "N",
+      help: "run as N processes under mpirun, each on its share of the shards (the same output)",
+    },
   },
   more: "example: vmambar tokenize --data data/shapes --out data/shapes-tokens",
 };
@@ -51,7 +64,17 @@ export async function main(argv: string[]): Promise<void> {
   const batchSize = intFlag(v, "batch", 1, 4096), perShard = intFlag(v, "per-shard", 1, 1e6);
   const decodeConcurrency = intFlag(v, "decode-threads", 1, 256);
   const tokenizerPath = resolveTokenizer(v.tokenizer);
-  prepareOut(out, v.force === true);
+  const { launchWorld } = await import("../dist/launch.ts");
+  const given = v.world === undefined ? undefined : intFlag(v, "world", 1);
+  // The launcher returns null once the processes it started have all finished.
+  if (await launchWorld("tokenize", argv, given) === null) return;
+  const { collective } = await import("../dist/collective.ts");
+  const comm = collective();
+  const lead = comm.rank === 0;
+  // Rank 0 alone clears --out and makes the staging folder; the others wait for it (a barrier)
+  // before they write there.
+  if (lead) prepareOut(out, v.force === true);
+  const stage = lead ? stagedFolder(out) : { path: stagedPath(out), publish() {} };
   const { initGpu } = await import("../gpu/mod.ts");
   await initGpu();
   const { loadTokenizer } = await import("../tokenizer/load.ts");
@@ -60,22 +83,9 @@ export async function main(argv: string[]): Promise<void> {
   const T = v["text-length"] === undefined
     ? (cfg.image <= 64 ? 96 : 128)
     : intFlag(v, "text-length", 2, 1 << 16);
-  const { openLoader } = await import("../data/loader.ts");
-  const loader = openLoader({
-    source: data,
-    batchSize,
-    imageSize: cfg.image,
-    textLength: T,
-    shuffleBuffer: 0,
-    epochs: 1,
-    pixels: "float32",
-    decodeConcurrency,
-  });
-  const { tensor, tidyAsync } = await import("../tensor/tensor.ts");
-  const { encodeImages } = await import("../tokenizer/reconstruct.ts");
-  const { tokenShardName, writeTokenShard } = await import("../data/token_shards.ts");
+  const { Loader, openLoader } = await import("../data/loader.ts");
   const { Progress } = await import("../data/progress.ts");
-  const info = {
+  const info: TokenShardInfo = {
     tokenizerSha256: tok.sha256,
     scales: cfg.scales,
     vocab: cfg.vocab,
@@ -83,70 +93,276 @@ export async function main(argv: string[]): Promise<void> {
     source: data,
   };
   const L = cfg.scales.reduce((a, p) => a + p * p, 0);
-  // The shards are written under DIR.partial and published as DIR once all are there.
-  const stage = stagedFolder(out);
-  const progress = new Progress("tokenize");
-  let shard = 0, rows: Int32Array[] = [], texts: Int32Array[] = [], inShard = 0, total = 0;
-  const flushShard = async () => {
-    if (inShard === 0) return;
-    const join = (parts: Int32Array[], n: number) => {
-      const all = new Int32Array(n);
-      let at = 0;
-      for (const p of parts) all.set(p, (at += p.length) - p.length);
-      return all;
-    };
-    await writeTokenShard(
-      `${stage.path}/${tokenShardName(shard++)}`,
-      info,
-      join(rows, inShard * L),
-      join(texts, inShard * T),
-    );
-    rows = [];
-    texts = [];
-    inShard = 0;
+  const options = {
+    source: data,
+    batchSize,
+    imageSize: cfg.image,
+    textLength: T,
+    shuffleBuffer: 0,
+    epochs: 1,
+    pixels: "float32" as const,
+    decodeConcurrency,
   };
+  const encoder = { vq: tok.vq, cfg, L, T };
+  const progress = lead ? new Progress("tokenize") : null;
+  const t0 = performance.now();
+  let total: number, shards: number;
   try {
-    const batches = loader.batches();
-    let next = batches.next();
-    next.catch(() => {});
-    while (true) {
-      const r = await next;
-      if (r.done) break;
-      const b = r.value;
-      // Ask for the next batch first, so its images decode while the GPU encodes this one (a
-      // failure there is thrown when it is awaited, not reported as unhandled before).
-      next = batches.next();
-      next.catch(() => {});
-      const perScale = await tidyAsync(async () => {
-        const x = tensor(b.pixels as Float32Array, [b.size, 3, cfg.image, cfg.image]);
-        return await Promise.all(encodeImages(tok.vq, x).map((t) => t.read()));
-      });
-      for (let i = 0; i < b.size; i++) {
-        const row = new Int32Array(L);
-        let at = 0;
-        perScale.forEach((idx, k) => {
-          const n = cfg.scales[k] ** 2;
-          row.set((idx as Int32Array).subarray(i * n, (i + 1) * n), at);
-          at += n;
-        });
-        rows.push(row);
-        texts.push(b.ids.subarray(i * T, (i + 1) * T));
-        total++;
-        if (++inShard === perShard) await flushShard();
+    if (comm.size === 1) {
+      const loader = openLoader(options);
+      ({ total, shards } = await tokenizeAll(
+        loader,
+        encoder,
+        info,
+        stage.path,
+        perShard,
+        progress,
+      ));
+      const skipped = loader.skipped.summary();
+      if (skipped) console.error(skipped);
+    } else {
+      const { SkipReport } = await import("../data/skips.ts");
+      const { openSource } = await import("../data/sources.ts");
+      const openSkips = new SkipReport(), readSkips = new SkipReport();
+      const parts = openSource(data, openSkips).split(readSkips, comm.size);
+      if (parts.length < comm.size) {
+        throw new UserError(
+          `--world ${comm.size}: ${data} splits into ${parts.length} part(s) (one per shard): ` +
+            `run at most ${parts.length} processes`,
+        );
       }
-      progress.tick(b.size);
+      const share = shareSource(parts, comm);
+      const loader = new Loader({ ...options, allowEmpty: true }, share.source, readSkips);
+      ({ total, shards } = await tokenizeShare(
+        loader,
+        share,
+        parts.length,
+        comm,
+        encoder,
+        info,
+        stage.path,
+        perShard,
+        progress,
+      ));
+      const skipped = [...(lead ? [openSkips.summary()] : []), readSkips.summary()]
+        .filter((l) => l !== null);
+      for (const l of skipped) console.error(`rank ${comm.rank} of ${comm.size}: ${l}`);
     }
-    await flushShard();
   } finally {
-    progress.finish();
+    progress?.finish();
     tok.vq.dispose();
   }
-  const skipped = loader.skipped.summary();
-  if (skipped) console.error(skipped);
   if (total === 0) throw new UserError(`no images could be read from ${data}`);
-  stage.publish();
+  if (lead) stage.publish();
+  comm.close();
+  if (!lead) return;
+  const rate = total / Math.max(1e-9, (performance.now() - t0) / 1000);
+  const over = comm.size > 1 ? ` over ${comm.size} processes` : "";
   console.log(
-    `tokenized ${total} images into ${shard} shard(s) in ${out} (${progress.rate.toFixed(0)} ` +
-      `images/s; ${L} tokens + ${T} text ids each; tokenizer sha256 ${tok.sha256.slice(0, 16)}…)`,
+    `tokenized ${total} images into ${shards} shard(s) in ${out} (${rate.toFixed(0)} ` +
+      `images/s${over}; ${L} tokens + ${T} text ids each; tokenizer sha256 ` +
+      `${tok.sha256.slice(0, 16)}…)`,
   );
+}
+
+interface Encoder {
+  vq: VQVAE;
+  cfg: TokenizerConfig;
+  /** Code indices per image (Σ pn²) and text ids per caption. */
+  L: number;
+  T: number;
+}
+
+/**
+ * Encodes every batch of `loader`, handing each image's code indices and text ids to `take` with
+ * the batch and its place there. The next batch decodes while the GPU encodes this one.
+ */
+async function encodeBatches(
+  loader: Loader,
+  { vq, cfg, L, T }: Encoder,
+  progress: Progress | null,
+  take: (row: Int32Array, ids: Int32Array, batch: Batch, i: number) => Promise<void> | void,
+): Promise<void> {
+  const { tensor, tidyAsync } = await import("../tensor/tensor.ts");
+  const { encodeImages } = await import("../tokenizer/reconstruct.ts");
+  const batches = loader.batches();
+  let next = batches.next();
+  next.catch(() => {});
+  while (true) {
+    const r = await next;
+    if (r.done) break;
+    const b = r.value;
+    // Ask for the next batch first, so its images decode while the GPU encodes this one (a
+    // failure there is thrown when it is awaited, not reported as unhandled before).
+    next = batches.next();
+    next.catch(() => {});
+    const perScale = await tidyAsync(async () => {
+      const x = tensor(b.pixels as Float32Array, [b.size, 3, cfg.image, cfg.image]);
+      return await Promise.all(encodeImages(vq, x).map((t) => t.read()));
+    });
+    for (let i = 0; i < b.size; i++) {
+      const row = new Int32Array(L);
+      let at = 0;
+      perScale.forEach((idx, k) => {
+        const n = cfg.scales[k] ** 2;
+        row.set((idx as Int32Array).subarray(i * n, (i + 1) * n), at);
+        at += n;
+      });
+      await take(row, b.ids.subarray(i * T, (i + 1) * T), b, i);
+    }
+    progress?.tick(b.size);
+  }
+}
+
+/** Rows of equal length joined into one array. */
+function joinRows(parts: Int32Array[], width: number): Int32Array {
+  const all = new Int32Array(parts.length * width);
+  parts.forEach((p, i) => all.set(p, i * width));
+  return all;
+}
+
+/** One process: every image, in order, into shards of `perShard` under `dir`. */
+async function tokenizeAll(
+  loader: Loader,
+  encoder: Encoder,
+  info: TokenShardInfo,
+  dir: string,
+  perShard: number,
+  progress: Progress | null,
+): Promise<{ total: number; shards: number }> {
+  const { tokenShardName, writeTokenShard } = await import("../data/token_shards.ts");
+  let shard = 0, rows: Int32Array[] = [], texts: Int32Array[] = [], total = 0;
+  const flushShard = async () => {
+    if (rows.length === 0) return;
+    const path = `${dir}/${tokenShardName(shard++)}`;
+    await writeTokenShard(path, info, joinRows(rows, encoder.L), joinRows(texts, encoder.T));
+    rows = [];
+    texts = [];
+  };
+  await encodeBatches(loader, encoder, progress, async (row, ids) => {
+    rows.push(row);
+    texts.push(ids);
+    total++;
+    if (rows.length === perShard) await flushShard();
+  });
+  await flushShard();
+  return { total, shards: shard };
+}
+
+/** A process's share of a split source: parts rank, rank + size, …, read one after another. */
+interface Share {
+  source: SampleSource;
+  /** Indices of this rank's parts among all. */
+  parts: number[];
+  /** The part (an index into `parts`) a sample of the share's stream came from. */
+  partOf(sample: number): number;
+}
+
+function shareSource(all: SampleSource[], comm: Collective): Share {
+  const parts = all.map((_, j) => j).filter((j) => j % comm.size === comm.rank);
+  // Where each part starts in the share's stream, recorded as the stream reaches it.
+  const starts: number[] = [];
+  let read = 0, current = 0;
+  return {
+    parts,
+    source: {
+      description: `part ${comm.rank} of ${comm.size}`,
+      async *samples() {
+        for (const [k, j] of parts.entries()) {
+          starts[k] = read;
+          for await (const s of all[j].samples()) {
+            read++;
+            yield s;
+          }
+        }
+      },
+      split: () => {
+        throw new Error("a share is not split again");
+      },
+    },
+    // Samples are asked for in stream order, so the answer only moves forward.
+    partOf(sample: number) {
+      while (current + 1 < starts.length && starts[current + 1] <= sample) current++;
+      return current;
+    },
+  };
+}
+
+/**
+ * Several processes: this rank encodes its parts of the source, one file of rows per part under
+ * DIR/parts; the part counts are summed over the ranks, and then every rank writes its token
+ * shards (shard k for k ≡ rank mod size) from the parts' files: the same rows, in the same order
+ * and shards, as one process writes. The parts are removed once every rank has finished.
+ */
+async function tokenizeShare(
+  loader: Loader,
+  share: Share,
+  nParts: number,
+  comm: Collective,
+  encoder: Encoder,
+  info: TokenShardInfo,
+  dir: string,
+  perShard: number,
+  progress: Progress | null,
+): Promise<{ total: number; shards: number }> {
+  const { tokenShardName, writeTokenShard, readTokenShard } = await import(
+    "../data/token_shards.ts"
+  );
+  const { L, T } = encoder;
+  const partsDir = `${dir}/parts`;
+  const partPath = (j: number) => `${partsDir}/${String(j).padStart(6, "0")}.safetensors`;
+  if (comm.rank === 0) Deno.mkdirSync(partsDir, { recursive: true });
+  await comm.barrier();
+  // Counts are summed as f32: exact below 2^24 rows a part.
+  const counts = new Float32Array(nParts);
+  let part = -1, rows: Int32Array[] = [], texts: Int32Array[] = [];
+  const flushPart = async () => {
+    if (rows.length === 0) return;
+    const j = share.parts[part];
+    if (rows.length >= 1 << 24) throw new UserError(`part ${j} holds 2^24 images or more`);
+    await writeTokenShard(partPath(j), info, joinRows(rows, L), joinRows(texts, T));
+    counts[j] = rows.length;
+    rows = [];
+    texts = [];
+  };
+  await encodeBatches(loader, encoder, progress, async (row, ids, batch, i) => {
+    const k = share.partOf(batch.samples[i]);
+    if (k !== part) {
+      await flushPart();
+      part = k;
+    }
+    rows.push(row);
+    texts.push(ids.slice());
+  });
+  await flushPart();
+  // Also the barrier after which every part's file is written.
+  await comm.allReduceSum(counts);
+  const starts = new Array<number>(nParts + 1).fill(0);
+  counts.forEach((n, j) => (starts[j + 1] = starts[j] + n));
+  const total = starts[nParts], shards = Math.ceil(total / perShard);
+  let cached: { j: number; indices: Int32Array; textIds: Int32Array } | null = null;
+  const readPart = async (j: number) => {
+    if (cached?.j !== j) {
+      const p = await readTokenShard(partPath(j));
+      cached = { j, indices: p.indices, textIds: p.textIds };
+    }
+    return cached;
+  };
+  for (let k = comm.rank; k < shards; k += comm.size) {
+    const from = k * perShard, to = Math.min(total, from + perShard);
+    const indices = new Int32Array((to - from) * L), textIds = new Int32Array((to - from) * T);
+    for (let j = 0; j < nParts; j++) {
+      const a = Math.max(from, starts[j]), b = Math.min(to, starts[j + 1]);
+      if (a >= b) continue;
+      const p = await readPart(j);
+      const at = a - starts[j], n = b - a;
+      indices.set(p.indices.subarray(at * L, (at + n) * L), (a - from) * L);
+      textIds.set(p.textIds.subarray(at * T, (at + n) * T), (a - from) * T);
+    }
+    await writeTokenShard(`${dir}/${tokenShardName(k)}`, info, indices, textIds);
+  }
+  // Every shard is written: rank 0 removes the parts (and then publishes the folder).
+  await comm.barrier();
+  if (comm.rank === 0) Deno.removeSync(partsDir, { recursive: true });
+  return { total, shards };
 }

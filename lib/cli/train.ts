@@ -134,18 +134,12 @@ export async function main(argv: string[]): Promise<void> {
   const set = typeof v.set === "string" ? v.set : "";
   modelConfig(preset, set); // a bad preset or field fails before any work
   const settings = readSettings(v, recipe);
-  const { collective, launchedWorldSize } = await import("../dist/collective.ts");
-  const world = v.world === undefined ? launchedWorldSize() : intFlag(v, "world", 1);
-  if (world > 1 && launchedWorldSize() === 1) {
-    // The launcher: the same command line again, as `world` processes.
-    const { runUnderMpirun } = await import("../dist/launch.ts");
-    const code = await runUnderMpirun(world, ["train", ...argv]);
-    if (code !== 0) throw new UserError(`train --world ${world}: a process failed (exit ${code})`);
-    return;
-  }
-  if (world !== launchedWorldSize()) {
-    throw new UserError(`--world ${world}, but mpirun started ${launchedWorldSize()} processes`);
-  }
+  const { launchWorld } = await import("../dist/launch.ts");
+  const given = v.world === undefined ? undefined : intFlag(v, "world", 1);
+  // The launcher returns null once the `world` processes it started have all finished.
+  const world = await launchWorld("train", argv, given);
+  if (world === null) return;
+  const { collective } = await import("../dist/collective.ts");
   const comm = collective();
   if (v["micro-batch"] === undefined && settings.batchSize % world === 0) {
     settings.microBatch = Math.min(settings.microBatch, settings.batchSize / world);

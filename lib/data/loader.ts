@@ -35,6 +35,11 @@ export interface LoaderOptions {
   pixels?: "uint8" | "float32";
   /** Images decoded at once (sharp runs each on its own libvips thread). */
   decodeConcurrency?: number;
+  /**
+   * Accept an epoch without a sample or a decodable image (a share of a split source, whose
+   * samples may all be elsewhere) instead of refusing it.
+   */
+  allowEmpty?: boolean;
 }
 
 export interface Batch {
@@ -46,6 +51,8 @@ export interface Batch {
   pixels: Uint8Array | Float32Array;
   /** [size, T] ids, left-padded as DESIGN.md §4. */
   ids: Int32Array;
+  /** Each sample's place in its epoch's stream (0-based, skipped samples counted). */
+  samples: number[];
   /** The position after this batch: pass it back as `position` to resume. */
   position: LoaderPosition;
 }
@@ -77,6 +84,7 @@ export class Loader {
       position: { epoch: 0, sample: 0 },
       pixels: "uint8",
       decodeConcurrency: 4,
+      allowEmpty: false,
       ...given as LoaderOptions,
     };
     this.source = source;
@@ -85,7 +93,7 @@ export class Loader {
 
   /** Raw samples in stream order from the start position on, each with the position after it. */
   async *#placed(): AsyncGenerator<Placed> {
-    const { seed, shuffleBuffer: buffer, epochs, position } = this.options;
+    const { seed, shuffleBuffer: buffer, epochs, position, allowEmpty } = this.options;
     for (let epoch = position.epoch; epoch < epochs; epoch++) {
       // The order of an epoch depends only on (seed, epoch), so replaying it reproduces it.
       const orderRng = buffer > 0 ? mulberry32(deriveSeed(seed, "order", epoch)) : undefined;
@@ -97,7 +105,9 @@ export class Loader {
         // Resuming re-reads the consumed part of the epoch but never decodes it.
         if (sample > skip) yield { raw, after: { epoch, sample } };
       }
-      if (sample === 0) throw new UserError(`no usable samples in ${this.options.source}`);
+      if (sample === 0 && !allowEmpty) {
+        throw new UserError(`no usable samples in ${this.options.source}`);
+      }
     }
   }
 
@@ -128,7 +138,7 @@ export class Loader {
     const start = this.options.position;
     let epoch = start.epoch, good = 0, fromStart = start.sample === 0;
     const refuseEmptyEpoch = () => {
-      if (fromStart && good === 0) {
+      if (fromStart && good === 0 && !this.options.allowEmpty) {
         throw new UserError(
           `no image of ${this.options.source} could be decoded (${this.skipped.summary()})`,
         );
@@ -168,6 +178,7 @@ export class Loader {
       captions: group.map((d) => d.raw.caption),
       pixels: this.options.pixels === "float32" ? pixelsToFloatNCHW(bytes, n, s) : bytes,
       ids,
+      samples: group.map((d) => d.after.sample - 1),
       position: { ...position },
     };
   }

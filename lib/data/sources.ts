@@ -24,12 +24,22 @@ export interface SampleSource {
    * shuffled order; without, in their stored order.
    */
   samples(rng?: Rng): AsyncIterable<RawSample>;
+  /**
+   * The source cut into parts whose samples, read in order without `rng`, are this source's in
+   * its stored order: one part per shard, or for folders and manifests at least `min` chunks of
+   * items where there are that many. Bad samples met while reading a part go to `skips`.
+   */
+  split(skips: SkipReport, min: number): SampleSource[];
 }
+
+/** Items per part when a folder or manifest is split (more where `min` asks for more parts). */
+const ITEMS_PER_PART = 1000;
 
 const utf8 = new TextDecoder();
 
 function shardSource(paths: string[], skips: SkipReport): SampleSource {
   return {
+    split: (partSkips) => paths.map((p) => shardSource([p], partSkips)),
     description: `${paths.length} shard${paths.length === 1 ? "" : "s"}`,
     async *samples(rng?: Rng) {
       const order = rng ? shuffleInPlace([...paths], rng) : paths;
@@ -53,6 +63,16 @@ function shardSource(paths: string[], skips: SkipReport): SampleSource {
 
 function itemSource(items: FolderItem[], description: string): SampleSource {
   return {
+    split(_skips, min) {
+      const parts = Math.min(items.length, Math.max(min, Math.ceil(items.length / ITEMS_PER_PART)));
+      const size = Math.ceil(items.length / parts);
+      const out: SampleSource[] = [];
+      for (let at = 0; at < items.length; at += size) {
+        const chunk = items.slice(at, at + size);
+        out.push(itemSource(chunk, `items ${at + 1}–${at + chunk.length} of ${description}`));
+      }
+      return out;
+    },
     description,
     async *samples(rng?: Rng) {
       const order = rng ? shuffleInPlace([...items], rng) : items;

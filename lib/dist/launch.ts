@@ -5,6 +5,7 @@ import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { existsSync } from "node:fs";
 import { UserError } from "../errors.ts";
+import { launchedWorldSize } from "./collective.ts";
 
 /** What every spawned process gets in its environment: nothing may enable NVLink multicast. */
 export const RANK_ENV: Record<string, string> = { NCCL_NVLS_ENABLE: "0" };
@@ -69,4 +70,28 @@ export async function runUnderMpirun(n: number, args: string[]): Promise<number>
   } finally {
     Deno.removeSignalListener("SIGINT", ignore);
   }
+}
+
+/**
+ * `--world` of a data-parallel command (`train`, `tokenize`). In a process mpirun did not start,
+ * `world` > 1 runs the same command line (`command` and its `argv`) as `world` processes under
+ * mpirun and returns null once they all succeeded; one that failed is an error here too.
+ * Otherwise returns the number of processes, that mpirun started (`world` must match it) or 1.
+ */
+export async function launchWorld(
+  command: string,
+  argv: string[],
+  world: number | undefined,
+): Promise<number | null> {
+  const launched = launchedWorldSize();
+  const n = world ?? launched;
+  if (n > 1 && launched === 1) {
+    const code = await runUnderMpirun(n, [command, ...argv]);
+    if (code !== 0) throw new UserError(`${command} --world ${n}: a process failed (exit ${code})`);
+    return null;
+  }
+  if (n !== launched) {
+    throw new UserError(`--world ${n}, but mpirun started ${launched} processes`);
+  }
+  return n;
 }
