@@ -221,6 +221,31 @@ function joinRows(parts: Int32Array[], width: number): Int32Array {
   return all;
 }
 
+/** Images' code indices and text ids gathered for one token shard file, then written. */
+class ShardRows {
+  #rows: Int32Array[] = [];
+  #texts: Int32Array[] = [];
+  constructor(readonly info: TokenShardInfo, readonly encoder: Encoder) {}
+
+  get length(): number {
+    return this.#rows.length;
+  }
+
+  push(row: Int32Array, ids: Int32Array): void {
+    this.#rows.push(row);
+    this.#texts.push(ids);
+  }
+
+  /** Writes the gathered rows to `path` and starts empty again. */
+  async write(path: string): Promise<void> {
+    const { writeTokenShard } = await import("../data/token_shards.ts");
+    const { L, T } = this.encoder;
+    await writeTokenShard(path, this.info, joinRows(this.#rows, L), joinRows(this.#texts, T));
+    this.#rows = [];
+    this.#texts = [];
+  }
+}
+
 /** One process: every image, in order, into shards of `perShard` under `dir`. */
 async function tokenizeAll(
   loader: Loader,
@@ -230,18 +255,14 @@ async function tokenizeAll(
   perShard: number,
   progress: Progress | null,
 ): Promise<{ total: number; shards: number }> {
-  const { tokenShardName, writeTokenShard } = await import("../data/token_shards.ts");
-  let shard = 0, rows: Int32Array[] = [], texts: Int32Array[] = [], total = 0;
+  const { tokenShardName } = await import("../data/token_shards.ts");
+  const rows = new ShardRows(info, encoder);
+  let shard = 0, total = 0;
   const flushShard = async () => {
-    if (rows.length === 0) return;
-    const path = `${dir}/${tokenShardName(shard++)}`;
-    await writeTokenShard(path, info, joinRows(rows, encoder.L), joinRows(texts, encoder.T));
-    rows = [];
-    texts = [];
+    if (rows.length > 0) await rows.write(`${dir}/${tokenShardName(shard++)}`);
   };
   await encodeBatches(loader, encoder, progress, async (row, ids) => {
-    rows.push(row);
-    texts.push(ids);
+    rows.push(row, ids);
     total++;
     if (rows.length === perShard) await flushShard();
   });
@@ -315,15 +336,14 @@ async function tokenizeShare(
   await comm.barrier();
   // Counts are summed as f32: exact below 2^24 rows a part.
   const counts = new Float32Array(nParts);
-  let part = -1, rows: Int32Array[] = [], texts: Int32Array[] = [];
+  const rows = new ShardRows(info, encoder);
+  let part = -1;
   const flushPart = async () => {
     if (rows.length === 0) return;
     const j = share.parts[part];
     if (rows.length >= 1 << 24) throw new UserError(`part ${j} holds 2^24 images or more`);
-    await writeTokenShard(partPath(j), info, joinRows(rows, L), joinRows(texts, T));
     counts[j] = rows.length;
-    rows = [];
-    texts = [];
+    await rows.write(partPath(j));
   };
   await encodeBatches(loader, encoder, progress, async (row, ids, batch, i) => {
     const k = share.partOf(batch.samples[i]);
@@ -331,8 +351,7 @@ async function tokenizeShare(
       await flushPart();
       part = k;
     }
-    rows.push(row);
-    texts.push(ids.slice());
+    rows.push(row, ids.slice());
   });
   await flushPart();
   // Also the barrier after which every part's file is written.

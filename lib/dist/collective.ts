@@ -176,13 +176,27 @@ export class MpiCollective implements Collective {
     if (this.#closed) throw new Error("collective: used after close()");
   }
 
-  async allReduceSum(data: Float32Array): Promise<void> {
+  /**
+   * Runs `start` on each piece of `data` of at most MAX_COUNT floats (MPI counts are C ints) and
+   * waits for each request in turn.
+   */
+  async #inPieces(
+    data: Float32Array,
+    what: string,
+    start: (part: Float32Array, req: BigUint64Array) => void,
+  ): Promise<void> {
     this.#live();
+    for (let at = 0; at < data.length; at += MAX_COUNT) {
+      const req = new BigUint64Array(1);
+      start(data.subarray(at, Math.min(data.length, at + MAX_COUNT)), req);
+      await this.#wait(req, `${what} of ${data.length} floats`);
+    }
+  }
+
+  async allReduceSum(data: Float32Array): Promise<void> {
     const lib = this.lib;
     const inPlace = Deno.UnsafePointer.create(1n);
-    for (let start = 0; start < data.length; start += MAX_COUNT) {
-      const part = data.subarray(start, Math.min(data.length, start + MAX_COUNT));
-      const req = new BigUint64Array(1);
+    await this.#inPieces(data, "an all-reduce", (part, req) =>
       check(
         lib.MPI_Iallreduce(
           inPlace,
@@ -194,9 +208,7 @@ export class MpiCollective implements Collective {
           req,
         ),
         "MPI_Iallreduce",
-      );
-      await this.#wait(req, `an all-reduce of ${data.length} floats`);
-    }
+      ));
   }
 
   async broadcast(data: Float32Array, root: number): Promise<void> {
@@ -205,22 +217,11 @@ export class MpiCollective implements Collective {
       throw new RangeError(`broadcast: root ${root} of a world of ${this.size}`);
     }
     const lib = this.lib;
-    for (let start = 0; start < data.length; start += MAX_COUNT) {
-      const part = data.subarray(start, Math.min(data.length, start + MAX_COUNT));
-      const req = new BigUint64Array(1);
+    await this.#inPieces(data, "a broadcast", (part, req) =>
       check(
-        lib.MPI_Ibcast(
-          part,
-          part.length,
-          lib.ompi_mpi_float,
-          root,
-          lib.ompi_mpi_comm_world,
-          req,
-        ),
+        lib.MPI_Ibcast(part, part.length, lib.ompi_mpi_float, root, lib.ompi_mpi_comm_world, req),
         "MPI_Ibcast",
-      );
-      await this.#wait(req, `a broadcast of ${data.length} floats`);
-    }
+      ));
   }
 
   async barrier(): Promise<void> {
