@@ -203,3 +203,15 @@ Deno.test("reconstruct --out DIR writes there, not beside the inputs, and prints
     clash.stderr,
   );
 });
+
+Deno.test("tokenize --world N over fewer parts than N is one line, before any process or folder", async () => {
+  await gpuReady;
+  const w = await tinyWorld(8, 8);
+  const out = join(w.dir, "tokens-world");
+  // One shard is one part: two processes cannot share it.
+  const r = await runCli("tokenize", "--data", w.val, "--out", out, "--world", "2");
+  assert(r.code === 1, `exit ${r.code}: ${r.stderr}`);
+  assert(/--world 2: .* splits into 1 part\(s\)/.test(r.stderr), r.stderr);
+  assert(r.stderr.trim().split("\n").length === 1, `more than one line: ${r.stderr}`);
+  assert(!existsSync(out) && !existsSync(`${out}.partial`), "a folder was made");
+});

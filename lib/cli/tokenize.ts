@@ -41,6 +41,21 @@ const spec: CommandSpec = {
   more: "example: vmambar tokenize --data data/shapes --out data/shapes-tokens",
 };
 
+/** The source cut into parts for `world` processes; refused when there are fewer parts. */
+async function splitSource(data: string, world: number) {
+  const { SkipReport } = await import("../data/skips.ts");
+  const { openSource } = await import("../data/sources.ts");
+  const openSkips = new SkipReport(), readSkips = new SkipReport();
+  const parts = openSource(data, openSkips).split(readSkips, world);
+  if (parts.length < world) {
+    throw new UserError(
+      `--world ${world}: ${data} splits into ${parts.length} part(s) (one per shard): ` +
+        `run at most ${parts.length} processes`,
+    );
+  }
+  return { parts, openSkips, readSkips };
+}
+
 /** Refuses to mix shards of two runs in one directory unless --force, which clears them. */
 function prepareOut(dir: string, force: boolean): void {
   prepareOutputFolder(dir, { flag: "--out" });
@@ -66,11 +81,14 @@ export async function main(argv: string[]): Promise<void> {
   const tokenizerPath = resolveTokenizer(v.tokenizer);
   const { launchWorld } = await import("../dist/launch.ts");
   const given = v.world === undefined ? undefined : intFlag(v, "world", 1);
+  // Too few parts for the processes is refused before any is started or any folder made.
+  if (given !== undefined && given > 1) await splitSource(data, given);
   // The launcher returns null once the processes it started have all finished.
   if (await launchWorld("tokenize", argv, given) === null) return;
   const { collective } = await import("../dist/collective.ts");
   const comm = collective();
   const lead = comm.rank === 0;
+  const split = comm.size > 1 ? await splitSource(data, comm.size) : null;
   // Rank 0 alone clears --out and makes the staging folder; the others wait for it (a barrier)
   // before they write there.
   if (lead) prepareOut(out, v.force === true);
@@ -121,16 +139,7 @@ export async function main(argv: string[]): Promise<void> {
       const skipped = loader.skipped.summary();
       if (skipped) console.error(skipped);
     } else {
-      const { SkipReport } = await import("../data/skips.ts");
-      const { openSource } = await import("../data/sources.ts");
-      const openSkips = new SkipReport(), readSkips = new SkipReport();
-      const parts = openSource(data, openSkips).split(readSkips, comm.size);
-      if (parts.length < comm.size) {
-        throw new UserError(
-          `--world ${comm.size}: ${data} splits into ${parts.length} part(s) (one per shard): ` +
-            `run at most ${parts.length} processes`,
-        );
-      }
+      const { parts, openSkips, readSkips } = split!;
       const share = shareSource(parts, comm);
       const loader = new Loader({ ...options, allowEmpty: true }, share.source, readSkips);
       ({ total, shards } = await tokenizeShare(
