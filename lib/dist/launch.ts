@@ -42,8 +42,14 @@ export function mpirunCommand(n: number, command: string[], extra: string[] = []
   ];
 }
 
-/** Runs `args` (a vmambar command line) as `n` MPI processes; returns their exit code. */
-export async function runUnderMpirun(n: number, args: string[]): Promise<number> {
+/**
+ * Runs `args` (a vmambar command line) as `n` MPI processes; returns their exit code and whether
+ * a SIGINT (Ctrl-C) arrived while they ran.
+ */
+export async function runUnderMpirun(
+  n: number,
+  args: string[],
+): Promise<{ code: number; interrupted: boolean }> {
   const [cmd, ...rest] = mpirunCommand(n, [...selfCommand(), ...args]);
   let child;
   try {
@@ -63,12 +69,13 @@ export async function runUnderMpirun(n: number, args: string[]): Promise<number>
     throw e;
   }
   // Ctrl-C reaches mpirun and the processes too: this launcher waits for them to end.
-  const ignore = () => {};
-  Deno.addSignalListener("SIGINT", ignore);
+  let interrupted = false;
+  const note = () => (interrupted = true);
+  Deno.addSignalListener("SIGINT", note);
   try {
-    return (await child.status).code;
+    return { code: (await child.status).code, interrupted };
   } finally {
-    Deno.removeSignalListener("SIGINT", ignore);
+    Deno.removeSignalListener("SIGINT", note);
   }
 }
 
@@ -86,7 +93,10 @@ export async function launchWorld(
   const launched = launchedWorldSize();
   const n = world ?? launched;
   if (n > 1 && launched === 1) {
-    const code = await runUnderMpirun(n, [command, ...argv]);
+    const { code, interrupted } = await runUnderMpirun(n, [command, ...argv]);
+    if (code !== 0 && interrupted) {
+      throw new UserError(`${command} --world ${n}: stopped by SIGINT (exit ${code})`);
+    }
     if (code !== 0) throw new UserError(`${command} --world ${n}: a process failed (exit ${code})`);
     return null;
   }
