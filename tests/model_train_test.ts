@@ -4,7 +4,7 @@
 import { tinyTokenData } from "./checkpoint_fixtures.ts";
 import { join } from "node:path";
 import { batchCaptionIds } from "../lib/data/text.ts";
-import { readSafetensors } from "../lib/io/safetensors.ts";
+import { readSafetensors, toFloat32 } from "../lib/io/safetensors.ts";
 import { saveCheckpoint } from "../lib/io/checkpoint.ts";
 import { generateScales } from "../lib/model/generate.ts";
 import { loadModel } from "../lib/model/load.ts";
@@ -160,6 +160,41 @@ Deno.test("train: --resume after a stop gives the same weights as an uninterrupt
   );
   const both = await runCli(...trainArgs(r, b, ...common, "--resume", "--force"));
   assert(both.code === 1 && /contradict/.test(both.stderr), both.stderr);
+
+  // --init starts a new run from a's weights: at a vanishing learning rate they stay a's.
+  const c = join(r.dir, "c.safetensors");
+  const init = (...more: string[]) =>
+    runCli(
+      "train",
+      "--data",
+      r.tokens,
+      "--tokenizer",
+      r.tokenizer,
+      "--init",
+      a,
+      "--batch",
+      "8",
+      "--sample-every",
+      "0",
+      "--val-every",
+      "0",
+      "--out",
+      c,
+      ...more,
+    );
+  const tuned = await init("--steps", "1", "--warmup", "0", "--lr", "1e-12");
+  assert(tuned.code === 0, tuned.stderr);
+  const [from, to] = await Promise.all([a, c].map((p) => readSafetensors(p)));
+  assert(to.metadata.init === a, `init recorded: ${to.metadata.init}`);
+  for (const [name, t] of from.tensors) {
+    const x = toFloat32(t), y = toFloat32(to.tensors.get(name)!);
+    const worst = x.reduce((m, v, i) => Math.max(m, Math.abs(v - y[i])), 0);
+    assert(worst < 1e-6, `${name}: not a's weights (off by ${worst})`);
+  }
+  for (const more of [["--resume"], ["--set", "d=64"], ["--preset", "cpu32"]]) {
+    const bad = await init(...more);
+    assert(bad.code === 1 && bad.stderr.trim().split("\n").length === 1, `${more}: ${bad.stderr}`);
+  }
 });
 
 Deno.test("train: distils from a teacher; a loss gone NaN stops the run and keeps the last checkpoint", async () => {

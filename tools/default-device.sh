@@ -9,8 +9,11 @@
 #    from /tmp/defrun for MODEL_MINUTES more.
 # Environment: TOKENIZER=FILE skips step 2 and uses FILE (e.g. the shipped models/tokenizer.safetensors);
 # IMAGES (default 20000) and STEPS (default 3000) size the data and the model's cosine schedule;
-# LR (default 1e-3), WARMUP (default 300). EVAL=1 ends with `vmambar eval --set shapes` of the model.
-# Back in $OUT: the tokenizer and model checkpoints (f32), their metrics, the grids.
+# LR (default 1e-3), WARMUP (default 300); SHAPES_SEED (default 0) draws other images; INIT=FILE
+# starts the model from FILE's weights and architecture (train --init) instead of model_set below.
+# EVAL=1 ends with `vmambar eval --set shapes` of the model; SHIP=1 writes the f16 checkpoints of
+# models/ (tools/ship_default.ts) to $OUT/models.
+# Back in $OUT: the tokenizer and model checkpoints (f32, unless SHIP=1), their metrics, the grids.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out}
@@ -24,7 +27,8 @@ t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 model_set="d=192,n_layers=8,gsa_every=3,heads=4"
 if [[ ${RESUME:-0} != 1 ]]; then
-  vm data shapes --n "${IMAGES:-20000}" --size 64 --val 1000 --edges mixed --out $run/shapes --force
+  vm data shapes --n "${IMAGES:-20000}" --size 64 --val 1000 --edges mixed --out $run/shapes --force \
+    --seed "${SHAPES_SEED:-0}"
   vm data shapes --n 500 --size 64 --seed 11 --edges hard --out $run/val-hard --force
   vm data shapes --n 500 --size 64 --seed 11 --edges smooth --out $run/val-smooth --force
   stamp data
@@ -41,15 +45,18 @@ if [[ ${RESUME:-0} != 1 ]]; then
     echo "quality ($e edges): $(deno run --cached-only -A tools/tokenizer_quality.ts \
       --tokenizer $run/tokenizer.safetensors --data $run/val-$e --grid "$out/recon-$e.png")"
   done
-  vm tokenize --tokenizer $run/tokenizer.safetensors --data $run/shapes --out $run/tokens --force
-  vm tokenize --tokenizer $run/tokenizer.safetensors --data $run/shapes/val --out $run/tokens-val --force
+  for set in shapes:tokens shapes/val:tokens-val; do
+    vm tokenize --tokenizer $run/tokenizer.safetensors --data "$run/${set%%:*}" \
+      --out "$run/${set##*:}" --force --batch 512 --decode-threads 16
+  done
   stamp tokenize
   mode=(--force --steps "${STEPS:-3000}")
+  if [[ -n ${INIT:-} ]]; then mode+=(--init "$INIT"); else mode+=(--set "$model_set"); fi
 else
   mode=(--resume)
 fi
 vm train --data $run/tokens --val $run/tokens-val --tokenizer $run/tokenizer.safetensors \
-  --set "$model_set" --out $run/model.safetensors "${mode[@]}" --batch 64 --lr "${LR:-1e-3}" \
+  --out $run/model.safetensors "${mode[@]}" --batch 64 --lr "${LR:-1e-3}" \
   --warmup "${WARMUP:-300}" --max-minutes "$model_minutes" --log-every 100 --val-every 500 \
   --sample-every 500 --checkpoint-every 500 || true
 stamp model
@@ -58,7 +65,13 @@ if [[ ${EVAL:-0} == 1 ]]; then
     --out "$out/eval/shapes.md" --force | tail -16
   stamp eval
 fi
-cp $run/tokenizer.safetensors $run/tokenizer.metrics.jsonl $run/model.safetensors \
-  $run/model.metrics.jsonl "$out/" 2>/dev/null || true
+if [[ ${SHIP:-0} == 1 ]]; then
+  deno run --cached-only -A tools/ship_default.ts --tokenizer $run/tokenizer.safetensors \
+    --model $run/model.safetensors --out "$out/models"
+  ls -l "$out/models"
+else
+  cp $run/tokenizer.safetensors $run/model.safetensors "$out/" 2>/dev/null || true
+fi
+cp $run/tokenizer.metrics.jsonl $run/model.metrics.jsonl "$out/" 2>/dev/null || true
 cp $run/model.samples.png "$out/" 2>/dev/null || true
 sha256sum $run/tokenizer.safetensors

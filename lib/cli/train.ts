@@ -1,6 +1,12 @@
 // `vmambar train`: trains VMambAR (DESIGN §4) on token shards made by `vmambar tokenize`.
 import { UserError } from "../errors.ts";
-import { MODEL_PRESETS, modelConfig, validateModelConfig } from "../model/config.ts";
+import { existsSync } from "node:fs";
+import {
+  MODEL_PRESETS,
+  type ModelConfig,
+  modelConfig,
+  validateModelConfig,
+} from "../model/config.ts";
 import { DEFAULT_MODEL_SETTINGS as D, type ModelTrainingSettings } from "../train/model_trainer.ts";
 import {
   type CommandSpec,
@@ -38,6 +44,11 @@ export const spec: CommandSpec = {
       "NAME",
     ),
     out: str("model checkpoint to write", "FILE", "model.safetensors"),
+    init: str(
+      "start from this model checkpoint's weights and architecture (a new run: fresh optimizer " +
+        "and schedule; e.g. to go on training or fine-tune the default model)",
+      "FILE",
+    ),
     resume: { type: "boolean", help: "continue the run saved beside --out" },
     force: { type: "boolean", help: "start over even if --out exists" },
     batch: str("samples per optimizer step", "N", String(D.batchSize)),
@@ -122,6 +133,18 @@ export async function main(argv: string[]): Promise<void> {
     throw new UserError("--data is required: a directory of token shards (vmambar tokenize)");
   }
   if (v.resume && v.force) throw new UserError("--resume and --force contradict each other");
+  const init = typeof v.init === "string" ? v.init : null;
+  if (init !== null) {
+    if (v.resume) {
+      throw new UserError("--init starts a new run from a model; --resume continues one: not both");
+    }
+    for (const name of ["preset", "set", "recipe"]) {
+      if (v[name] !== spec.options[name].default) {
+        throw new UserError(`--init takes the architecture from ${init}: drop --${name}`);
+      }
+    }
+    if (!existsSync(init)) throw new UserError(`--init ${init}: no such file`);
+  }
   const recipe = typeof v.recipe === "string" ? RECIPES[v.recipe] : undefined;
   if (typeof v.recipe === "string" && !recipe) {
     throw new UserError(
@@ -158,11 +181,17 @@ export async function main(argv: string[]): Promise<void> {
   const { runModelTraining, modelRunFiles } = await import("../train/model_run.ts");
   const tok = await loadTokenizer(tokenizerPath);
   const { scales, vocab, cvae } = tok.cfg;
-  // The token grid is the tokenizer's; the preset gives everything else.
-  const cfg = validateModelConfig(
+  let start = null;
+  if (init !== null) {
+    const { readCheckpoint } = await import("../io/checkpoint.ts");
+    start = await readCheckpoint(init, "model");
+  }
+  // The token grid is the tokenizer's; the preset (or --init's model) gives everything else.
+  const cfg = start ? validateModelConfig(start.config as ModelConfig, init!) : validateModelConfig(
     { ...modelConfig(preset, set), scales: [...scales], vocab, cvae },
     `--preset ${preset}`,
   );
+  if (start) checkTokenGrid(cfg, tok.cfg, `--init ${init}`);
   const want = {
     tokenizerSha256: tok.sha256,
     tokenizer: tokenizerPath,
@@ -225,6 +254,7 @@ export async function main(argv: string[]): Promise<void> {
       quantizer: tok.vq.quantize,
       tokenizerSha256: tok.sha256,
       teacher,
+      init: start && { tensors: start.tensors, path: init! },
       resume: v.resume === true,
       force: v.force === true,
       logEvery: intFlag(v, "log-every", 1),
@@ -234,7 +264,12 @@ export async function main(argv: string[]): Promise<void> {
       maxMinutes,
       stopAfter: v["stop-after"] === undefined ? Infinity : intFlag(v, "stop-after", 1),
       sampleGrid: sampleGridWriter(tok.vq, prompts),
-      extra: { preset, tokenizer: tokenizerPath, ...vocabularyMetadata(words) },
+      extra: {
+        preset: start?.metadata.preset ?? preset,
+        tokenizer: tokenizerPath,
+        ...(init !== null ? { init } : {}),
+        ...vocabularyMetadata(words),
+      },
       collective: comm,
     });
     // Every rank got here: MPI ends only when all do (a failed rank exits without it).

@@ -7,7 +7,8 @@ import { existsSync } from "node:fs";
 import { UserError } from "../errors.ts";
 import { gpu, sync } from "../gpu/mod.ts";
 import { type BatchPosition, TokenBatches, type TokenSet } from "../data/token_set.ts";
-import { readCheckpoint, saveCheckpoint } from "../io/checkpoint.ts";
+import { loadParameters, readCheckpoint, saveCheckpoint } from "../io/checkpoint.ts";
+import type { StTensor } from "../io/safetensors.ts";
 import { type ModelConfig, validateModelConfig } from "../model/config.ts";
 import { teacherFeatures } from "../model/inputs.ts";
 import { Sequence, VMambAR } from "../model/vmambar.ts";
@@ -35,6 +36,8 @@ export interface ModelRunOptions {
   quantizer: ResidualQuantizer;
   tokenizerSha256: string;
   teacher: VMambAR | null;
+  /** A fresh run's starting weights (train --init): a model checkpoint's tensors and its path. */
+  init?: { tensors: Map<string, StTensor>; path: string } | null;
   resume: boolean;
   force: boolean;
   logEvery: number;
@@ -127,6 +130,11 @@ async function startTrainer(o: ModelRunOptions, lead: boolean) {
   if (!o.resume) {
     if (lead) await clearForFreshRun(o.out, o.force, [files.state, files.samples], files.metrics);
     const trainer = new ModelTrainer(o.cfg, o.settings, o.quantizer, o.teacher);
+    if (o.init) {
+      // Weights and their average start from the checkpoint; the moments start at zero.
+      loadParameters(trainer.model, o.init.tensors, o.init.path);
+      loadParameters(trainer.ema, o.init.tensors, o.init.path);
+    }
     return { trainer, position: { epoch: 0, offset: 0 } as BatchPosition };
   }
   if (!existsSync(files.state)) {
