@@ -167,6 +167,7 @@ async function vmambar(...args: string[]) {
 Deno.test("eval cli: --help, and bad input is one line", async () => {
   const help = await vmambar("eval", "--help");
   check(help.code === 0 && /--set shapes\|tokens DIR\|images DIR/.test(help.stdout), help.stdout);
+  check(/--tokenizer-ceiling/.test(help.stdout) && /--edges E/.test(help.stdout), help.stdout);
   const cases: [string[], RegExp][] = [
     [[], /give --set shapes/],
     [["--set", "nope"], /--set must be shapes, tokens or images/],
@@ -176,6 +177,10 @@ Deno.test("eval cli: --help, and bad input is one line", async () => {
     [["--set", "shapes", "--limit", "0"], /--limit must be an integer ≥ 1/],
     [["--set", "shapes", "--model", "/no/model.safetensors"], /--model .*: no such file/],
     [["--set", "shapes", "--out", "/tmp"], /--out \/tmp is a folder/],
+    [["--set", "tokens", "/tmp", "--tokenizer-ceiling"], /goes with --set shapes/],
+    [["--set", "shapes", "--tokenizer-ceiling", "--model", "m"], /uses no model/],
+    [["--set", "shapes", "--tokenizer-ceiling", "--edges", "soft"], /--edges must be one of/],
+    [["--set", "shapes", "--edges", "hard"], /--edges goes with --tokenizer-ceiling/],
   ];
   for (const [args, want] of cases) {
     const r = await vmambar("eval", ...args);
@@ -194,6 +199,47 @@ Deno.test("eval cli: --set shapes --limit 2 with the default model writes a repo
     const md = await Deno.readTextFile(`${dir}/r.md`);
     check(md.includes("| colour |") && md.includes("](r.png)"), md);
     check((await Deno.stat(`${dir}/r.png`)).size > 0, "grid PNG");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("eval cli: --set shapes --tokenizer-ceiling --limit 8: renders 100%, no model", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vmambar-ceiling-" });
+  try {
+    const r = await vmambar(
+      "eval",
+      "--set",
+      "shapes",
+      "--tokenizer-ceiling",
+      "--limit",
+      "8",
+      "--out",
+      `${dir}/c.md`,
+    );
+    check(r.code === 0, r.stderr);
+    check(/8\/8 hard-edged renders/.test(r.stderr) && /8\/8 smooth-edged/.test(r.stderr), r.stderr);
+    const header = r.stdout.split("\n")[0];
+    check(
+      header === "| attribute | renders, hard | through the tokenizer, hard | renders, smooth | " +
+          "through the tokenizer, smooth |",
+      r.stdout,
+    );
+    // The renders are read back whole; the reconstructions are scored (some share of 8) and are
+    // not the renders themselves (a finite PSNR).
+    const all = r.stdout.split("\n").find((l) => l.includes("every attribute right"))!;
+    const cells = all.split("|").slice(2, 6).map((c) => c.trim());
+    check(cells[0] === "**100.0% (8/8)**" && cells[2] === "**100.0% (8/8)**", all);
+    check(/^\*\*\d+\.\d% \([0-8]\/8\)\*\*$/.test(cells[1]), all);
+    check(/^\*\*\d+\.\d% \([0-8]\/8\)\*\*$/.test(cells[3]), all);
+    check(/\d+\.\d\d dB \(hard edges\), \d+\.\d\d dB \(smooth edges\)/.test(r.stdout), r.stdout);
+    const md = await Deno.readTextFile(`${dir}/c.md`);
+    check(!md.includes("- model:") && md.includes("8 prompts, seed 0, 64-px images"), md);
+    check(md.includes("## Through the tokenizer, smooth edges") && md.includes("](c.png)"), md);
+    const png = await Deno.readFile(`${dir}/c.png`);
+    // 2 edge styles × (a row of renders + a row of reconstructions), 10 columns of 64 px.
+    const view = new DataView(png.buffer, png.byteOffset);
+    check(view.getUint32(16) === 10 * 66 - 2 && view.getUint32(20) === 4 * 66 - 2, "grid size");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

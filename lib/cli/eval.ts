@@ -2,6 +2,9 @@
 // the shapes world generated, read back by the detector and scored per attribute; tokens:
 // validation loss and bits per token on held-out token shards; images: the tokenizer's PSNR and
 // SSIM on held-out images. --out writes a Markdown report with a sample grid PNG beside it.
+// shapes --tokenizer-ceiling needs no model: each prompt's own scene, rendered as the training data
+// is, goes through the tokenizer and back, and the reconstructions are scored: the most a model
+// generating through this tokenizer could score.
 import { existsSync } from "node:fs";
 import { basename } from "node:path";
 import { UserError } from "../errors.ts";
@@ -17,11 +20,14 @@ type EvalSet = typeof SETS[number];
 
 export const spec: CommandSpec = {
   name: "eval",
-  usage: "eval --set shapes|tokens DIR|images DIR [--model M] [--tokenizer T] [--out REPORT.md]",
+  usage: "eval --set shapes|tokens DIR|images DIR [--model M] [--tokenizer T] [--out REPORT.md]\n" +
+    "       eval --set shapes --tokenizer-ceiling [--edges hard|smooth|mixed|both] [--tokenizer T]",
   summary: "Measure a model or tokenizer. shapes: generate the fixed, seeded shapes-world prompt " +
     "set, detect the objects in each image and report per-attribute accuracy and the share of " +
     "images with every attribute right; tokens: validation loss and bits per token on token " +
-    "shards in DIR; images: the tokenizer's PSNR and SSIM on image shards in DIR.",
+    "shards in DIR; images: the tokenizer's PSNR and SSIM on image shards in DIR. With " +
+    "--tokenizer-ceiling, shapes uses no model: it scores each prompt's own scene rendered and " +
+    "passed through the tokenizer (encoded to codes, decoded), beside the renders themselves.",
   options: {
     set: str("what to measure: shapes, tokens DIR or images DIR", "SET"),
     model: str("model checkpoint (default: the one in models/)", "FILE"),
@@ -32,9 +38,22 @@ export const spec: CommandSpec = {
     ...SAMPLING_OPTIONS,
     batch: str("images or samples per batch", "N", "16"),
     force: { type: "boolean", help: "replace an existing report" },
+    "tokenizer-ceiling": {
+      type: "boolean",
+      help: "with --set shapes: no model; render each prompt's scene as `data shapes` does, " +
+        "encode and decode it with the tokenizer and score that (the tokenizer's ceiling), " +
+        "beside the renders' own score",
+    },
+    edges: str(
+      "with --tokenizer-ceiling: the scenes' edges, hard, smooth, mixed (alternating, as " +
+        "`data shapes --edges mixed`, the default checkpoints' data) or both (hard and smooth, each on every " +
+        "prompt; default: both)",
+      "E",
+    ),
   },
   allowPositionals: true,
   more: "examples:\n  vmambar eval --set shapes --out eval/shapes.md\n" +
+    "  vmambar eval --set shapes --tokenizer-ceiling --out eval/ceiling.md\n" +
     "  vmambar eval --set tokens data/tokens/val\n  vmambar eval --set images data/shapes/val",
 };
 
@@ -53,7 +72,12 @@ interface Settings {
   seed: number;
   sampling: SamplingOptions;
   batch: number;
+  /** --tokenizer-ceiling's edges; null: generate with the model. */
+  ceiling: CeilingEdges | null;
 }
+
+const CEILING_EDGES = ["hard", "smooth", "mixed", "both"] as const;
+type CeilingEdges = typeof CEILING_EDGES[number];
 
 function settings(values: Record<string, unknown>, positionals: string[]): Settings {
   const v = values as Record<string, string | boolean | undefined>;
@@ -83,8 +107,22 @@ function settings(values: Record<string, unknown>, positionals: string[]): Setti
   const seed = intFlag(v, "seed", 0, 0xffffffff);
   const sampling = samplingFlags(v, seed);
   const batch = intFlag(v, "batch", 1);
+  let ceiling: CeilingEdges | null = null;
+  if (v["tokenizer-ceiling"] === true) {
+    if (set !== "shapes") throw new UserError("--tokenizer-ceiling goes with --set shapes");
+    if (typeof v.model === "string") {
+      throw new UserError("--tokenizer-ceiling uses no model: leave out --model");
+    }
+    const edges = typeof v.edges === "string" ? v.edges : "both";
+    if (!(CEILING_EDGES as readonly string[]).includes(edges)) {
+      throw new UserError(`--edges must be one of ${CEILING_EDGES.join(", ")}, got ${edges}`);
+    }
+    ceiling = edges as CeilingEdges;
+  } else if (typeof v.edges === "string") {
+    throw new UserError("--edges goes with --tokenizer-ceiling");
+  }
   const modelPath = typeof v.model === "string" ? v.model : DEFAULT_MODEL;
-  if (set !== "images" && !existsSync(modelPath)) {
+  if (set !== "images" && ceiling === null && !existsSync(modelPath)) {
     throw new UserError(
       typeof v.model === "string"
         ? `--model ${v.model}: no such file`
@@ -99,7 +137,18 @@ function settings(values: Record<string, unknown>, positionals: string[]): Setti
       prepareOutputFile(gridPath(out), { force: v.force === true, flag: "--out's grid" });
     }
   }
-  return { set, dir, modelPath, tokenizerPath, out, limit, seed, sampling, batch } as Settings;
+  return {
+    set,
+    dir,
+    modelPath,
+    tokenizerPath,
+    out,
+    limit,
+    seed,
+    sampling,
+    batch,
+    ceiling,
+  } as Settings;
 }
 
 export async function main(argv: string[]): Promise<void> {
@@ -113,6 +162,8 @@ export async function main(argv: string[]): Promise<void> {
   try {
     const report = s.set === "images"
       ? await evalImages(s, tok)
+      : s.ceiling !== null
+      ? await evalCeiling(s, tok, s.ceiling)
       : await withModel(s, tok, (model, metadata) =>
         s.set === "shapes" ? evalShapes(s, tok, model, metadata) : evalTokens(s, tok, model));
     if (s.out !== null) {
@@ -152,7 +203,7 @@ const header = (s: Settings, what: string) =>
   [
     `# vmambar eval: ${what}`,
     "",
-    ...(s.set === "images" ? [] : [`- model: \`${s.modelPath}\``]),
+    ...(s.set === "images" || s.ceiling !== null ? [] : [`- model: \`${s.modelPath}\``]),
     `- tokenizer: \`${s.tokenizerPath}\``,
   ].join("\n");
 
@@ -198,11 +249,8 @@ async function evalShapes(
   if (s.out === null) return "";
   await Deno.writeFile(gridPath(s.out), imageGrid(pixels, prompts.length, size, 10));
   const wrong = prompts.map((p, i) => ({ p, sc: scores[i], i })).filter((x) => !x.sc.allRight);
-  const seen = (i: number) => {
-    const d = detectScene(pixels.subarray(i * per, (i + 1) * per), size);
-    const objects = d.objects.map((o) => `${o.size} ${o.colour} ${o.shape} (${o.cell})`);
-    return `${objects.join(", ") || "nothing"} on ${d.background}`;
-  };
+  const seen = (i: number) =>
+    detectedText(detectScene(pixels.subarray(i * per, (i + 1) * per), size));
   return [
     header(s, "shapes"),
     `- ${prompts.length} prompts, seed ${s.seed}, ${
@@ -218,11 +266,154 @@ async function evalShapes(
     "",
     "| # | prompt | wrong | detected |",
     "|---:|---|---|---|",
-    ...wrong.map(({ p, sc, i }) =>
-      `| ${i} | ${p.scene.caption} | ${
-        Object.entries(sc.checked).filter(([, ok]) => !ok).map(([a]) => a).join(", ")
-      } | ${seen(i)} |`
-    ),
+    ...wrong.map(({ p, sc, i }) => `| ${i} | ${p.scene.caption} | ${wrongText(sc)} | ${seen(i)} |`),
+    "",
+  ].join("\n");
+}
+
+type DetectedScene = import("../eval/detect.ts").DetectedScene;
+type PromptScore = import("../eval/shapes_eval.ts").PromptScore;
+
+/** What the detector saw, for the report's table of prompts with something wrong. */
+function detectedText(d: DetectedScene): string {
+  const objects = d.objects.map((o) => `${o.size} ${o.colour} ${o.shape} (${o.cell})`);
+  return `${objects.join(", ") || "nothing"} on ${d.background}`;
+}
+
+const wrongText = (sc: PromptScore) =>
+  Object.entries(sc.checked).filter(([, ok]) => !ok).map(([a]) => a).join(", ");
+
+/**
+ * The grid of --tokenizer-ceiling: per edge style, rows of `columns` renders each followed by the
+ * row of their reconstructions, in prompt order (a short last row padded with white).
+ */
+function ceilingGrid(
+  runs: { raw: Uint8Array; recon: Uint8Array }[],
+  n: number,
+  size: number,
+  columns: number,
+): { pixels: Uint8Array; count: number } {
+  const per = size * size * 3, rows = Math.ceil(n / columns);
+  const count = runs.length * rows * 2 * columns;
+  const pixels = new Uint8Array(count * per).fill(255);
+  let slot = 0;
+  for (const run of runs) {
+    for (let r = 0; r < rows; r++) {
+      for (const src of [run.raw, run.recon]) {
+        for (let c = 0; c < columns; c++, slot++) {
+          const i = r * columns + c;
+          if (i < n) pixels.set(src.subarray(i * per, (i + 1) * per), slot * per);
+        }
+      }
+    }
+  }
+  return { pixels, count };
+}
+
+/**
+ * --tokenizer-ceiling: no model. Each prompt's own scene rendered as `data shapes` draws it (hard,
+ * smooth or alternating edges, or hard and smooth each on every prompt), encoded to codes and
+ * decoded by the tokenizer, and both the renders and the reconstructions scored by the detector.
+ */
+async function evalCeiling(s: Settings, tok: Tokenizer, edges: CeilingEdges): Promise<string> {
+  const { comparisonTable, shapesPromptSet, scorePrompt, summarize, summaryTable } = await import(
+    "../eval/shapes_eval.ts"
+  );
+  const { detectScene } = await import("../eval/detect.ts");
+  const { edgesOf, renderScene } = await import("../data/shapes.ts");
+  const { reconstructImages } = await import("../tokenizer/reconstruct.ts");
+  const { psnr } = await import("../train/metrics.ts");
+  const { imageGrid } = await import("../data/png.ts");
+  const size = tok.cfg.image, per = size * size * 3;
+  const prompts = shapesPromptSet(s.seed, undefined, size).slice(0, s.limit);
+  const n = prompts.length;
+  const styles = edges === "both" ? (["hard", "smooth"] as const) : [edges];
+  const t0 = performance.now();
+  const runs = [];
+  for (const style of styles) {
+    const raw = new Uint8Array(n * per);
+    prompts.forEach((p, i) => raw.set(renderScene(p.scene, size, edgesOf(style, i)), i * per));
+    const recon = new Uint8Array(n * per);
+    for (let at = 0; at < n; at += s.batch) {
+      const b = Math.min(s.batch, n - at);
+      const r = await reconstructImages(tok.vq, raw.subarray(at * per, (at + b) * per), b, b);
+      recon.set(r.pixels, at * per);
+      console.error(`eval: ${at + b}/${n} ${style}-edged renders through the tokenizer`);
+    }
+    const detect = (px: Uint8Array) =>
+      prompts.map((_, i) => detectScene(px.subarray(i * per, (i + 1) * per), size));
+    const rawSeen = detect(raw), reconSeen = detect(recon);
+    let db = 0;
+    for (let i = 0; i < n; i++) {
+      db += psnr(raw.subarray(i * per, (i + 1) * per), recon.subarray(i * per, (i + 1) * per));
+    }
+    runs.push({
+      style,
+      raw,
+      recon,
+      rawSeen,
+      reconSeen,
+      rawScores: prompts.map((p, i) => scorePrompt(p, rawSeen[i])),
+      reconScores: prompts.map((p, i) => scorePrompt(p, reconSeen[i])),
+      psnr: db / n,
+    });
+  }
+  const secs = (performance.now() - t0) / 1000;
+  const columns = runs.flatMap((r) => [
+    { name: `renders, ${r.style}`, summary: summarize(prompts, r.rawScores) },
+    { name: `through the tokenizer, ${r.style}`, summary: summarize(prompts, r.reconScores) },
+  ]);
+  const table = comparisonTable(columns);
+  const psnrLine = `mean PSNR of the reconstructions against the renders: ${
+    runs.map((r) => `${r.psnr.toFixed(2)} dB (${r.style} edges)`).join(", ")
+  }`;
+  console.log(table);
+  console.log(psnrLine);
+  if (s.out === null) return "";
+  const grid = ceilingGrid(runs, n, size, 10);
+  await Deno.writeFile(gridPath(s.out), imageGrid(grid.pixels, grid.count, size, 10));
+  const wrong = runs.flatMap((r) =>
+    (["renders", "tokenizer"] as const).flatMap((image) => {
+      const scores = image === "renders" ? r.rawScores : r.reconScores;
+      const seen = image === "renders" ? r.rawSeen : r.reconSeen;
+      return prompts.flatMap((p, i) =>
+        scores[i].allRight ? [] : [
+          `| ${i} | ${r.style} | ${image} | ${p.scene.caption} | ${wrongText(scores[i])} | ${
+            detectedText(seen[i])
+          } |`,
+        ]
+      );
+    })
+  );
+  const edgesText = edges === "both"
+    ? "hard and smooth edges, each on every prompt"
+    : edges === "mixed"
+    ? "mixed edges (hard on even prompts, smooth on odd, as `data shapes --edges mixed`)"
+    : `${edges} edges`;
+  return [
+    header(s, "shapes, the tokenizer's ceiling"),
+    `- no model: each prompt's own scene rendered (${edgesText}), encoded to codes and decoded ` +
+    "by the tokenizer; the reconstructions scored as generated images are, beside the renders",
+    `- ${n} prompts, seed ${s.seed}, ${size}-px images, ${secs.toFixed(1)} s`,
+    `- ${psnrLine}`,
+    "",
+    table,
+    "",
+    ...runs.flatMap((r) => [
+      `## Through the tokenizer, ${r.style} edges`,
+      "",
+      summaryTable(summarize(prompts, r.reconScores)),
+      "",
+    ]),
+    `![renders, each row of 10 followed by its reconstructions, in prompt order${
+      runs.length > 1 ? "; hard edges, then smooth" : ""
+    }](${basename(gridPath(s.out))})`,
+    "",
+    "## Prompts with something wrong",
+    "",
+    "| # | edges | image | prompt | wrong | detected |",
+    "|---:|---|---|---|---|---|",
+    ...(wrong.length > 0 ? wrong : ["| | | | none | | |"]),
     "",
   ].join("\n");
 }

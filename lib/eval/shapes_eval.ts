@@ -242,3 +242,24 @@ export function summaryTable(s: ShapesSummary): string {
   ];
   return rows.join("\n");
 }
+
+/**
+ * Several summaries side by side as one Markdown table (the rows of summaryTable, a column of
+ * accuracies per summary): e.g. the raw renders beside their reconstructions by the tokenizer.
+ */
+export function comparisonTable(columns: { name: string; summary: ShapesSummary }[]): string {
+  const cell = ({ right, total }: { right: number; total: number }) =>
+    total === 0 ? "–" : `${pct(right, total)} (${right}/${total})`;
+  const row = (label: string, of: (s: ShapesSummary) => { right: number; total: number }) =>
+    `| ${label} | ${columns.map((c) => cell(of(c.summary))).join(" | ")} |`;
+  return [
+    `| attribute | ${columns.map((c) => c.name).join(" | ")} |`,
+    `|---|${columns.map(() => "---:").join("|")}|`,
+    ...ATTRIBUTES.map((a) => row(a, (s) => s.attributes[a])),
+    ...PROMPT_KINDS.map((k) => row(`all right: ${k} prompts`, (s) => s.kinds[k])),
+    `| **every attribute right** | ${
+      columns.map((c) => `**${cell({ right: c.summary.allRight, total: c.summary.prompts })}**`)
+        .join(" | ")
+    } |`,
+  ].join("\n");
+}
