@@ -36,7 +36,12 @@ export const spec: CommandSpec = {
     limit: str("use only the first N prompts, samples or images", "N"),
     seed: str("seed of the prompt set and of sampling", "S", "0"),
     ...SAMPLING_OPTIONS,
-    batch: str("images or samples per batch", "N", "16"),
+    batch: str(
+      "images or samples per batch (each batch draws its own random stream: the shapes score " +
+        "of a seed is reproducible at the same --batch)",
+      "N",
+      "16",
+    ),
     force: { type: "boolean", help: "replace an existing report" },
     "tokenizer-ceiling": {
       type: "boolean",
