@@ -8,6 +8,9 @@ import { readSafetensors, toFloat32 } from "../lib/io/safetensors.ts";
 import { saveCheckpoint } from "../lib/io/checkpoint.ts";
 import { generateScales } from "../lib/model/generate.ts";
 import { loadModel } from "../lib/model/load.ts";
+import { DEFAULT_SAMPLING, samplingPicker, scaleTemperature } from "../lib/model/sample.ts";
+import { SAMPLING_OPTIONS, samplingFlags, samplingText } from "../lib/cli/sampling.ts";
+import { UserError } from "../lib/errors.ts";
 import { VMambAR } from "../lib/model/vmambar.ts";
 import { sampleTokens } from "../lib/tensor/sample.ts";
 import { keep, noGrad, type Tensor, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
@@ -32,6 +35,10 @@ const CAPTIONS = [
   "small box",
   "night",
 ];
+/** The sampling flags' defaults, as parseCommand gives them. */
+const flagDefaults = Object.fromEntries(
+  Object.entries(SAMPLING_OPTIONS).map(([k, o]) => [k, o.default]),
+);
 const TINY_SET = "d=64,n_layers=2,gsa_every=1,heads=2,text_layers=1,text_length=16";
 
 /** A random tiny tokenizer, and token shards of 8 short captions with seeded indices. */
@@ -305,6 +312,44 @@ Deno.test("generate: guidance's conditional half equals cfg 0; same seed, same t
     1e-5,
     "scale 1 logits, cfg 3 vs 0",
   );
+  model.dispose();
+  q.dispose();
+});
+
+Deno.test("sampling: --temperature T1,T2,… sets each scale's temperature, the last repeating", async () => {
+  // The flag: one value is every scale's; a list is per scale; bad entries are one line each.
+  const flags = (t: string) => samplingFlags({ ...flagDefaults, temperature: t }, 5);
+  assert(flags("0.7").temperatureByScale === undefined && flags("0.7").temperature === 0.7, "one");
+  const list = flags("1, 0.5");
+  assert(list.temperatureByScale?.join() === "1,0.5" && list.temperature === 1, "list");
+  assert([0, 1, 2, 5].map((k) => scaleTemperature(list, k)).join() === "1,0.5,0.5,0.5", "repeat");
+  assert(samplingText(list).includes("temperature 1/0.5"), samplingText(list));
+  for (const bad of ["1,,2", "-1", "x", "0.5,-2", ""]) {
+    let msg = "";
+    try {
+      flags(bad);
+    } catch (e) {
+      msg = e instanceof UserError ? e.message : `not a UserError: ${e}`;
+    }
+    assert(/^--temperature/.test(msg), `${JSON.stringify(bad)}: ${msg}`);
+  }
+  // The picker: greedy at the first scale, hot after it, against greedy everywhere. The first
+  // scale's tokens agree and the later ones don't.
+  await gpuReady;
+  const c = tinyModelConfig();
+  const model = new VMambAR(c, 4);
+  const q = tinyQuantizer();
+  const { textIds } = randomBatch(c, 4, 9);
+  const run = (temperature: number, temperatureByScale?: number[]) =>
+    tidyAsync(async () => {
+      const o = { ...DEFAULT_SAMPLING, cfg: 0, seed: 3, temperature, temperatureByScale };
+      const g = generateScales(model, q, textIds, 0, samplingPicker(o));
+      return await Promise.all(g.indices.map((t) => t.toArray()));
+    });
+  const greedy = await run(0), mixed = await run(0, [0, 100]), same = await run(0, [0, 0]);
+  assert(mixed[0].join() === greedy[0].join(), "scale 1 is greedy in both");
+  assert(mixed.slice(1).flat().join() !== greedy.slice(1).flat().join(), "later scales not hot");
+  assert(same.flat().join() === greedy.flat().join(), "0,0 is not greedy everywhere");
   model.dispose();
   q.dispose();
 });

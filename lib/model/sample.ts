@@ -13,6 +13,8 @@ export interface SamplingOptions {
   /** Guidance scale (t grows linearly to it over the scales); 0 is unguided. */
   cfg: number;
   temperature: number;
+  /** Per scale, coarsest first, the last repeating for the rest; overrides `temperature`. */
+  temperatureByScale?: number[];
   /** 0: off. */
   topK: number;
   /** 1: off. */
@@ -28,12 +30,18 @@ export const DEFAULT_SAMPLING: SamplingOptions = {
   seed: 0,
 };
 
+/** The temperature scale k samples at. */
+export function scaleTemperature(o: SamplingOptions, k: number): number {
+  const list = o.temperatureByScale;
+  return list && list.length > 0 ? list[Math.min(k, list.length - 1)] : o.temperature;
+}
+
 /** The token picker of these options: sampleTokens on the GPU, scale k its own stream. */
 export function samplingPicker(o: SamplingOptions): TokenPicker {
   return (k, cond, uncond, t) =>
     sampleTokens(cond, uncond, {
       guidance: t,
-      temperature: o.temperature,
+      temperature: scaleTemperature(o, k),
       topK: o.topK,
       topP: o.topP,
       seed: o.seed,
