@@ -13,6 +13,7 @@ import {
   writeShapes,
 } from "../lib/data/shapes.ts";
 import { SkipReport } from "../lib/data/skips.ts";
+import { UserError } from "../lib/errors.ts";
 import { tempDir } from "./data_fixtures.ts";
 import { assert } from "./helpers.ts";
 
@@ -190,4 +191,83 @@ Deno.test("shapes: smooth edges blend by coverage only at object borders", () =>
     }
   }
   assert(edgesOf("mixed", 0) === "hard" && edgesOf("mixed", 1) === "smooth", "mixed alternates");
+});
+
+/** Every file under `dir` (relative path → bytes), for comparing whole outputs. */
+async function filesUnder(dir: string, at = ""): Promise<Map<string, Uint8Array>> {
+  const out = new Map<string, Uint8Array>();
+  for await (const e of Deno.readDir(join(dir, at))) {
+    const rel = join(at, e.name);
+    if (e.isDirectory) { for (const [k, v] of await filesUnder(dir, rel)) out.set(k, v); }
+    else out.set(rel, await Deno.readFile(join(dir, rel)));
+  }
+  return out;
+}
+
+function sameFiles(a: Map<string, Uint8Array>, b: Map<string, Uint8Array>, what: string): void {
+  check(
+    [...a.keys()].sort().join() === [...b.keys()].sort().join(),
+    `${what}: files ${[...a.keys()]} vs ${[...b.keys()]}`,
+  );
+  for (const [k, x] of a) {
+    const y = b.get(k)!;
+    check(x.length === y.length && x.every((v, i) => v === y[i]), `${what}: ${k} differs`);
+  }
+}
+
+Deno.test("shapes: workers answering out of order still give the serial bytes, in index order", async () => {
+  const [serial, parallel] = await Promise.all([tempDir("sser"), tempDir("spar")]);
+  const o = { n: 700, side: 32, seed: 5, split: "train", perShard: 300, edges: "mixed" as const };
+  await writeShapes({ ...o, out: serial, workers: 1 });
+  const w = await writeShapes({
+    ...o,
+    out: parallel,
+    workers: 3,
+    workerModule: new URL("./shapes_reverse_worker.ts", import.meta.url),
+  });
+  check(w.count === 700 && w.written.length === 3, `${w.count} images, ${w.written.length} shards`);
+  const files = await filesUnder(parallel);
+  check(files.size === 4 && files.has("key.json"), `files ${[...files.keys()]}`);
+  sameFiles(await filesUnder(serial), files, "--workers 3 vs 1");
+  const key = JSON.parse(await Deno.readTextFile(join(parallel, "key.json")));
+  check(
+    key.images.every((e: KeyEntry, i: number) =>
+      e.caption === shapesScene(5, "train", i, 32).caption
+    ),
+    "key.json is not in index order",
+  );
+});
+
+Deno.test("shapes: a failing worker stops the run with one line naming its images", async () => {
+  const dir = await tempDir("sfail");
+  const worker = (body: string) => `data:application/javascript,${encodeURIComponent(body)}`;
+  const cases: [string, RegExp][] = [
+    [
+      `self.onmessage = (e) => self.postMessage({ block: e.data.block, error: "no room\\n  at x" });`,
+      /^a shapes worker failed on images 0–\d+ of train: no room$/,
+    ],
+    [
+      `self.onmessage = (e) => { if (e.data.block === 2) throw new Error("boom"); };`,
+      /^a shapes worker failed on images \d+–\d+ of train: .*boom/,
+    ],
+    [`throw new Error("cannot start");`, /^a shapes worker failed on .*cannot start/],
+  ];
+  for (const [body, pattern] of cases) {
+    let message = "";
+    try {
+      await writeShapes({
+        n: 500,
+        side: 16,
+        seed: 0,
+        out: dir,
+        split: "train",
+        workers: 2,
+        workerModule: worker(body),
+      });
+    } catch (e) {
+      check(e instanceof UserError, `not a UserError: ${e}`);
+      message = (e as Error).message;
+    }
+    check(pattern.test(message) && !message.includes("\n"), `worker failure: '${message}'`);
+  }
 });
