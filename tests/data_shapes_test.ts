@@ -8,6 +8,7 @@ import {
   MAX_CAPTION_BYTES,
   PALETTE,
   renderScene,
+  type Scene,
   type ShapeObject,
   shapesScene,
   writeShapes,
@@ -269,5 +270,61 @@ Deno.test("shapes: a failing worker stops the run with one line naming its image
       message = (e as Error).message;
     }
     check(pattern.test(message) && !message.includes("\n"), `worker failure: '${message}'`);
+  }
+});
+
+/** renderScene as it was before the four-corner shortcut: every sub-pixel sample tested. */
+function renderBySamples(scene: Scene, side: number): Uint8Array {
+  const rgb = new Uint8Array(side * side * 3);
+  for (let i = 0; i < side * side; i++) rgb.set(PALETTE[scene.background], 3 * i);
+  for (const o of scene.objects) {
+    const [cx, cy] = o.centre;
+    const h = o.extent / 2;
+    const covers = (px: number, py: number) => {
+      const dx = px - cx, dy = py - cy;
+      if (o.shape === "circle") return dx * dx + dy * dy <= h * h;
+      if (o.shape === "square") return Math.abs(dx) < h && Math.abs(dy) < h;
+      return dy >= -h && dy < h && Math.abs(dx) <= (dy + h) / 2;
+    };
+    const x0 = Math.max(0, Math.floor(cx - h)), x1 = Math.min(side, Math.ceil(cx + h));
+    const y0 = Math.max(0, Math.floor(cy - h)), y1 = Math.min(side, Math.ceil(cy + h));
+    for (let y = y0; y < y1; y++) {
+      for (let x = x0; x < x1; x++) {
+        let hits = 0;
+        for (let sy = 0; sy < 4; sy++) {
+          for (let sx = 0; sx < 4; sx++) if (covers(x + (sx + 0.5) / 4, y + (sy + 0.5) / 4)) hits++;
+        }
+        if (hits === 0) continue;
+        const a = hits / 16, at = 3 * (y * side + x);
+        for (let c = 0; c < 3; c++) rgb[at + c] = Math.round(a * o.rgb[c] + (1 - a) * rgb[at + c]);
+      }
+    }
+  }
+  return rgb;
+}
+
+Deno.test("shapes: smooth edges skip sampling inside shapes without changing a byte", () => {
+  const same = (a: Uint8Array, b: Uint8Array) =>
+    a.length === b.length && a.every((v, i) => v === b[i]);
+  for (const side of [7, 32, 48, 64, 100]) {
+    for (let i = 0; i < 200; i++) {
+      const scene = shapesScene(i, "train", i, side);
+      check(same(renderScene(scene, side, "smooth"), renderBySamples(scene, side)), `${side} ${i}`);
+    }
+  }
+  // Every shape at odd, fractional centres and extents.
+  for (let k = 0; k < 3000; k++) {
+    const r = Math.imul(k + 1, 2654435761) >>> 0;
+    const o: ShapeObject = {
+      colour: "red",
+      shape: (["circle", "square", "triangle"] as const)[k % 3],
+      size: "large",
+      cell: CELLS[0],
+      centre: [5 + (r % 30000) / 1000, 5 + ((r >>> 8) % 30000) / 1000],
+      extent: 1 + ((r >>> 4) % 25000) / 1000,
+      rgb: PALETTE.red,
+    };
+    const scene: Scene = { background: "black", caption: "", objects: [o] };
+    check(same(renderScene(scene, 40, "smooth"), renderBySamples(scene, 40)), `object ${k}`);
   }
 });
