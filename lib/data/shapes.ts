@@ -140,7 +140,12 @@ const SUPERSAMPLE = 4;
 export function renderScene(scene: Scene, side: number, edges: Edges = "hard"): Uint8Array {
   const rgb = new Uint8Array(side * side * 3);
   const bg = PALETTE[scene.background];
-  for (let i = 0; i < side * side; i++) rgb.set(bg, 3 * i);
+  const [r, g, b] = bg; // element writes: a TypedArray.set per pixel is several times slower
+  for (let at = 0; at < rgb.length; at += 3) {
+    rgb[at] = r;
+    rgb[at + 1] = g;
+    rgb[at + 2] = b;
+  }
   const n = edges === "smooth" ? SUPERSAMPLE : 1;
   // The outermost sub-pixel sample offsets (0.5/n and (n-0.5)/n, as the loop below computes).
   const lo = 0.5 / n, hi = (n - 0.5) / n;
