@@ -245,7 +245,7 @@ Deno.test("shapes: a failing worker stops the run with one line naming its image
   const cases: [string, RegExp][] = [
     [
       `self.onmessage = (e) => self.postMessage({ block: e.data.block, error: "no room\\n  at x" });`,
-      /^a shapes worker failed on images 0–\d+ of train: no room$/,
+      /^a shapes worker failed on images \d+–\d+ of train: no room$/,
     ],
     [
       `self.onmessage = (e) => { if (e.data.block === 2) throw new Error("boom"); };`,
