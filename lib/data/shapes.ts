@@ -421,9 +421,9 @@ async function* parallelBlocks(o: ShapesOptions, workers: number): AsyncGenerato
     const r = request(block);
     return `images ${r.start}–${r.start + r.count - 1} of ${o.split}`;
   };
-  const fail = (what: string, message: string) => {
+  const fail = (what: string, message: string, hint = "") => {
     const line = message.split("\n")[0].trim() || "unknown error";
-    failure ??= new UserError(`a shapes worker failed on ${what}: ${line}`);
+    failure ??= new UserError(`a shapes worker failed on ${what}: ${line}${hint}`);
     notify();
   };
   const workOf = (w: number) => {
@@ -453,7 +453,9 @@ async function* parallelBlocks(o: ShapesOptions, workers: number): AsyncGenerato
       };
       worker.onerror = (e: ErrorEvent) => {
         e.preventDefault(); // handled here: the run stops with one line, not a worker's trace
-        fail(workOf(w), e.message || String(e.error));
+        // A worker that could not load (or crashed) is not a rendering problem: say how to
+        // do without workers.
+        fail(workOf(w), e.message || String(e.error), " (--workers 1 renders in this thread)");
       };
       worker.onmessageerror = () => fail(workOf(w), "its reply could not be read");
       pool.push(worker);
