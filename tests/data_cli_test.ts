@@ -51,6 +51,46 @@ Deno.test("data cli: shapes then stats, with a contact sheet", async () => {
   check(listShards(out).length === 1, "--force left old shards behind");
 });
 
+/** Every file under `dir` as relative path → bytes. */
+async function tree(dir: string, at = ""): Promise<Map<string, Uint8Array>> {
+  const out = new Map<string, Uint8Array>();
+  for await (const e of Deno.readDir(join(dir, at))) {
+    const rel = join(at, e.name);
+    if (e.isDirectory) { for (const [k, v] of await tree(dir, rel)) out.set(k, v); }
+    else out.set(rel, await Deno.readFile(join(dir, rel)));
+  }
+  return out;
+}
+
+Deno.test("data cli: shapes --workers 1 and --workers 3 write the same bytes, every file", async () => {
+  const dir = await tempDir("cliworkers");
+  const made: Map<string, Uint8Array>[] = [];
+  for (const workers of ["1", "3"]) {
+    const out = join(dir, `w${workers}`);
+    const r = await vmambar(
+      ...["shapes", "--n", "700", "--per-shard", "300", "--edges", "mixed", "--size", "32"],
+      ...["--val", "130", "--out", out, "--workers", workers],
+    );
+    check(r.code === 0, r.stderr);
+    check(/wrote 700 images in 3 shard\(s\).*130 validation images/.test(r.stdout), r.stdout);
+    made.push(await tree(out));
+  }
+  const [one, three] = made;
+  const names = [...one.keys()].sort();
+  check(
+    names.join() === "00000.tar,00001.tar,00002.tar,key.json,val/00000.tar,val/key.json",
+    `files: ${names}`,
+  );
+  check(
+    names.join() === [...three.keys()].sort().join(),
+    `--workers 3 files: ${[...three.keys()]}`,
+  );
+  for (const [name, a] of one) {
+    const b = three.get(name)!;
+    check(a.length === b.length && a.every((v, i) => v === b[i]), `${name} differs`);
+  }
+});
+
 Deno.test("data cli: folder (with bad files) then stats; the bad ones are reported by key", async () => {
   const dir = await tempDir("clifolder");
   const input = join(dir, "in");
@@ -103,5 +143,9 @@ Deno.test("data cli: help for every subcommand; missing and empty sources are on
   );
   oneLine(await vmambar("shapes", "--n", "x", "--out", empty), /--n must be an integer/);
   oneLine(await vmambar("shapes", "--n", "5"), /--out is required/);
+  oneLine(
+    await vmambar("shapes", "--n", "5", "--out", empty, "--workers", "0"),
+    /--workers must be an integer in \[1, 64\], got 0/,
+  );
   oneLine(await vmambar("frob"), /unknown subcommand 'frob'/);
 });

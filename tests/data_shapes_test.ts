@@ -8,11 +8,13 @@ import {
   MAX_CAPTION_BYTES,
   PALETTE,
   renderScene,
+  type Scene,
   type ShapeObject,
   shapesScene,
   writeShapes,
 } from "../lib/data/shapes.ts";
 import { SkipReport } from "../lib/data/skips.ts";
+import { UserError } from "../lib/errors.ts";
 import { tempDir } from "./data_fixtures.ts";
 import { assert } from "./helpers.ts";
 
@@ -190,4 +192,139 @@ Deno.test("shapes: smooth edges blend by coverage only at object borders", () =>
     }
   }
   assert(edgesOf("mixed", 0) === "hard" && edgesOf("mixed", 1) === "smooth", "mixed alternates");
+});
+
+/** Every file under `dir` (relative path → bytes), for comparing whole outputs. */
+async function filesUnder(dir: string, at = ""): Promise<Map<string, Uint8Array>> {
+  const out = new Map<string, Uint8Array>();
+  for await (const e of Deno.readDir(join(dir, at))) {
+    const rel = join(at, e.name);
+    if (e.isDirectory) { for (const [k, v] of await filesUnder(dir, rel)) out.set(k, v); }
+    else out.set(rel, await Deno.readFile(join(dir, rel)));
+  }
+  return out;
+}
+
+function sameFiles(a: Map<string, Uint8Array>, b: Map<string, Uint8Array>, what: string): void {
+  check(
+    [...a.keys()].sort().join() === [...b.keys()].sort().join(),
+    `${what}: files ${[...a.keys()]} vs ${[...b.keys()]}`,
+  );
+  for (const [k, x] of a) {
+    const y = b.get(k)!;
+    check(x.length === y.length && x.every((v, i) => v === y[i]), `${what}: ${k} differs`);
+  }
+}
+
+Deno.test("shapes: workers answering out of order still give the serial bytes, in index order", async () => {
+  const [serial, parallel] = await Promise.all([tempDir("sser"), tempDir("spar")]);
+  const o = { n: 700, side: 32, seed: 5, split: "train", perShard: 300, edges: "mixed" as const };
+  await writeShapes({ ...o, out: serial, workers: 1 });
+  const w = await writeShapes({
+    ...o,
+    out: parallel,
+    workers: 3,
+    workerModule: new URL("./shapes_reverse_worker.ts", import.meta.url),
+  });
+  check(w.count === 700 && w.written.length === 3, `${w.count} images, ${w.written.length} shards`);
+  const files = await filesUnder(parallel);
+  check(files.size === 4 && files.has("key.json"), `files ${[...files.keys()]}`);
+  sameFiles(await filesUnder(serial), files, "--workers 3 vs 1");
+  const key = JSON.parse(await Deno.readTextFile(join(parallel, "key.json")));
+  check(
+    key.images.every((e: KeyEntry, i: number) =>
+      e.caption === shapesScene(5, "train", i, 32).caption
+    ),
+    "key.json is not in index order",
+  );
+});
+
+Deno.test("shapes: a failing worker stops the run with one line naming its images", async () => {
+  const dir = await tempDir("sfail");
+  const worker = (body: string) => `data:application/javascript,${encodeURIComponent(body)}`;
+  const cases: [string, RegExp][] = [
+    [
+      `self.onmessage = (e) => self.postMessage({ block: e.data.block, error: "no room\\n  at x" });`,
+      /^a shapes worker failed on images \d+–\d+ of train: no room$/,
+    ],
+    [
+      `self.onmessage = (e) => { if (e.data.block === 2) throw new Error("boom"); };`,
+      /^a shapes worker failed on images \d+–\d+ of train: .*boom/,
+    ],
+    [`throw new Error("cannot start");`, /^a shapes worker failed on .*cannot start/],
+  ];
+  for (const [body, pattern] of cases) {
+    let message = "";
+    try {
+      await writeShapes({
+        n: 500,
+        side: 16,
+        seed: 0,
+        out: dir,
+        split: "train",
+        workers: 2,
+        workerModule: worker(body),
+      });
+    } catch (e) {
+      check(e instanceof UserError, `not a UserError: ${e}`);
+      message = (e as Error).message;
+    }
+    check(pattern.test(message) && !message.includes("\n"), `worker failure: '${message}'`);
+  }
+});
+
+/** renderScene as it was before the four-corner shortcut: every sub-pixel sample tested. */
+function renderBySamples(scene: Scene, side: number): Uint8Array {
+  const rgb = new Uint8Array(side * side * 3);
+  for (let i = 0; i < side * side; i++) rgb.set(PALETTE[scene.background], 3 * i);
+  for (const o of scene.objects) {
+    const [cx, cy] = o.centre;
+    const h = o.extent / 2;
+    const covers = (px: number, py: number) => {
+      const dx = px - cx, dy = py - cy;
+      if (o.shape === "circle") return dx * dx + dy * dy <= h * h;
+      if (o.shape === "square") return Math.abs(dx) < h && Math.abs(dy) < h;
+      return dy >= -h && dy < h && Math.abs(dx) <= (dy + h) / 2;
+    };
+    const x0 = Math.max(0, Math.floor(cx - h)), x1 = Math.min(side, Math.ceil(cx + h));
+    const y0 = Math.max(0, Math.floor(cy - h)), y1 = Math.min(side, Math.ceil(cy + h));
+    for (let y = y0; y < y1; y++) {
+      for (let x = x0; x < x1; x++) {
+        let hits = 0;
+        for (let sy = 0; sy < 4; sy++) {
+          for (let sx = 0; sx < 4; sx++) if (covers(x + (sx + 0.5) / 4, y + (sy + 0.5) / 4)) hits++;
+        }
+        if (hits === 0) continue;
+        const a = hits / 16, at = 3 * (y * side + x);
+        for (let c = 0; c < 3; c++) rgb[at + c] = Math.round(a * o.rgb[c] + (1 - a) * rgb[at + c]);
+      }
+    }
+  }
+  return rgb;
+}
+
+Deno.test("shapes: smooth edges skip sampling inside shapes without changing a byte", () => {
+  const same = (a: Uint8Array, b: Uint8Array) =>
+    a.length === b.length && a.every((v, i) => v === b[i]);
+  for (const side of [7, 32, 48, 64, 100]) {
+    for (let i = 0; i < 200; i++) {
+      const scene = shapesScene(i, "train", i, side);
+      check(same(renderScene(scene, side, "smooth"), renderBySamples(scene, side)), `${side} ${i}`);
+    }
+  }
+  // Every shape at odd, fractional centres and extents.
+  for (let k = 0; k < 3000; k++) {
+    const r = Math.imul(k + 1, 2654435761) >>> 0;
+    const o: ShapeObject = {
+      colour: "red",
+      shape: (["circle", "square", "triangle"] as const)[k % 3],
+      size: "large",
+      cell: CELLS[0],
+      centre: [5 + (r % 30000) / 1000, 5 + ((r >>> 8) % 30000) / 1000],
+      extent: 1 + ((r >>> 4) % 25000) / 1000,
+      rgb: PALETTE.red,
+    };
+    const scene: Scene = { background: "black", caption: "", objects: [o] };
+    check(same(renderScene(scene, 40, "smooth"), renderBySamples(scene, 40)), `object ${k}`);
+  }
 });

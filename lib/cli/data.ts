@@ -94,9 +94,15 @@ const perShardOption = {
   help: "samples per shard",
 } as const;
 
+/** The default --workers of data shapes is min(CPU cores, this). */
+const MAX_DEFAULT_WORKERS = 8;
+/** The most --workers data shapes accepts. */
+const MAX_WORKERS = 64;
+
 const shapesSpec: CommandSpec = singleValued({
   name: "data shapes",
-  usage: "data shapes --n N --size 64 --out DIR [--seed S] [--val N] [--edges hard|smooth|mixed]",
+  usage: "data shapes --n N --size 64 --out DIR [--seed S] [--val N] [--edges hard|smooth|mixed] " +
+    "[--workers N]",
   summary: "Render the shapes world: captioned images of circles, squares and triangles on a 3×3 " +
     "grid, deterministic for a seed, with every image's objects in DIR/key.json.",
   options: {
@@ -117,6 +123,12 @@ const shapesSpec: CommandSpec = singleValued({
       help: "hard (pixel centres), smooth (anti-aliased) or mixed (alternating) edges",
     },
     "per-shard": perShardOption,
+    workers: {
+      type: "string",
+      value: "N",
+      help: `Web Workers that render and encode the images (default: min(CPU cores, ` +
+        `${MAX_DEFAULT_WORKERS})); 1 renders in this thread. The output is the same for any N`,
+    },
     force: forceOption,
   },
   more: "example: vmambar data shapes --n 20000 --val 1000 --out data/shapes",
@@ -131,6 +143,9 @@ async function shapes(argv: string[]): Promise<void> {
   const seed = intFlag(v, "seed", 0, 2 ** 32 - 1);
   const val = intFlag(v, "val", 0, 1e8), perShard = intFlag(v, "per-shard", 1, 1e6);
   const edges = stringFlag(v, "edges");
+  const workers = v.workers === undefined
+    ? Math.max(1, Math.min(navigator.hardwareConcurrency ?? 1, MAX_DEFAULT_WORKERS))
+    : intFlag(v, "workers", 1, MAX_WORKERS);
   const { prepareOutputDirectory } = await import("../data/shards.ts");
   const { EDGES, writeShapes } = await import("../data/shapes.ts");
   if (!(EDGES as readonly string[]).includes(edges)) {
@@ -150,12 +165,22 @@ async function shapes(argv: string[]): Promise<void> {
     split: "train",
     perShard,
     edges: style,
+    workers,
   });
   let line = `wrote ${train.count} images in ${train.written.length} shard(s) to ${out}`;
   if (val > 0) {
     await Deno.mkdir(join(stage.path, "val"));
     const valOut = join(stage.path, "val");
-    await writeShapes({ n: val, side, seed, out: valOut, split: "val", perShard, edges: style });
+    await writeShapes({
+      n: val,
+      side,
+      seed,
+      out: valOut,
+      split: "val",
+      perShard,
+      edges: style,
+      workers,
+    });
     line += `, ${val} validation images to ${join(out, "val")}`;
   }
   stage.publish();

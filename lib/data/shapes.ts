@@ -4,10 +4,12 @@
 // seeded generator, and each image has its own stream (seed, split, index), so image i is the
 // same whatever --n is.
 import { join } from "node:path";
+import { UserError } from "../errors.ts";
 import { encodePng } from "./png.ts";
 import { Progress } from "./progress.ts";
 import { deriveSeed, mulberry32, pick, randInt, type Rng, shuffleInPlace } from "./random.ts";
-import { ShardWriter } from "./shards.ts";
+import { DEFAULT_PER_SHARD, packSample, sampleKey, ShardWriter } from "./shards.ts";
+import { concat } from "./tar.ts";
 
 export const PALETTE = {
   red: [220, 40, 40],
@@ -102,15 +104,25 @@ export function sampleScene(rng: Rng, side: number): Scene {
   return { background, objects, caption: describeScene(rng, background, objects) };
 }
 
-/** Whether pixel centre (px, py) lies inside the object. */
-function covers(o: ShapeObject, px: number, py: number): boolean {
+/**
+ * Whether point (px, py) lies inside the object, as a function made once per object (the
+ * renderer calls it up to 16 times a pixel).
+ */
+function coverage(o: ShapeObject): (px: number, py: number) => boolean {
   const [cx, cy] = o.centre;
-  const h = o.extent / 2;
-  const dx = px - cx, dy = py - cy;
-  if (o.shape === "circle") return dx * dx + dy * dy <= h * h;
-  if (o.shape === "square") return Math.abs(dx) < h && Math.abs(dy) < h;
+  const h = o.extent / 2, hh = h * h, mh = -h;
+  if (o.shape === "circle") {
+    return (px, py) => {
+      const dx = px - cx, dy = py - cy;
+      return dx * dx + dy * dy <= hh;
+    };
+  }
+  if (o.shape === "square") return (px, py) => Math.abs(px - cx) < h && Math.abs(py - cy) < h;
   // Triangle pointing up: apex at the top middle, base along the bottom edge of the box.
-  return dy >= -h && dy < h && Math.abs(dx) <= (dy + h) / 2;
+  return (px, py) => {
+    const dy = py - cy;
+    return dy >= mh && dy < h && Math.abs(px - cx) <= (dy + h) / 2;
+  };
 }
 
 /** Edge rendering: "hard" samples each pixel at its centre; "smooth" blends by coverage. */
@@ -128,9 +140,17 @@ const SUPERSAMPLE = 4;
 export function renderScene(scene: Scene, side: number, edges: Edges = "hard"): Uint8Array {
   const rgb = new Uint8Array(side * side * 3);
   const bg = PALETTE[scene.background];
-  for (let i = 0; i < side * side; i++) rgb.set(bg, 3 * i);
+  const [r, g, b] = bg; // element writes: a TypedArray.set per pixel is several times slower
+  for (let at = 0; at < rgb.length; at += 3) {
+    rgb[at] = r;
+    rgb[at + 1] = g;
+    rgb[at + 2] = b;
+  }
   const n = edges === "smooth" ? SUPERSAMPLE : 1;
+  // The outermost sub-pixel sample offsets (0.5/n and (n-0.5)/n, as the loop below computes).
+  const lo = 0.5 / n, hi = (n - 0.5) / n;
   for (const o of scene.objects) {
+    const covers = coverage(o);
     const h = o.extent / 2;
     const x0 = Math.max(0, Math.floor(o.centre[0] - h)),
       x1 = Math.min(side, Math.ceil(o.centre[0] + h));
@@ -139,9 +159,18 @@ export function renderScene(scene: Scene, side: number, edges: Edges = "hard"): 
     for (let y = y0; y < y1; y++) {
       for (let x = x0; x < x1; x++) {
         let hits = 0;
-        for (let sy = 0; sy < n; sy++) {
-          for (let sx = 0; sx < n; sx++) {
-            if (covers(o, x + (sx + 0.5) / n, y + (sy + 0.5) / n)) hits++;
+        if (
+          n > 1 && covers(x + lo, y + lo) && covers(x + hi, y + lo) &&
+          covers(x + lo, y + hi) && covers(x + hi, y + hi)
+        ) {
+          // Every shape is convex, and covers() is monotone in |dx| and in dy even as rounded
+          // floats, so the four corner samples covered means all n × n are: same bytes.
+          hits = n * n;
+        } else {
+          for (let sy = 0; sy < n; sy++) {
+            for (let sx = 0; sx < n; sx++) {
+              if (covers(x + (sx + 0.5) / n, y + (sy + 0.5) / n)) hits++;
+            }
           }
         }
         if (hits === 0) continue;
@@ -263,6 +292,187 @@ export interface ShapesOptions {
   perShard?: number;
   /** Hard or anti-aliased edges, or both alternating (default hard). */
   edges?: Edges | "mixed";
+  /**
+   * Web Workers that render and encode the images (default 1: all in this thread). The output
+   * is byte-identical for any count: the shards and key.json are written here, in index order.
+   */
+  workers?: number;
+  /** The worker module (tests swap in their own); default ./shapes_worker.ts. */
+  workerModule?: string | URL;
+}
+
+/** A block of images to make (in a worker, or in this thread): start .. start + count - 1. */
+export interface ShapesBlockRequest {
+  block: number;
+  start: number;
+  count: number;
+  /** Images in the split: the last one's key.json line has no comma. */
+  n: number;
+  seed: number;
+  split: string;
+  side: number;
+  edges: Edges | "mixed";
+  perShard: number;
+}
+
+/**
+ * A made block, in index order: every sample's shard members packed as tar bytes back to back
+ * (sample j is tar[ends[j-1] .. ends[j]], key keys[j]) and the block's key.json lines.
+ */
+export interface ShapesBlock {
+  block: number;
+  keys: string[];
+  tar: Uint8Array;
+  ends: number[];
+  keyLines: Uint8Array;
+}
+
+/** A worker's answer: the block, or why it could not make it. */
+export type ShapesBlockReply = ShapesBlock | { block: number; error: string };
+
+/**
+ * Makes a block: renders, encodes and packs each image as writeShapes stores it. Workers run
+ * this (shapes_worker.ts); the bytes depend only on the request, so any worker count gives
+ * the same shards.
+ */
+export function renderShapesBlock(r: ShapesBlockRequest): ShapesBlock {
+  const enc = new TextEncoder();
+  const keys: string[] = [], samples: Uint8Array[] = [], ends: number[] = [];
+  let lines = "", end = 0;
+  for (let i = r.start; i < r.start + r.count; i++) {
+    const scene = shapesScene(r.seed, r.split, i, r.side);
+    const edges = edgesOf(r.edges, i);
+    const png = encodePng(renderScene(scene, r.side, edges), r.side, r.side);
+    const key = sampleKey(Math.floor(i / r.perShard), i % r.perShard, r.perShard);
+    const entry = {
+      key,
+      caption: scene.caption,
+      background: scene.background,
+      objects: scene.objects,
+      edges,
+    };
+    // The per-sample .json follows img2dataset's fields, plus the scene.
+    const json = { ...entry, status: "success", width: r.side, height: r.side };
+    const packed = packSample(key, { png, txt: scene.caption, json: JSON.stringify(json) });
+    keys.push(key);
+    samples.push(packed);
+    ends.push(end += packed.length);
+    lines += `${JSON.stringify(entry)}${i + 1 < r.n ? "," : ""}\n`;
+  }
+  return { block: r.block, keys, tar: concat(samples), ends, keyLines: enc.encode(lines) };
+}
+
+/** Most images per block: enough to hide a worker message's cost, few enough to balance. */
+const BLOCK_IMAGES = 256;
+/** Most raw pixel bytes per block, so large images travel in small blocks (bounded memory). */
+const BLOCK_BYTES = 1 << 24;
+/** Fewest images per worker: below it a worker costs more to start than it saves. */
+const IMAGES_PER_WORKER = 64;
+
+/** The blocks of a split: how many images each holds, and each one's request. */
+function planBlocks(o: ShapesOptions, workers: number) {
+  const perBlock = Math.max(
+    1,
+    Math.min(
+      BLOCK_IMAGES,
+      Math.floor(BLOCK_BYTES / (3 * o.side * o.side)),
+      workers > 1 ? Math.ceil(o.n / (4 * workers)) : BLOCK_IMAGES,
+    ),
+  );
+  const request = (block: number): ShapesBlockRequest => ({
+    block,
+    start: block * perBlock,
+    count: Math.min(perBlock, o.n - block * perBlock),
+    n: o.n,
+    seed: o.seed,
+    split: o.split,
+    side: o.side,
+    edges: o.edges ?? "hard",
+    perShard: o.perShard ?? DEFAULT_PER_SHARD,
+  });
+  return { blocks: Math.ceil(o.n / perBlock), request };
+}
+
+function* serialBlocks(o: ShapesOptions): Generator<ShapesBlock> {
+  const { blocks, request } = planBlocks(o, 1);
+  for (let b = 0; b < blocks; b++) yield renderShapesBlock(request(b));
+}
+
+/**
+ * The blocks of a split in index order, made by `workers` Web Workers. At most two blocks per
+ * worker are out (in flight, or made and waiting for an earlier one), so memory stays bounded
+ * however large n is. A worker's failure ends the run as one line naming its images.
+ */
+async function* parallelBlocks(o: ShapesOptions, workers: number): AsyncGenerator<ShapesBlock> {
+  const { blocks, request } = planBlocks(o, workers);
+  const window = 2 * workers;
+  const url = o.workerModule ?? new URL("./shapes_worker.ts", import.meta.url);
+  const pool: Worker[] = [];
+  const busy = new Array<number>(workers).fill(0);
+  const inFlight = new Map<number, number>(); // block → worker, to name a crashed worker's work
+  const done = new Map<number, ShapesBlock>();
+  let failure: UserError | null = null, wake: (() => void) | null = null;
+  const notify = () => {
+    const w = wake;
+    wake = null;
+    w?.();
+  };
+  const images = (block: number) => {
+    const r = request(block);
+    return `images ${r.start}–${r.start + r.count - 1} of ${o.split}`;
+  };
+  const fail = (what: string, message: string, hint = "") => {
+    const line = message.split("\n")[0].trim() || "unknown error";
+    failure ??= new UserError(`a shapes worker failed on ${what}: ${line}${hint}`);
+    notify();
+  };
+  const workOf = (w: number) => {
+    const b = [...inFlight].find(([, x]) => x === w)?.[0];
+    return b === undefined ? `starting (worker ${w + 1})` : images(b);
+  };
+  let sent = 0, next = 0;
+  const send = () => {
+    while (sent < blocks && sent < next + window) {
+      let w = 0;
+      for (let i = 1; i < workers; i++) if (busy[i] < busy[w]) w = i;
+      busy[w]++;
+      inFlight.set(sent, w);
+      pool[w].postMessage(request(sent++));
+    }
+  };
+  try {
+    for (let w = 0; w < workers; w++) {
+      const worker = new Worker(url, { type: "module" });
+      worker.onmessage = (e: MessageEvent<ShapesBlockReply>) => {
+        const m = e.data;
+        busy[w]--;
+        inFlight.delete(m.block);
+        if ("error" in m) return fail(images(m.block), m.error);
+        done.set(m.block, m);
+        notify();
+      };
+      worker.onerror = (e: ErrorEvent) => {
+        e.preventDefault(); // handled here: the run stops with one line, not a worker's trace
+        // A worker that could not load (or crashed) is not a rendering problem: say how to
+        // do without workers.
+        fail(workOf(w), e.message || String(e.error), " (--workers 1 renders in this thread)");
+      };
+      worker.onmessageerror = () => fail(workOf(w), "its reply could not be read");
+      pool.push(worker);
+    }
+    send();
+    while (next < blocks) {
+      while (!done.has(next) && !failure) await new Promise<void>((r) => (wake = r));
+      if (failure) throw failure;
+      const block = done.get(next)!;
+      done.delete(next);
+      next++;
+      send();
+      yield block;
+    }
+  } finally {
+    for (const worker of pool) worker.terminate();
+  }
 }
 
 /**
@@ -270,40 +480,31 @@ export interface ShapesOptions {
  * scene), plus `out/key.json`: every image's background and objects, for `vmambar eval`.
  */
 export async function writeShapes(o: ShapesOptions): Promise<ShardWriter> {
-  const writer = new ShardWriter(o.out, o.perShard);
+  const workers = Math.min(o.workers ?? 1, Math.ceil(o.n / IMAGES_PER_WORKER));
+  const writer = new ShardWriter(o.out, o.perShard ?? DEFAULT_PER_SHARD);
   const key = await Deno.open(join(o.out, "key.json.tmp"), {
     write: true,
     create: true,
     truncate: true,
   });
-  const enc = new TextEncoder();
-  const write = async (s: string) => {
-    const b = enc.encode(s);
+  const write = async (b: Uint8Array) => {
     let w = 0;
     while (w < b.length) w += await key.write(b.subarray(w));
   };
-  // key.json is streamed one image per line, so a million images need no big string.
-  await write(`{"size":${o.side},"seed":${o.seed},"split":${JSON.stringify(o.split)},"images":[\n`);
+  // key.json is streamed a block of lines at a time, so a million images need no big string.
+  const head = `{"size":${o.side},"seed":${o.seed},"split":${JSON.stringify(o.split)},"images":[\n`;
+  await write(new TextEncoder().encode(head));
   const progress = new Progress(`shapes ${o.split}`, o.n);
   try {
-    for (let i = 0; i < o.n; i++) {
-      const scene = shapesScene(o.seed, o.split, i, o.side);
-      const edges = edgesOf(o.edges ?? "hard", i);
-      const png = encodePng(renderScene(scene, o.side, edges), o.side, o.side);
-      const entry = {
-        key: writer.nextKey,
-        caption: scene.caption,
-        background: scene.background,
-        objects: scene.objects,
-        edges,
-      };
-      // The per-sample .json follows img2dataset's fields, plus the scene.
-      const json = { ...entry, status: "success", width: o.side, height: o.side };
-      await writer.add({ png, txt: scene.caption, json: JSON.stringify(json) });
-      await write(`${JSON.stringify(entry)}${i + 1 < o.n ? "," : ""}\n`);
-      progress.tick();
+    const blocks = workers > 1 ? parallelBlocks(o, workers) : serialBlocks(o);
+    for await (const b of blocks) {
+      for (let j = 0; j < b.keys.length; j++) {
+        await writer.addPacked(b.keys[j], b.tar.subarray(j > 0 ? b.ends[j - 1] : 0, b.ends[j]));
+      }
+      await write(b.keyLines);
+      progress.tick(b.keys.length);
     }
-    await write("]}\n");
+    await write(new TextEncoder().encode("]}\n"));
   } finally {
     progress.finish();
     key.close();

@@ -159,6 +159,18 @@ export function sampleKey(shard: number, index: number, perShard: number): strin
   return String(shard).padStart(5, "0") + String(index).padStart(String(perShard - 1).length, "0");
 }
 
+/** Samples per shard when none is given (img2dataset's default). */
+export const DEFAULT_PER_SHARD = 10000;
+
+/** A sample's members as the tar bytes `ShardWriter.add` writes for them under `key`. */
+export function packSample(key: string, members: Record<string, Uint8Array | string>): Uint8Array {
+  return concat(
+    Object.entries(members).map(([ext, data]) =>
+      tarMember(`${key}.${ext}`, typeof data === "string" ? new TextEncoder().encode(data) : data)
+    ),
+  );
+}
+
 /**
  * Writes samples into numbered shards of `perShard` samples. Each shard is written to a .tmp
  * file and renamed when complete, so a reader never sees half a shard.
@@ -174,7 +186,7 @@ export class ShardWriter {
   #pendingBytes = 0;
   readonly written: string[] = [];
 
-  constructor(dir: string, perShard = 10000) {
+  constructor(dir: string, perShard = DEFAULT_PER_SHARD) {
     this.dir = dir;
     this.perShard = perShard;
     Deno.mkdirSync(dir, { recursive: true });
@@ -207,6 +219,22 @@ export class ShardWriter {
     if (this.#pendingBytes > 1 << 20) await this.#flush();
     this.#count++;
     return key;
+  }
+
+  /**
+   * Adds one sample packed elsewhere (packSample, e.g. in a worker) under `key`, which must be
+   * the key `add` would give it: a sample out of order is refused, not written.
+   */
+  async addPacked(key: string, packed: Uint8Array): Promise<void> {
+    if (key !== this.nextKey) {
+      throw new Error(`ShardWriter: sample ${key} arrived where ${this.nextKey} belongs`);
+    }
+    if (!this.#file || this.#index === this.perShard) await this.#nextShard();
+    this.#index++;
+    this.#pending.push(packed);
+    this.#pendingBytes += packed.length;
+    if (this.#pendingBytes > 1 << 20) await this.#flush();
+    this.#count++;
   }
 
   async #flush(): Promise<void> {
