@@ -1,4 +1,4 @@
-// The cpu32 presets of README's "A first run on the CPU": they validate, fit together, and a
+// The cpu32 and cpu16 presets of README's "A first run on the CPU": they validate, fit together, and a
 // couple of training steps of each run with a finite, falling-or-not loss (batch 2: kept tiny).
 import { MODEL_PRESETS, modelConfig } from "../lib/model/config.ts";
 import { tensor } from "../lib/tensor/tensor.ts";
@@ -20,6 +20,19 @@ Deno.test("cpu32: the tokenizer and model presets validate and share one token g
     m.scales.join() === TOK.scales.join() && m.vocab === TOK.vocab && m.cvae === TOK.cvae,
     `model grid ${m.scales}/${m.vocab}/${m.cvae}, tokenizer ${TOK.scales}/${TOK.vocab}/${TOK.cvae}`,
   );
+  // ≥ 2 channels in every GroupNorm group (ch 16 and 32), where VAR's 32 groups leave one.
+  assert(TOK.normGroups === 8, `cpu32 normGroups ${TOK.normGroups}`);
+});
+
+Deno.test("cpu16: 16-px images onto cpu32's token grid, so the cpu32 model preset fits it", () => {
+  const t16 = validateTokenizerConfig(TOKENIZER_PRESETS.cpu16, "cpu16");
+  assert(t16.image === 16 && t16.chMult.length === 2, `${t16.image} px, ${t16.chMult}`);
+  const m = modelConfig("cpu32");
+  assert(
+    m.scales.join() === t16.scales.join() && m.vocab === t16.vocab && m.cvae === t16.cvae,
+    `model grid ${m.scales}/${m.vocab}/${m.cvae}, cpu16 ${t16.scales}/${t16.vocab}/${t16.cvae}`,
+  );
+  assert(t16.normGroups === 4, `cpu16 normGroups ${t16.normGroups}`);
 });
 
 Deno.test("cpu32: two tokenizer training steps run with a finite loss", async () => {

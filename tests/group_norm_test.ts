@@ -95,6 +95,21 @@ Deno.test("groupCount: 32 groups, else the largest divisor not above 32", () => 
   for (const [c, g] of want) assert(groupCount(c) === g, `groupCount(${c}) = ${groupCount(c)}`);
 });
 
+Deno.test("groupCount with a limit: the largest divisor not above it", () => {
+  const want: [number, number, number][] = [
+    [16, 4, 4],
+    [32, 4, 4],
+    [16, 8, 8],
+    [24, 5, 4],
+    [16, 1, 1],
+    [3, 4, 3],
+    [64, 32, 32],
+  ];
+  for (const [c, max, g] of want) {
+    assert(groupCount(c, max) === g, `groupCount(${c}, ${max}) = ${groupCount(c, max)}`);
+  }
+});
+
 Deno.test("groupNorm refuses shapes that disagree, naming the op and the shapes", async () => {
   await gpuReady;
   await tidyAsync(async () => {

@@ -200,6 +200,9 @@ Deno.test("VAR config keys: aliases, defaults and refusals", () => {
   ).cfg;
   assert(ours.image === 16, `image from the scales: ${ours.image}`);
   assert(ours.numResBlocks === 2 && ours.midAttention && ours.deepestAttention, "VAR defaults");
+  assert(ours.normGroups === undefined, `normGroups absent: VAR's 32, got ${ours.normGroups}`);
+  const grouped = tokenizerConfigFromJson({ ...varConfig, norm_groups: 4 }, "g.json").cfg;
+  assert(grouped.normGroups === 4, `norm_groups: ${grouped.normGroups}`);
   const { z_channels: _, ...withoutZ } = varConfig;
   const alias = tokenizerConfigFromJson({ ...withoutZ, Cvae: 4 }, "a");
   assert(alias.cfg.cvae === 4, "Cvae");
@@ -213,6 +216,7 @@ Deno.test("VAR config keys: aliases, defaults and refusals", () => {
   refuse({ ...varConfig, using_sa: "yes" }, /deepestAttention must be true or false/, "bool");
   refuse({ ...varConfig, ch_mult: [1, 0] }, /chMult must be a list of positive integers/, "mult");
   refuse([1, 2], /not a JSON object/, "array");
+  refuse({ ...varConfig, normGroups: 0 }, /normGroups must be a positive integer/, "groups");
 });
 
 Deno.test("VAR's share_quant_resi 0 and 1: φ renamed to the partially shared layout", () => {

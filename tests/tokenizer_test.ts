@@ -2,13 +2,28 @@
 // §3 pseudocode, VAR's state-dict names, determinism, and gradients reaching every part.
 import { VQVAE } from "../lib/tokenizer/vqvae.ts";
 import { phiIndex } from "../lib/tokenizer/quantizer.ts";
-import { tokenCount, TOKENIZER_PRESETS, type TokenizerConfig } from "../lib/tokenizer/config.ts";
+import {
+  tokenCount,
+  TOKENIZER_PRESETS,
+  type TokenizerConfig,
+  validateTokenizerConfig,
+} from "../lib/tokenizer/config.ts";
+import { loadTokenizer } from "../lib/tokenizer/load.ts";
+import { saveCheckpoint } from "../lib/io/checkpoint.ts";
 import { upload } from "../lib/gpu/mod.ts";
 import { backward, zeroGrad } from "../lib/tensor/autograd.ts";
 import { abs, add, mean, mul, square, sumAll } from "../lib/tensor/ops.ts";
 import { noGrad, type Tensor, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
 import { areaMatrix, bicubicMatrix, convRef, nearestRef, separable } from "./image_ref.ts";
-import { assert, assertClose, assertDirectionalGrads, f32, gpuReady, randn } from "./helpers.ts";
+import {
+  assert,
+  assertClose,
+  assertDirectionalGrads,
+  assertThrows,
+  f32,
+  gpuReady,
+  randn,
+} from "./helpers.ts";
 
 const small: TokenizerConfig = {
   ...TOKENIZER_PRESETS.tiny64,
@@ -216,4 +231,39 @@ Deno.test("encoder and decoder gradients agree with directional differences (att
   zeroGrad(vq.parameters());
   for (const t of [x, rF, fHat, rX]) t.dispose();
   vq.dispose();
+});
+
+Deno.test("normGroups: GroupNorm's group limit, VAR's 32 when absent, kept in a checkpoint", async () => {
+  await gpuReady;
+  const groups = (vq: VQVAE) =>
+    [
+      vq.encoder.down[0].blocks[0].norm1.groups, // ch 8
+      vq.encoder.normOut.groups, // ch 16
+      vq.decoder.mid.block1.norm2.groups, // ch 16
+      vq.decoder.normOut.groups, // ch 8
+    ].join();
+  const plain = new VQVAE(small);
+  assert(groups(plain) === "8,16,16,8", `absent: one channel per group, got ${groups(plain)}`);
+  plain.dispose();
+  const cfg = { ...small, normGroups: 4 };
+  const vq = new VQVAE(validateTokenizerConfig(cfg, "cfg"));
+  assert(groups(vq) === "4,4,4,4", `normGroups 4: ${groups(vq)}`);
+  const dir = await Deno.makeTempDir();
+  try {
+    await saveCheckpoint(`${dir}/t.safetensors`, vq.namedParameters(), "tokenizer", cfg);
+    const loaded = await loadTokenizer(`${dir}/t.safetensors`);
+    assert(loaded.cfg.normGroups === 4, `saved config: ${JSON.stringify(loaded.cfg)}`);
+    assert(groups(loaded.vq) === "4,4,4,4", `loaded: ${groups(loaded.vq)}`);
+    loaded.vq.dispose();
+  } finally {
+    vq.dispose();
+    await Deno.remove(dir, { recursive: true });
+  }
+  for (const bad of [0, 2.5, -1, "4"]) {
+    assertThrows(
+      () => validateTokenizerConfig({ ...small, normGroups: bad as number }, "c.json"),
+      /c\.json: normGroups must be a positive integer/,
+      `normGroups ${bad}`,
+    );
+  }
 });

@@ -10,12 +10,16 @@ const groups = (n: number) => grid(Math.ceil(n / 256));
 /**
  * DESIGN §3: 32 groups, fewer when C < 32 — the largest divisor of C not above 32 (so C itself
  * below 32, one channel per group; and a width such as 48 that 32 does not divide gets 24).
+ * `maxGroups` replaces the 32 (a tokenizer config's normGroups).
  */
-export function groupCount(channels: number): number {
+export function groupCount(channels: number, maxGroups = 32): number {
   if (!Number.isInteger(channels) || channels < 1) {
     throw new ShapeError(`groupCount: needs a positive channel count, got ${channels}`);
   }
-  for (let g = Math.min(32, channels); g > 1; g--) if (channels % g === 0) return g;
+  if (!Number.isInteger(maxGroups) || maxGroups < 1) {
+    throw new ShapeError(`groupCount: needs a positive group limit, got ${maxGroups}`);
+  }
+  for (let g = Math.min(maxGroups, channels); g > 1; g--) if (channels % g === 0) return g;
   return 1;
 }
 

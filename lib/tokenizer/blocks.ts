@@ -32,14 +32,17 @@ export class Conv2d extends Module {
   }
 }
 
-/** VAR's Normalize: GroupNorm(32 groups, or the largest divisor below 32; eps 1e-6; affine). */
+/**
+ * VAR's Normalize: GroupNorm(32 groups, or the largest divisor below 32; eps 1e-6; affine).
+ * `maxGroups` replaces the 32 (the config's normGroups).
+ */
 export class GroupNorm extends Module {
   readonly weight: Tensor;
   readonly bias: Tensor;
   readonly groups: number;
-  constructor(init: Init, channels: number) {
+  constructor(init: Init, channels: number, maxGroups = 32) {
     super();
-    this.groups = groupCount(channels);
+    this.groups = groupCount(channels, maxGroups);
     this.weight = this.param("weight", init.constant([channels], 1));
     this.bias = this.param("bias", init.constant([channels], 0));
   }
@@ -55,11 +58,11 @@ export class ResnetBlock extends Module {
   readonly norm2: GroupNorm;
   readonly conv2: Conv2d;
   readonly ninShortcut?: Conv2d;
-  constructor(init: Init, cin: number, cout: number) {
+  constructor(init: Init, cin: number, cout: number, maxGroups = 32) {
     super();
-    this.norm1 = this.child("norm1", new GroupNorm(init, cin));
+    this.norm1 = this.child("norm1", new GroupNorm(init, cin, maxGroups));
     this.conv1 = this.child("conv1", new Conv2d(init, cin, cout, 3));
-    this.norm2 = this.child("norm2", new GroupNorm(init, cout));
+    this.norm2 = this.child("norm2", new GroupNorm(init, cout, maxGroups));
     this.conv2 = this.child("conv2", new Conv2d(init, cout, cout, 3));
     if (cin !== cout) this.ninShortcut = this.child("nin_shortcut", new Conv2d(init, cin, cout, 1));
   }
@@ -76,9 +79,9 @@ export class AttnBlock extends Module {
   readonly norm: GroupNorm;
   readonly qkv: Conv2d;
   readonly projOut: Conv2d;
-  constructor(init: Init, readonly channels: number) {
+  constructor(init: Init, readonly channels: number, maxGroups = 32) {
     super();
-    this.norm = this.child("norm", new GroupNorm(init, channels));
+    this.norm = this.child("norm", new GroupNorm(init, channels, maxGroups));
     this.qkv = this.child("qkv", new Conv2d(init, channels, 3 * channels, 1));
     this.projOut = this.child("proj_out", new Conv2d(init, channels, channels, 1));
   }

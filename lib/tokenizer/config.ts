@@ -1,5 +1,5 @@
 // Tokenizer configurations (DESIGN §3). A VAR tokenizer of any structure is described by one of
-// these; the two presets are the project's defaults.
+// these; the presets are the project's defaults.
 import { UserError } from "../errors.ts";
 
 export interface TokenizerConfig {
@@ -22,6 +22,16 @@ export interface TokenizerConfig {
   shareQuantResi: number;
   /** Commitment weight β. */
   beta: number;
+  /**
+   * GroupNorm's group count: each norm takes the largest divisor of its channels not above this.
+   * Absent: VAR's 32 (which leaves one channel per group at widths up to 32).
+   */
+  normGroups?: number;
+}
+
+/** The config's GroupNorm group limit (VAR's 32 when it has none). */
+export function normGroups(cfg: TokenizerConfig): number {
+  return cfg.normGroups ?? 32;
 }
 
 const common = { quantResi: 0.5, shareQuantResi: 4, beta: 0.25 };
@@ -39,6 +49,8 @@ export const TOKENIZER_PRESETS: Record<string, TokenizerConfig> = {
     scales: [1, 2, 3, 4, 6, 8],
     ...common,
   },
+  // A first run on the CPU (README). normGroups 8 keeps 2–4 channels in each GroupNorm group
+  // (VAR's 32 leaves one at these widths, which normalises flat colours away).
   cpu32: {
     image: 32,
     ch: 16,
@@ -50,6 +62,22 @@ export const TOKENIZER_PRESETS: Record<string, TokenizerConfig> = {
     vocab: 256,
     scales: [1, 2, 4, 8],
     ...common,
+    normGroups: 8,
+  },
+  // cpu32's token grid (8 × 8 map, 85 tokens, V 256, Cvae 8) from 16-px images: one level fewer,
+  // a quarter of the pixels; the cpu32 model preset fits it.
+  cpu16: {
+    image: 16,
+    ch: 16,
+    chMult: [1, 2],
+    numResBlocks: 1,
+    midAttention: false,
+    deepestAttention: false,
+    cvae: 8,
+    vocab: 256,
+    scales: [1, 2, 4, 8],
+    ...common,
+    normGroups: 4,
   },
   base256: {
     image: 256,
@@ -76,6 +104,11 @@ export function validateTokenizerConfig(cfg: TokenizerConfig, source: string): T
   const ints = ["image", "ch", "numResBlocks", "cvae", "vocab", "shareQuantResi"] as const;
   for (const k of ints) {
     if (!Number.isInteger(cfg[k]) || cfg[k] < 1) throw bad(`${k} must be a positive integer`);
+  }
+  if (
+    cfg.normGroups !== undefined && (!Number.isInteger(cfg.normGroups) || cfg.normGroups < 1)
+  ) {
+    throw bad("normGroups must be a positive integer (or absent: 32, VAR's)");
   }
   if (!Array.isArray(cfg.chMult) || cfg.chMult.length < 1) throw bad("chMult must be a list");
   if (!Array.isArray(cfg.scales) || cfg.scales.length < 1) throw bad("scales must be a list");

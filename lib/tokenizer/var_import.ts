@@ -24,7 +24,11 @@ const ALIASES: Record<keyof TokenizerConfig, string[]> = {
   quantResi: ["quantResi", "quant_resi"],
   shareQuantResi: ["shareQuantResi", "share_quant_resi"],
   beta: ["beta"],
+  normGroups: ["normGroups", "norm_groups"],
 };
+
+/** Fields a config may leave out with no default filled in (the VQVAE applies VAR's). */
+const OPTIONAL = new Set(["image", "normGroups"]);
 
 /** What VAR's VQVAE fixes or defaults to, for fields a config leaves out. */
 const VAR_DEFAULTS: Partial<TokenizerConfig> = {
@@ -85,7 +89,7 @@ export function tokenizerConfigFromJson(json: unknown, source: string): VarConfi
     if (values.size > 1) throw bad(`${present.join(" and ")} disagree`);
     if (present.length) picked[field] = raw[present[0]];
     else if (field in VAR_DEFAULTS) picked[field] = VAR_DEFAULTS[field as keyof TokenizerConfig];
-    else if (field !== "image") throw bad(`${names.join(" or ")} is missing`);
+    else if (!OPTIONAL.has(field)) throw bad(`${names.join(" or ")} is missing`);
   }
   const posInts = (k: string) => {
     const v = picked[k];

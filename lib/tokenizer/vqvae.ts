@@ -3,7 +3,7 @@
 import type { Tensor } from "../tensor/tensor.ts";
 import { Init, Module } from "../nn/module.ts";
 import { AttnBlock, Conv2d, Downsample2x, GroupNorm, ResnetBlock, Upsample2x } from "./blocks.ts";
-import type { TokenizerConfig } from "./config.ts";
+import { normGroups, type TokenizerConfig } from "./config.ts";
 import { ResidualQuantizer } from "./quantizer.ts";
 
 /** One resolution level: res blocks, attention after each where the config has it, a resampler. */
@@ -27,11 +27,11 @@ class Mid extends Module {
   readonly block1: ResnetBlock;
   readonly attn1?: AttnBlock;
   readonly block2: ResnetBlock;
-  constructor(init: Init, ch: number, attention: boolean) {
+  constructor(init: Init, ch: number, attention: boolean, g: number) {
     super();
-    this.block1 = this.child("block_1", new ResnetBlock(init, ch, ch));
-    if (attention) this.attn1 = this.child("attn_1", new AttnBlock(init, ch));
-    this.block2 = this.child("block_2", new ResnetBlock(init, ch, ch));
+    this.block1 = this.child("block_1", new ResnetBlock(init, ch, ch, g));
+    if (attention) this.attn1 = this.child("attn_1", new AttnBlock(init, ch, g));
+    this.block2 = this.child("block_2", new ResnetBlock(init, ch, ch, g));
   }
   forward(h: Tensor): Tensor {
     h = this.block1.forward(h);
@@ -52,7 +52,7 @@ export class Encoder extends Module {
   readonly convOut: Conv2d;
   constructor(init: Init, cfg: TokenizerConfig) {
     super();
-    const L = cfg.chMult.length;
+    const L = cfg.chMult.length, g = normGroups(cfg);
     this.convIn = this.child("conv_in", new Conv2d(init, 3, cfg.ch, 3));
     const downs = this.child("down", new Module());
     let cin = cfg.ch;
@@ -62,17 +62,17 @@ export class Encoder extends Module {
       const attns = level.child("attn", new Module());
       const cout = cfg.ch * cfg.chMult[i];
       for (let j = 0; j < cfg.numResBlocks; j++) {
-        level.blocks.push(blocks.child(`${j}`, new ResnetBlock(init, cin, cout)));
+        level.blocks.push(blocks.child(`${j}`, new ResnetBlock(init, cin, cout, g)));
         cin = cout;
         if (i === L - 1 && cfg.deepestAttention) {
-          level.attns.push(attns.child(`${j}`, new AttnBlock(init, cin)));
+          level.attns.push(attns.child(`${j}`, new AttnBlock(init, cin, g)));
         }
       }
       if (i !== L - 1) level.resample = level.child("downsample", new Downsample2x(init, cin));
       this.down.push(level);
     }
-    this.mid = this.child("mid", new Mid(init, cin, cfg.midAttention));
-    this.normOut = this.child("norm_out", new GroupNorm(init, cin));
+    this.mid = this.child("mid", new Mid(init, cin, cfg.midAttention, g));
+    this.normOut = this.child("norm_out", new GroupNorm(init, cin, g));
     this.convOut = this.child("conv_out", new Conv2d(init, cin, cfg.cvae, 3));
   }
   forward(x: Tensor): Tensor {
@@ -91,10 +91,10 @@ export class Decoder extends Module {
   readonly convOut: Conv2d;
   constructor(init: Init, cfg: TokenizerConfig) {
     super();
-    const L = cfg.chMult.length;
+    const L = cfg.chMult.length, g = normGroups(cfg);
     let cin = cfg.ch * cfg.chMult[L - 1];
     this.convIn = this.child("conv_in", new Conv2d(init, cfg.cvae, cin, 3));
-    this.mid = this.child("mid", new Mid(init, cin, cfg.midAttention));
+    this.mid = this.child("mid", new Mid(init, cin, cfg.midAttention, g));
     const ups = this.child("up", new Module());
     const levels: Level[] = new Array(L);
     for (let i = L - 1; i >= 0; i--) {
@@ -104,10 +104,10 @@ export class Decoder extends Module {
       const cout = cfg.ch * cfg.chMult[i];
       // The decoder has one more res block per level than the encoder (VAR's).
       for (let j = 0; j < cfg.numResBlocks + 1; j++) {
-        level.blocks.push(blocks.child(`${j}`, new ResnetBlock(init, cin, cout)));
+        level.blocks.push(blocks.child(`${j}`, new ResnetBlock(init, cin, cout, g)));
         cin = cout;
         if (i === L - 1 && cfg.deepestAttention) {
-          level.attns.push(attns.child(`${j}`, new AttnBlock(init, cin)));
+          level.attns.push(attns.child(`${j}`, new AttnBlock(init, cin, g)));
         }
       }
       if (i !== 0) level.resample = level.child("upsample", new Upsample2x(init, cin));
@@ -116,7 +116,7 @@ export class Decoder extends Module {
     // Registered in index order so names read up.0 … up.{L-1}, as VAR's ModuleList.
     levels.forEach((lv, i) => levelModule(ups, `${i}`, lv));
     this.up = levels;
-    this.normOut = this.child("norm_out", new GroupNorm(init, cin));
+    this.normOut = this.child("norm_out", new GroupNorm(init, cin, g));
     this.convOut = this.child("conv_out", new Conv2d(init, cin, 3, 3));
   }
   forward(z: Tensor): Tensor {
