@@ -36,6 +36,22 @@ export function normGroups(cfg: TokenizerConfig): number {
 
 const common = { quantResi: 0.5, shareQuantResi: 4, beta: 0.25 };
 
+// A first run on the CPU (README). normGroups 8 keeps 2–4 channels in each GroupNorm group
+// (VAR's 32 leaves one at these widths, which normalises flat colours away).
+const CPU32: TokenizerConfig = {
+  image: 32,
+  ch: 16,
+  chMult: [1, 2, 2],
+  numResBlocks: 1,
+  midAttention: false,
+  deepestAttention: false,
+  cvae: 8,
+  vocab: 256,
+  scales: [1, 2, 4, 8],
+  ...common,
+  normGroups: 8,
+};
+
 export const TOKENIZER_PRESETS: Record<string, TokenizerConfig> = {
   tiny64: {
     image: 64,
@@ -49,36 +65,10 @@ export const TOKENIZER_PRESETS: Record<string, TokenizerConfig> = {
     scales: [1, 2, 3, 4, 6, 8],
     ...common,
   },
-  // A first run on the CPU (README). normGroups 8 keeps 2–4 channels in each GroupNorm group
-  // (VAR's 32 leaves one at these widths, which normalises flat colours away).
-  cpu32: {
-    image: 32,
-    ch: 16,
-    chMult: [1, 2, 2],
-    numResBlocks: 1,
-    midAttention: false,
-    deepestAttention: false,
-    cvae: 8,
-    vocab: 256,
-    scales: [1, 2, 4, 8],
-    ...common,
-    normGroups: 8,
-  },
+  cpu32: CPU32,
   // cpu32's token grid (8 × 8 map, 85 tokens, V 256, Cvae 8) from 16-px images: one level fewer,
   // a quarter of the pixels; the cpu32 model preset fits it.
-  cpu16: {
-    image: 16,
-    ch: 16,
-    chMult: [1, 2],
-    numResBlocks: 1,
-    midAttention: false,
-    deepestAttention: false,
-    cvae: 8,
-    vocab: 256,
-    scales: [1, 2, 4, 8],
-    ...common,
-    normGroups: 4,
-  },
+  cpu16: { ...CPU32, image: 16, chMult: [1, 2], scales: [1, 2, 4, 8], normGroups: 4 },
   base256: {
     image: 256,
     ch: 128,
