@@ -128,7 +128,14 @@ Deno.test("VMambAR: every parameter's gradient agrees with a directional differe
       if (p[0] === "text" && p[1] === "layers") return p.slice(0, 3).join(".");
       return p[0] === "gsa" || p[0] === "gsa_out" ? name : p[0];
     };
-    await assertDirectionalGrads(model.namedParameters(), loss, { eps: 1e-2, groupBy: group });
+    // floor 0.25: a direction that cancels g·v to a sixth of ‖g‖ met f32's rounding of the small
+    // GSA gradients (0.4% of ‖g‖, the same at every step ε) once in many runs; a wrong gradient
+    // is off by far more than 0.5% of ‖g‖ in a random direction.
+    await assertDirectionalGrads(model.namedParameters(), loss, {
+      eps: 1e-2,
+      floor: 0.25,
+      groupBy: group,
+    });
     features.dispose();
     seq.dispose();
     q.dispose();
