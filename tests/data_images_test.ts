@@ -3,14 +3,26 @@
 import {
   CorruptImage,
   decodeImage,
+  decodeWithSharp,
   encodeRgb,
   loadSharp,
   pixelsToFloatNCHW,
   reencodeImage,
 } from "../lib/data/images.ts";
 import { join } from "node:path";
+import { inflateSync } from "node:zlib";
 import { writeShapes } from "../lib/data/shapes.ts";
-import { garbage, jpeg, tempDir, truncatedJpeg, truncatedPng } from "./data_fixtures.ts";
+import { ShardWriter } from "../lib/data/shards.ts";
+import { decodeSimplePng, encodePng } from "../lib/data/png.ts";
+import {
+  garbage,
+  gradient,
+  jpeg,
+  noise,
+  tempDir,
+  truncatedJpeg,
+  truncatedPng,
+} from "./data_fixtures.ts";
 
 function check(cond: boolean, msg: string): void {
   if (!cond) throw new Error(msg);
@@ -124,8 +136,11 @@ Deno.test("images: a decoder that cannot load is one error naming it, not every 
       "Possible solutions:\\n- npm install --include=optional sharp');",
   );
   await Deno.writeTextFile(join(dir, "deno.json"), '{"imports": {"sharp": "./sharp.js"}}');
+  // JPEGs: images only sharp decodes.
   const shards = join(dir, "sh");
-  await writeShapes({ n: 6, side: 16, seed: 1, out: shards, split: "t", perShard: 100 });
+  const writer = new ShardWriter(shards, 100);
+  for (let i = 0; i < 6; i++) await writer.add({ jpg: await jpeg(20, 16, i + 1), txt: `j ${i}` });
+  await writer.close();
   const vmambar = async (...args: string[]) => {
     const out = await new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", "--no-lock", "--config", join(dir, "deno.json"), "main.ts", ...args],
@@ -149,4 +164,65 @@ Deno.test("images: a decoder that cannot load is one error naming it, not every 
     );
     check(!/corrupt/.test(r.stderr) && !r.stderr.includes("    at "), r.stderr);
   }
+  // Plain RGB PNGs at their own size (what `data shapes` writes) need no sharp.
+  const pngs = join(dir, "png");
+  await writeShapes({ n: 6, side: 16, seed: 1, out: pngs, split: "t", perShard: 100 });
+  const stats = await vmambar("data", "stats", "--check", pngs);
+  check(stats.code === 0, `plain PNGs without sharp: exit ${stats.code}: ${stats.stderr}`);
 });
+
+Deno.test("images: plain RGB PNGs decode without sharp to sharp's bytes; others go to sharp", async () => {
+  const sharp = await loadSharp();
+  // Ours writes filter 0 on every row; sharp's adaptive filtering picks 0–4 row by row.
+  const filters = new Set<number>();
+  for (const size of [1, 7, 33, 64]) {
+    for (const rgb of [noise(size, size), gradient(size, size, 2)]) {
+      const adaptive = new Uint8Array(
+        await sharp(rgb, { raw: { width: size, height: size, channels: 3 } })
+          .png({ adaptiveFiltering: true }).toBuffer(),
+      );
+      for (const png of [encodePng(rgb, size, size), adaptive]) {
+        rowFilters(png, size).forEach((f) => filters.add(f));
+        const fast = decodeSimplePng(png, size);
+        check(fast !== null, `size ${size}: a plain PNG was not decoded`);
+        const slow = await decodeWithSharp(png, size);
+        check(fast!.every((v, i) => v === slow[i]), `size ${size}: not sharp's bytes`);
+        check((await decodeImage(png, size)).every((v, i) => v === slow[i]), "decodeImage");
+      }
+    }
+  }
+  check([0, 1, 2, 3, 4].every((f) => filters.has(f)), `filters tried: ${[...filters]}`);
+  const plain = encodePng(noise(16, 16), 16, 16);
+  const raw = (channels: 3 | 4) =>
+    sharp(Uint8Array.from({ length: 256 * channels }, (_, i) => (i * 37) % 251), {
+      raw: { width: 16, height: 16, channels },
+    });
+  const others: [string, Uint8Array][] = [
+    ["another size", plain],
+    ["RGBA", new Uint8Array(await raw(4).png().toBuffer())],
+    ["palette", new Uint8Array(await raw(3).png({ palette: true }).toBuffer())],
+    ["interlaced", new Uint8Array(await raw(3).png({ progressive: true }).toBuffer())],
+    ["a colour profile", new Uint8Array(await raw(3).png().withIccProfile("p3").toBuffer())],
+    ["a bad CRC", Uint8Array.from(plain, (v, i) => i === plain.length - 20 ? v ^ 1 : v)],
+    ["cut short", plain.subarray(0, plain.length - 30)],
+    ["a JPEG", await jpeg(16, 16)],
+  ];
+  for (const [what, bytes] of others) {
+    check(decodeSimplePng(bytes, what === "another size" ? 8 : 16) === null, `${what}: decoded`);
+  }
+});
+
+/** The filter type of each row of an 8-bit RGB PNG. */
+function rowFilters(png: Uint8Array, size: number): number[] {
+  const view = new DataView(png.buffer, png.byteOffset, png.byteLength);
+  const idat: number[] = [];
+  for (let at = 8; at < png.length;) {
+    const length = view.getUint32(at);
+    if (String.fromCharCode(...png.subarray(at + 4, at + 8)) === "IDAT") {
+      idat.push(...png.subarray(at + 8, at + 8 + length));
+    }
+    at += 12 + length;
+  }
+  const raw = inflateSync(Uint8Array.from(idat));
+  return Array.from({ length: size }, (_, y) => raw[y * (size * 3 + 1)]);
+}

@@ -6,6 +6,7 @@
 // is a CorruptImage, and only that is skipped as a bad sample.
 import type { default as SharpFn, Sharp } from "sharp";
 import { UserError } from "../errors.ts";
+import { decodeSimplePng } from "./png.ts";
 
 /** One image that sharp could not decode: that sample is bad, the others may be fine. */
 export class CorruptImage extends Error {
@@ -65,6 +66,14 @@ function squareRgb(sharp: typeof SharpFn, bytes: Uint8Array, size: number): Shar
 
 /** Decodes JPEG, PNG or WebP bytes to size × size HWC RGB pixels; a corrupt image rejects. */
 export function decodeImage(bytes: Uint8Array, size: number): Promise<Uint8Array> {
+  // A plain 8-bit RGB PNG already at size × size (what `data shapes` writes) needs no resize or
+  // conversion: decoded here, it gives sharp's bytes without its per-image cost.
+  const simple = decodeSimplePng(bytes, size);
+  return simple !== null ? Promise.resolve(simple) : decodeWithSharp(bytes, size);
+}
+
+/** decodeImage through sharp alone, whatever the image. */
+export function decodeWithSharp(bytes: Uint8Array, size: number): Promise<Uint8Array> {
   return withSharp(async (sharp) => {
     const { data, info } = await squareRgb(sharp, bytes, size)
       .removeAlpha()

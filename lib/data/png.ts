@@ -1,6 +1,7 @@
 // A minimal PNG encoder (8-bit RGB, no filtering) so that commands which only render pixels,
-// like `data shapes`, need no image library.
-import { deflateSync } from "node:zlib";
+// like `data shapes`, need no image library; and a decoder for the one simple case it writes (and
+// other encoders often do), which the data loader tries before sharp.
+import { deflateSync, inflateSync } from "node:zlib";
 
 const CRC_TABLE = (() => {
   const t = new Uint32Array(256);
@@ -73,4 +74,86 @@ export function imageGrid(pixels: Uint8Array, n: number, size: number, columns =
     }
   }
   return encodePng(rgb, width, height);
+}
+
+const SIGNATURE = [137, 80, 78, 71, 13, 10, 26, 10];
+/** Chunks that change nothing in the decoded RGB values (text, time stamps, pixel density). */
+const INERT = new Set(["tEXt", "zTXt", "iTXt", "tIME", "pHYs"]);
+
+/**
+ * HWC RGB pixels of a PNG that needs no conversion to be size × size sRGB: 8-bit RGB, not
+ * interlaced, exactly size × size, no colour-space, gamma, palette or transparency chunk, every CRC
+ * right and the pixel data complete. Anything else (another format, size or kind of PNG, damage)
+ * returns null, and the caller decodes with its general decoder, which then says what is wrong.
+ */
+export function decodeSimplePng(bytes: Uint8Array, size: number): Uint8Array | null {
+  if (bytes.length < 8 + 25 + 12 || SIGNATURE.some((b, i) => bytes[i] !== b)) return null;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const idat: Uint8Array[] = [];
+  let at = 8, header = false, end = false;
+  while (!end) {
+    if (at + 12 > bytes.length) return null;
+    const length = view.getUint32(at);
+    if (at + 12 + length > bytes.length) return null;
+    const type = String.fromCharCode(...bytes.subarray(at + 4, at + 8));
+    const body = bytes.subarray(at + 8, at + 8 + length);
+    const crc = (crc32(bytes.subarray(at + 4, at + 8 + length)) ^ 0xffffffff) >>> 0;
+    if (crc !== view.getUint32(at + 8 + length)) return null;
+    if (!header) {
+      if (type !== "IHDR" || length !== 13) return null;
+      const h = new DataView(body.buffer, body.byteOffset, 13);
+      const simple = h.getUint32(0) === size && h.getUint32(4) === size && body[8] === 8 &&
+        body[9] === 2 && body[10] === 0 && body[11] === 0 && body[12] === 0;
+      if (!simple) return null;
+      header = true;
+    } else if (type === "IDAT") idat.push(body);
+    else if (type === "IEND") end = true;
+    else if (!INERT.has(type)) return null;
+    at += 12 + length;
+  }
+  const stride = size * 3;
+  let raw: Uint8Array;
+  try {
+    const joined = new Uint8Array(idat.reduce((n, c) => n + c.length, 0));
+    let o = 0;
+    for (const c of idat) joined.set(c, o), o += c.length;
+    raw = new Uint8Array(inflateSync(joined));
+  } catch {
+    return null;
+  }
+  if (raw.length !== (stride + 1) * size) return null;
+  const out = new Uint8Array(stride * size);
+  for (let y = 0; y < size; y++) {
+    const filter = raw[y * (stride + 1)], src = y * (stride + 1) + 1, row = y * stride;
+    const up = row - stride;
+    for (let x = 0; x < stride; x++) {
+      const a = x >= 3 ? out[row + x - 3] : 0;
+      const b = y > 0 ? out[up + x] : 0;
+      const c = x >= 3 && y > 0 ? out[up + x - 3] : 0;
+      let pred: number;
+      switch (filter) {
+        case 0:
+          pred = 0;
+          break;
+        case 1:
+          pred = a;
+          break;
+        case 2:
+          pred = b;
+          break;
+        case 3:
+          pred = (a + b) >> 1;
+          break;
+        case 4: {
+          const p = a + b - c, pa = Math.abs(p - a), pb = Math.abs(p - b), pc = Math.abs(p - c);
+          pred = pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+          break;
+        }
+        default:
+          return null;
+      }
+      out[row + x] = (raw[src + x] + pred) & 0xff;
+    }
+  }
+  return out;
 }
