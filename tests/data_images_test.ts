@@ -10,10 +10,10 @@ import {
   reencodeImage,
 } from "../lib/data/images.ts";
 import { join } from "node:path";
-import { inflateSync } from "node:zlib";
+import { deflateSync, inflateSync } from "node:zlib";
 import { writeShapes } from "../lib/data/shapes.ts";
 import { ShardWriter } from "../lib/data/shards.ts";
-import { decodeSimplePng, encodePng } from "../lib/data/png.ts";
+import { decodeSimplePng, encodePng, pngChunk } from "../lib/data/png.ts";
 import {
   garbage,
   gradient,
@@ -206,6 +206,7 @@ Deno.test("images: plain RGB PNGs decode without sharp to sharp's bytes; others 
     ["a bad CRC", Uint8Array.from(plain, (v, i) => i === plain.length - 20 ? v ^ 1 : v)],
     ["cut short", plain.subarray(0, plain.length - 30)],
     ["a JPEG", await jpeg(16, 16)],
+    ["pixel data inflating to 64 MB", inflating(plain, 64 << 20)],
   ];
   for (const [what, bytes] of others) {
     check(decodeSimplePng(bytes, what === "another size" ? 8 : 16) === null, `${what}: decoded`);
@@ -225,4 +226,13 @@ function rowFilters(png: Uint8Array, size: number): number[] {
   }
   const raw = inflateSync(Uint8Array.from(idat));
   return Array.from({ length: size }, (_, y) => raw[y * (size * 3 + 1)]);
+}
+
+/** `png`'s signature and header, then pixel data that inflates to `bytes` zeros. */
+function inflating(png: Uint8Array, bytes: number): Uint8Array {
+  const idat = pngChunk("IDAT", new Uint8Array(deflateSync(new Uint8Array(bytes))));
+  const parts = [png.subarray(0, 33), idat, pngChunk("IEND", new Uint8Array(0))];
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
+  return out;
 }

@@ -18,7 +18,8 @@ function crc32(bytes: Uint8Array, crc = 0xffffffff): number {
   return crc;
 }
 
-function chunk(type: string, data: Uint8Array): Uint8Array {
+/** One PNG chunk: length, type, data and CRC. */
+export function pngChunk(type: string, data: Uint8Array): Uint8Array {
   const out = new Uint8Array(12 + data.length);
   const view = new DataView(out.buffer);
   view.setUint32(0, data.length);
@@ -46,9 +47,9 @@ export function encodePng(rgb: Uint8Array, width: number, height: number): Uint8
   const signature = new Uint8Array([137, 80, 78, 71, 13, 10, 26, 10]);
   const parts = [
     signature,
-    chunk("IHDR", header),
-    chunk("IDAT", new Uint8Array(deflateSync(raw, { level: 6 }))),
-    chunk("IEND", new Uint8Array(0)),
+    pngChunk("IHDR", header),
+    pngChunk("IDAT", new Uint8Array(deflateSync(raw, { level: 6 }))),
+    pngChunk("IEND", new Uint8Array(0)),
   ];
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let o = 0;
@@ -111,17 +112,18 @@ export function decodeSimplePng(bytes: Uint8Array, size: number): Uint8Array | n
     else if (!INERT.has(type)) return null;
     at += 12 + length;
   }
-  const stride = size * 3;
+  const stride = size * 3, want = (stride + 1) * size;
   let raw: Uint8Array;
   try {
     const joined = new Uint8Array(idat.reduce((n, c) => n + c.length, 0));
     let o = 0;
     for (const c of idat) joined.set(c, o), o += c.length;
-    raw = new Uint8Array(inflateSync(joined));
+    // No more than the image needs: a stream that inflates further is not this image.
+    raw = new Uint8Array(inflateSync(joined, { maxOutputLength: want + 1 }));
   } catch {
     return null;
   }
-  if (raw.length !== (stride + 1) * size) return null;
+  if (raw.length !== want) return null;
   const out = new Uint8Array(stride * size);
   for (let y = 0; y < size; y++) {
     const filter = raw[y * (stride + 1)], src = y * (stride + 1) + 1, row = y * stride;
