@@ -11,8 +11,10 @@
 # IMAGES (default 20000) and STEPS (default 3000) size the data and the model's cosine schedule;
 # LR (default 1e-3), WARMUP (default 300); SHAPES_SEED (default 0) draws other images; INIT=FILE
 # starts the model from FILE's weights and architecture (train --init) instead of model_set below.
-# EVAL=1 ends with `vmambar eval --set shapes` of the model; SHIP=1 writes the f16 checkpoints of
-# models/ (tools/ship_default.ts) to $OUT/models.
+# EVAL=1 ends with `vmambar eval --set shapes` of the model (EVAL_SEEDS, default 0: one eval per
+# seed); SHIP=1 writes the f16 checkpoints of models/ (tools/ship_default.ts) to $OUT/models.
+# BUDGET_S=N: the model trains for what is left of N seconds after the data and tokenizing, less
+# RESERVE_S (default 60) for eval and shipping; MODEL_MINUTES is then ignored.
 # Back in $OUT: the tokenizer and model checkpoints (f32, unless SHIP=1), their metrics, the grids.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,14 +57,21 @@ if [[ ${RESUME:-0} != 1 ]]; then
 else
   mode=(--resume)
 fi
+if [[ -n ${BUDGET_S:-} ]]; then
+  left=$(( BUDGET_S - ($(date +%s) - t0) - ${RESERVE_S:-60} ))
+  model_minutes=$(awk "BEGIN { printf \"%.2f\", ($left > 30 ? $left : 30) / 60 }")
+  stamp "model: $model_minutes minutes"
+fi
 vm train --data $run/tokens --val $run/tokens-val --tokenizer $run/tokenizer.safetensors \
   --out $run/model.safetensors "${mode[@]}" --batch 64 --lr "${LR:-1e-3}" \
   --warmup "${WARMUP:-300}" --max-minutes "$model_minutes" --log-every 100 --val-every 500 \
   --sample-every 500 --checkpoint-every 500 || true
 stamp model
 if [[ ${EVAL:-0} == 1 ]]; then
-  vm eval --set shapes --model $run/model.safetensors --tokenizer $run/tokenizer.safetensors \
-    --out "$out/eval/shapes.md" --force | tail -16
+  for seed in ${EVAL_SEEDS:-0}; do
+    vm eval --set shapes --model $run/model.safetensors --tokenizer $run/tokenizer.safetensors \
+      --seed "$seed" --out "$run/eval/shapes-$seed.md" --force | tail -16
+  done
   stamp eval
 fi
 if [[ ${SHIP:-0} == 1 ]]; then
