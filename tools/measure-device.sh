@@ -12,7 +12,8 @@
 #   steps      the training steps only, without the slower profiles and base256's batch of 16
 #              images: tiny64 (GPU profile), base256, the tokenizer's (implicit GEMMs) and
 #              PyTorch's tokenizer step and tiny64 reference step (fp32, bf16, peak memory)
-#   sampling   `vmambar eval --set shapes` of the default model under a few sampling settings
+#   sampling   `vmambar eval --set shapes` under a few sampling settings (SAMPLING_OPTS, SAMPLING_MODELS,
+#              SAMPLING_SEEDS: see below); one line per setting: [count relation all-right] per seed
 # Logs land in $OUT (the device tool's output folder) or ./out.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -68,11 +69,22 @@ for s in $sections; do
       tee "$out/reference.log" | grep -E "FAIL of|PyTorch eager"
     ;;
   sampling)
-    for opts in "--cfg 1" "--cfg 1 --temperature 0.7" "--cfg 1 --top-k 8" "--cfg 0 --temperature 0.7" \
-      "--cfg 1 --top-p 0.9"; do
-      echo "sampling $opts"
-      # shellcheck disable=SC2086
-      ts main.ts eval --set shapes $opts 2>&1 | grep -E "^\| (count|relation|\*\*)"
+    # SAMPLING_OPTS: option sets separated by ';' (VMAMBAR_RERANK_PMI=λ in one sets the reranking's
+    # weight); SAMPLING_MODELS: checkpoints (default: models/model.safetensors); SAMPLING_SEEDS.
+    IFS=';' read -ra sets <<<"${SAMPLING_OPTS:-"--cfg 1;--cfg 1 --temperature 1;--cfg 1 --top-k 8"}"
+    for m in ${SAMPLING_MODELS:-models/model.safetensors}; do
+      for opts in "${sets[@]}"; do
+        line="$m $opts:"
+        for seed in ${SAMPLING_SEEDS:-0}; do
+          # shellcheck disable=SC2086
+          r=$(env $(echo "$opts" | grep -o 'VMAMBAR_[A-Z_]*=[^ ]*') deno run --cached-only -A \
+            main.ts eval --set shapes --model "$m" --seed "$seed" \
+            $(echo "$opts" | sed 's/VMAMBAR_[A-Z_]*=[^ ]*//g') 2>&1 |
+            grep -E "^\| (count|relation|\*\*)" | awk -F'|' '{ gsub(/[ *%]/, "", $5); printf "%s ", $5 }')
+          line="$line  [$r]"
+        done
+        echo "$line" | tee -a "$out/sampling.log"
+      done
     done
     ;;
   *) echo "unknown section $s" ;;

@@ -23,6 +23,12 @@ export const SAMPLING_OPTIONS: CommandSpec["options"] = {
     "P",
     String(DEFAULT_SAMPLING.topP),
   ),
+  candidates: str(
+    "draw N images per prompt and keep the one the model finds likeliest under its prompt " +
+      "(N times the work)",
+    "N",
+    String(DEFAULT_SAMPLING.candidates ?? 1),
+  ),
 };
 
 /** The sampling options of parsed values, each checked, with `seed`. */
@@ -40,8 +46,10 @@ export function samplingFlags(v: Values, seed: number): SamplingOptions {
   const topK = intFlag(v, "top-k", 0);
   const topP = numberFlag(v, "top-p");
   if (!(topP > 0 && topP <= 1)) throw new UserError(`--top-p must be in (0, 1], got ${topP}`);
+  const candidates = intFlag(v, "candidates", 1, 64);
   return {
     cfg,
+    candidates,
     temperature,
     topK,
     topP,
@@ -56,5 +64,6 @@ export function samplingText(o: SamplingOptions): string {
   const parts = [`cfg ${o.cfg}`, `temperature ${t}`];
   if (o.topK > 0) parts.push(`top-k ${o.topK}`);
   if (o.topP < 1) parts.push(`top-p ${o.topP}`);
+  if ((o.candidates ?? 1) > 1) parts.push(`best of ${o.candidates}`);
   return parts.join(", ");
 }

@@ -4,7 +4,8 @@
 // null caption's) and both halves read the same sampled f_hat, as VAR. Nothing is read back: the
 // caller reads the indices or decodes f_hat when every scale is done.
 import { batchCaptionIds } from "../data/text.ts";
-import { concat, slice } from "../tensor/ops.ts";
+import { tokenNll } from "../tensor/nn_ops.ts";
+import { add, concat, slice, sum } from "../tensor/ops.ts";
 import { noGrad, type Tensor, tidy } from "../tensor/tensor.ts";
 import type { ResidualQuantizer } from "../tokenizer/quantizer.ts";
 import { addScale, featureTokens } from "./inputs.ts";
@@ -26,6 +27,11 @@ export interface Generated {
   fHat: Tensor;
   /** The chosen indices per scale, i32 [B, pn, pn]. */
   indices: Tensor[];
+  /**
+   * With `score`: per caption [B], −log p of every chosen token under the conditional logits, and
+   * under the null caption's (null when unguided), summed over the scales.
+   */
+  nll?: { cond: Tensor; uncond: Tensor | null };
 }
 
 /** The captions encoded once, before any scale: ids (with the null captions under guidance). */
@@ -76,10 +82,11 @@ export function generateScales(
   textIds: Int32Array,
   cfg: number,
   pick: TokenPicker,
+  score = false,
 ): Generated {
   const encoded = encodeText(model, textIds, cfg);
   try {
-    return generateFromText(model, quantizer, encoded, cfg, pick);
+    return generateFromText(model, quantizer, encoded, cfg, pick, score);
   } finally {
     encoded.dispose();
   }
@@ -95,6 +102,7 @@ export function generateFromText(
   encoded: EncodedText,
   cfg: number,
   pick: TokenPicker,
+  score = false,
 ): Generated {
   const c = model.cfg;
   const { scales, text_length: T } = c;
@@ -106,6 +114,18 @@ export function generateFromText(
   // memory is one scale's activations, not the whole image's.
   const indices: Tensor[] = [];
   let fHat: Tensor | null = null;
+  let nllC: Tensor | null = null, nllU: Tensor | null = null;
+  // Sums −log p of the chosen tokens per caption onto `acc` (tokenNll [B·n] → [B]).
+  const accumulate = (acc: Tensor | null, logits: Tensor, idx: Tensor, n: number) => {
+    const perToken = tokenNll(logits, idx).reshape([B, n]);
+    const s = sum(perToken, 1);
+    return acc ? add(acc, s) : s;
+  };
+  const disposeAll = () => {
+    (fHat as Tensor | null)?.dispose();
+    (nllC as Tensor | null)?.dispose();
+    (nllU as Tensor | null)?.dispose();
+  };
   try {
     return noGrad(() => {
       let start = 0;
@@ -124,18 +144,31 @@ export function generateFromText(
           const cond = (guided ? slice(logits, 0, 0, B) : logits).reshape([B * n, V]);
           const uncond = guided ? slice(logits, 0, B, R).reshape([B * n, V]) : null;
           const t = K > 1 ? (cfg * k) / (K - 1) : 0;
-          const idx = pick(k, cond, uncond, t).reshape([B, pn, pn]);
-          return { idx, fHat: addScale(quantizer, fHat, idx, k), rows: x.shape[1] };
+          const flat = pick(k, cond, uncond, t);
+          const idx = flat.reshape([B, pn, pn]);
+          const cn = score ? accumulate(nllC, cond, flat, n) : null;
+          const un = score && uncond ? accumulate(nllU, uncond, flat, n) : null;
+          return { idx, fHat: addScale(quantizer, fHat, idx, k), rows: x.shape[1], cn, un };
         });
         start += r.rows;
         indices.push(r.idx);
         (fHat as Tensor | null)?.dispose();
         fHat = r.fHat;
+        if (r.cn) {
+          (nllC as Tensor | null)?.dispose();
+          nllC = r.cn;
+        }
+        if (r.un) {
+          (nllU as Tensor | null)?.dispose();
+          nllU = r.un;
+        }
       });
-      return { fHat: fHat!, indices };
+      const out: Generated = { fHat: fHat!, indices };
+      if (score) out.nll = { cond: nllC!, uncond: nllU };
+      return out;
     });
   } catch (e) {
-    (fHat as Tensor | null)?.dispose();
+    disposeAll();
     for (const t of indices) t.dispose();
     throw e;
   } finally {

@@ -3,7 +3,9 @@
 // by the tokenizer. One readback, at the end.
 import { imageGrid } from "../data/png.ts";
 import { sampleTokens } from "../tensor/sample.ts";
-import { noGrad, tidyAsync } from "../tensor/tensor.ts";
+import { concat, slice } from "../tensor/ops.ts";
+import { noGrad, type Tensor, tidyAsync } from "../tensor/tensor.ts";
+import type { ResidualQuantizer } from "../tokenizer/quantizer.ts";
 import { floatNCHWToPixels } from "../tokenizer/reconstruct.ts";
 import type { VQVAE } from "../tokenizer/vqvae.ts";
 import { generateScales, type TokenPicker } from "./generate.ts";
@@ -20,6 +22,11 @@ export interface SamplingOptions {
   /** 1: off. */
   topP: number;
   seed: number;
+  /**
+   * Images drawn per caption, of which the model's own likeliest (rerankScores) is kept; 1 (or
+   * absent): no reranking.
+   */
+  candidates?: number;
 }
 
 export const DEFAULT_SAMPLING: SamplingOptions = {
@@ -49,6 +56,62 @@ export function samplingPicker(o: SamplingOptions): TokenPicker {
     });
 }
 
+/** Weight λ of the caption's pointwise mutual information in rerankScores. */
+export const RERANK_PMI = Number(Deno.env.get("VMAMBAR_RERANK_PMI") ?? "1");
+
+/**
+ * A candidate's score from its summed token NLLs: log p(x|c) + λ·(log p(x|c) − log p(x|∅)), the
+ * likelihood under its caption plus how much more likely the caption makes it than the null
+ * caption (CogView's self-reranking in spirit). Without the null caption's (unguided): log p(x|c).
+ */
+export function rerankScores(nllCond: Float32Array, nllUncond: Float32Array | null): Float64Array {
+  return Float64Array.from(
+    nllCond,
+    (c, i) => -c + (nllUncond ? RERANK_PMI * (nllUncond[i] - c) : 0),
+  );
+}
+
+/** Per caption, the row of its best-scoring candidate (rows caption-major, n per caption). */
+export function bestCandidates(scores: Float64Array, n: number): number[] {
+  const best: number[] = [];
+  for (let at = 0; at < scores.length; at += n) {
+    let b = at;
+    for (let r = at + 1; r < at + n; r++) if (scores[r] > scores[b]) b = r;
+    best.push(b);
+  }
+  return best;
+}
+
+/** Each caption's ids [T] repeated n times in a row: [B·T] → [B·n·T]. */
+export function repeatCaptions(textIds: Int32Array, T: number, n: number): Int32Array {
+  const B = textIds.length / T;
+  const out = new Int32Array(B * n * T);
+  for (let b = 0; b < B; b++) {
+    for (let r = 0; r < n; r++) out.set(textIds.subarray(b * T, (b + 1) * T), (b * n + r) * T);
+  }
+  return out;
+}
+
+/**
+ * f_hat [B, C, P, P] of the text ids [B·T]: with `candidates` > 1, each caption's likeliest of that
+ * many draws (one readback of the scores before decoding).
+ */
+export async function sampleFeatures(
+  model: VMambAR,
+  quantizer: ResidualQuantizer,
+  textIds: Int32Array,
+  o: SamplingOptions,
+): Promise<Tensor> {
+  const n = Math.max(1, o.candidates ?? 1);
+  const ids = n > 1 ? repeatCaptions(textIds, model.cfg.text_length, n) : textIds;
+  const g = generateScales(model, quantizer, ids, o.cfg, samplingPicker(o), n > 1);
+  if (n === 1) return g.fHat;
+  const cond = await g.nll!.cond.read() as Float32Array;
+  const uncond = g.nll!.uncond ? await g.nll!.uncond.read() as Float32Array : null;
+  const rows = bestCandidates(rerankScores(cond, uncond), n);
+  return concat(rows.map((r) => slice(g.fHat, 0, r, r + 1)), 0);
+}
+
 /** Images for text ids [B·T] as HWC uint8 pixels [B, size, size, 3]. */
 export async function sampleImages(
   model: VMambAR,
@@ -58,7 +121,7 @@ export async function sampleImages(
 ): Promise<Uint8Array> {
   const B = textIds.length / model.cfg.text_length;
   return await tidyAsync(async () => {
-    const { fHat } = generateScales(model, vq.quantize, textIds, o.cfg, samplingPicker(o));
+    const fHat = await sampleFeatures(model, vq.quantize, textIds, o);
     const x = noGrad(() => vq.decodeMap(fHat));
     return floatNCHWToPixels(await x.toArray(), B, vq.cfg.image);
   });

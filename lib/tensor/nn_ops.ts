@@ -8,7 +8,7 @@ import normWgsl from "../../kernels/norm.wgsl" with { type: "text" };
 import softmaxWgsl from "../../kernels/softmax.wgsl" with { type: "text" };
 import crossEntropyWgsl from "../../kernels/cross_entropy.wgsl" with { type: "text" };
 import embeddingWgsl from "../../kernels/embedding.wgsl" with { type: "text" };
-import { sum, zeros } from "./ops.ts";
+import { slice, sum, zeros } from "./ops.ts";
 import { record, Tensor, tensor } from "./tensor.ts";
 
 /** RMSNorm's and LayerNorm's eps (DESIGN.md §4). */
@@ -265,6 +265,37 @@ export function softmaxCrossEntropy(
     count.dispose();
     if (t !== targets) t.dispose();
   }
+  return out;
+}
+
+/**
+ * Per row, −log softmax(logits [N, V])[target] as [N] (no gradient): how unlikely each chosen
+ * token was, e.g. to score sampled images by the model's own likelihood. Targets outside [0, V)
+ * give 0.
+ */
+export function tokenNll(logits: Tensor, targets: Tensor): Tensor {
+  const op = "tokenNll";
+  requireF32(op, "logits", logits);
+  if (logits.shape.length !== 2 || logits.shape[1] === 0) {
+    throw new ShapeError(`${op}: logits must be [N, V] with V ≥ 1, got ${fmt(logits)}`);
+  }
+  const [n, v] = logits.shape;
+  if (targets.dtype !== "i32" || targets.size !== n) {
+    throw new ShapeError(`${op}: targets must be ${n} i32 ids, got ${fmt(targets)}`);
+  }
+  const rowStats = new Tensor([n, 3], "f32"); // (lse, nll, weight) per row
+  if (n > 0) {
+    dispatch(
+      pipeline(crossEntropyWgsl, "row_losses"),
+      [rowStats.buffer, logits.buffer, targets.buffer],
+      [n, v, -100 >>> 0, f32bits(0)],
+      grid(n),
+    );
+  }
+  const col = slice(rowStats, 1, 1, 2);
+  rowStats.dispose();
+  const out = col.reshape([n]);
+  col.dispose();
   return out;
 }
 
