@@ -206,7 +206,7 @@ ${
  * then walks back from the carried dh, writing du, dΔ (summed over states in workgroup memory),
  * dA partials per (b, chunk), and dB, dC partials per (b, channel group).
  */
-export function chunkGradsWgsl(n: number): string {
+export function chunkGradsWgsl(n: number, swizzle = true): string {
   const hist = Array.from({ length: LC }, (_, i) => `hp${i}`);
   const forward = eachStep((i) =>
     `  let hp${i} = h;\n  h = exp(dt${i} * a_dn) * h + dt${i} * B${i} * u${i};`
@@ -223,7 +223,11 @@ export function chunkGradsWgsl(n: number): string {
       if (od < p.D && t < p.L) {
         var su = 0.0;
         var sd = 0.0;
-        for (var j = 0u; j < N; j++) { su += t_du[ol][gi][j]; sd += t_dd[ol][gi][j]; }
+        for (var j = 0u; j < N; j++) {
+          let js = ${swizzle ? "(j + ol) % N" : "j"};
+          su += t_du[ol][gi][js];
+          sd += t_dd[ol][gi][js];
+        }
         let x = (b * p.L + t) * p.D + od;
         du[x] = su;
         ddelta[x] = sd;
@@ -256,8 +260,8 @@ export function chunkGradsWgsl(n: number): string {
     let a = exp(dt * a_dn);
     let h_t = a * ${hist[i]} + dt * bt * ut;
     let dh = select(0.0, C${i} * g + carry, valid);
-    t_du[dl][${gi}][n] = dh * dt * bt;
-    t_dd[dl][${gi}][n] = dh * (a_dn * a * ${hist[i]} + bt * ut);
+    t_du[dl][${gi}][ns] = dh * dt * bt;
+    t_dd[dl][${gi}][ns] = dh * (a_dn * a * ${hist[i]} + bt * ut);
     t_dB[dl][${gi}][n] = select(0.0, dh * dt * ut, live);
     t_dC[dl][${gi}][n] = g * h_t;
     dA_acc += dh * dt * a * ${hist[i]};
@@ -280,6 +284,8 @@ export function chunkGradsWgsl(n: number): string {
 @group(0) @binding(13) var<storage, read_write> dC_part: array<f32>;
 
 const G = ${G}u;
+// With swizzle, t_du and t_dd hold state n of channel dl at column (n + dl) % N: the sums over
+// states read one column of 16 channels at once, which would otherwise fall in one memory bank.
 var<workgroup> t_du: array<array<array<f32, N>, G>, DG>;
 var<workgroup> t_dd: array<array<array<f32, N>, G>, DG>;
 var<workgroup> t_dB: array<array<array<f32, N>, G>, DG>;
@@ -292,6 +298,7 @@ ${forward}
   var carry = carry_in[state_index(b, c, dd, n)];
   var dA_acc = 0.0;
   let tid = lid.y * N + lid.x;
+  let ns = ${swizzle ? "(n + dl) % N" : "n"};
 ${backward}
   if (live) { dA_part[state_index(b, c, d, n)] = dA_acc; }
 }`;
