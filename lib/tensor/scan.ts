@@ -91,8 +91,10 @@ export function selectiveScan(
     throw new ShapeError(`selectiveScan: the sequence kernels need d_state ≤ ${SEQ_MAX_N}`);
   }
   const wantsGrad = isGradEnabled() && [u, delta, A, Bm, Cm].some((t) => t.requiresGrad);
+  // Chunk start states, kept for backward; without one the sequence forward writes none (the
+  // stand-in holds one vec4, the least a vec4 binding accepts).
   const start = new Tensor(
-    kernels === "sequence" && !wantsGrad ? [1] : chunkShape,
+    kernels === "sequence" && !wantsGrad ? [4] : chunkShape,
     "f32",
     undefined,
     "selectiveScan",
