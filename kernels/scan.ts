@@ -206,7 +206,7 @@ ${
  * then walks back from the carried dh, writing du, dΔ (summed over states in workgroup memory),
  * dA partials per (b, chunk), and dB, dC partials per (b, channel group).
  */
-export function chunkGradsWgsl(n: number): string {
+export function chunkGradsWgsl(n: number, swizzle = true): string {
   const hist = Array.from({ length: LC }, (_, i) => `hp${i}`);
   const forward = eachStep((i) =>
     `  let hp${i} = h;\n  h = exp(dt${i} * a_dn) * h + dt${i} * B${i} * u${i};`
@@ -223,7 +223,11 @@ export function chunkGradsWgsl(n: number): string {
       if (od < p.D && t < p.L) {
         var su = 0.0;
         var sd = 0.0;
-        for (var j = 0u; j < N; j++) { su += t_du[ol][gi][j]; sd += t_dd[ol][gi][j]; }
+        for (var j = 0u; j < N; j++) {
+          let js = ${swizzle ? "(j + ol) % N" : "j"};
+          su += t_du[ol][${swizzle ? "(gi + ol) % G" : "gi"}][js];
+          sd += t_dd[ol][${swizzle ? "(gi + ol) % G" : "gi"}][js];
+        }
         let x = (b * p.L + t) * p.D + od;
         du[x] = su;
         ddelta[x] = sd;
@@ -236,7 +240,11 @@ export function chunkGradsWgsl(n: number): string {
       if (t < p.L) {
         var sb = 0.0;
         var sc = 0.0;
-        for (var j = 0u; j < DG; j++) { sb += t_dB[j][gi][on]; sc += t_dC[j][gi][on]; }
+        for (var j = 0u; j < DG; j++) {
+          let gs = ${swizzle ? "(gi + j) % G" : "gi"};
+          sb += t_dB[j][gs][on];
+          sc += t_dC[j][gs][on];
+        }
         let k = ((b * p.nG + wid.x) * p.L + t) * N + on;
         dB_part[k] = sb;
         dC_part[k] = sc;
@@ -246,6 +254,7 @@ export function chunkGradsWgsl(n: number): string {
   const backward = hist.map((_, k) => {
     const i = LC - 1 - k;
     const gi = i % G;
+    const row = swizzle ? `(${gi}u + dl) % G` : `${gi}`;
     return `
   {
     let valid = ok${i};
@@ -256,10 +265,10 @@ export function chunkGradsWgsl(n: number): string {
     let a = exp(dt * a_dn);
     let h_t = a * ${hist[i]} + dt * bt * ut;
     let dh = select(0.0, C${i} * g + carry, valid);
-    t_du[dl][${gi}][n] = dh * dt * bt;
-    t_dd[dl][${gi}][n] = dh * (a_dn * a * ${hist[i]} + bt * ut);
-    t_dB[dl][${gi}][n] = select(0.0, dh * dt * ut, live);
-    t_dC[dl][${gi}][n] = g * h_t;
+    t_du[dl][${row}][ns] = dh * dt * bt;
+    t_dd[dl][${row}][ns] = dh * (a_dn * a * ${hist[i]} + bt * ut);
+    t_dB[dl][${row}][n] = select(0.0, dh * dt * ut, live);
+    t_dC[dl][${row}][n] = g * h_t;
     dA_acc += dh * dt * a * ${hist[i]};
     carry = select(carry, a * dh, valid);
   }${gi === 0 ? reduceGroup(i) : ""}`;
@@ -280,6 +289,10 @@ export function chunkGradsWgsl(n: number): string {
 @group(0) @binding(13) var<storage, read_write> dC_part: array<f32>;
 
 const G = ${G}u;
+// With swizzle, step gi of channel dl is stored at row (gi + dl) % G, and in t_du and t_dd state n
+// at column (n + dl) % N: neighbouring channels' stores, the sums over states (a column of 16
+// channels read at once) and the sums over channels then each meet every memory bank once (at
+// N = 16), where plain indices cost 2-way conflicts on stores and 16-way on the sums over states.
 var<workgroup> t_du: array<array<array<f32, N>, G>, DG>;
 var<workgroup> t_dd: array<array<array<f32, N>, G>, DG>;
 var<workgroup> t_dB: array<array<array<f32, N>, G>, DG>;
@@ -292,6 +305,7 @@ ${forward}
   var carry = carry_in[state_index(b, c, dd, n)];
   var dA_acc = 0.0;
   let tid = lid.y * N + lid.x;
+  let ns = ${swizzle ? "(n + dl) % N" : "n"};
 ${backward}
   if (live) { dA_part[state_index(b, c, d, n)] = dA_acc; }
 }`;

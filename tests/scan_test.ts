@@ -94,15 +94,28 @@ function inputs(b: number, l: number, d: number, n: number) {
   };
 }
 
+/** Every shape with each set of kernels (they save the same chunk states for the last pass). */
+const withKernels = (shapes: number[][]) =>
+  (["sequence", "chunked"] as const).flatMap((kernels) =>
+    shapes.map(([b, l, d, n]) => ({ b, l, d, n, kernels }))
+  );
+
 Deno.test("selective scan forward matches a sequential float64 scan across chunk boundaries", async () => {
   await gpuReady;
   for (
-    const [b, l, d, n] of [[1, 1, 3, 16], [2, 7, 5, 16], [2, 130, 19, 16], [1, 808, 6, 16], [
-      1,
-      2100,
-      3,
-      16,
-    ], [2, 37, 70, 4]]
+    const { b, l, d, n, kernels } of withKernels([
+      [1, 1, 3, 16],
+      [2, 7, 5, 16],
+      [2, 130, 19, 16],
+      [1, 808, 6, 16],
+      [1, 2100, 3, 16],
+      [2, 37, 70, 4],
+      // Channels over two workgroups of the sequence forward (64), d_state not a multiple of 4.
+      [3, 33, 131, 8],
+      [2, 17, 65, 2],
+      [1, 16, 5, 1],
+      [2, 1, 67, 16],
+    ])
   ) {
     const x = inputs(b, l, d, n);
     const h0 = f32(randn(b * d * n));
@@ -114,22 +127,26 @@ Deno.test("selective scan forward matches a sequential float64 scan across chunk
         tensor(x.A, [d, n]),
         tensor(x.B, [b, l, n]),
         tensor(x.C, [b, l, n]),
-        { h0: tensor(h0, [b, d, n]) },
+        { h0: tensor(h0, [b, d, n]), kernels },
       );
-      assertClose(await y.toArray(), ref.y, 1e-5, `scan y [${b}, ${l}, ${d}, ${n}]`);
-      assertClose(await state.toArray(), ref.state, 1e-5, `scan state [${b}, ${l}, ${d}, ${n}]`);
+      const what = `[${b}, ${l}, ${d}, ${n}] ${kernels}`;
+      assertClose(await y.toArray(), ref.y, 1e-5, `scan y ${what}`);
+      assertClose(await state.toArray(), ref.state, 1e-5, `scan state ${what}`);
     });
   }
 });
 
 Deno.test("selective scan gradients for u, Δ, A, B and C match central differences", async () => {
   await gpuReady;
-  for (const [b, l, d, n] of [[1, 1, 2, 16], [2, 7, 3, 16], [1, 37, 3, 4], [1, 130, 2, 16]]) {
+  const shapes = [[1, 1, 2, 16], [2, 7, 3, 16], [1, 37, 3, 4], [1, 130, 2, 16]];
+  for (
+    const { b, l, d, n, kernels } of withKernels(shapes)
+  ) {
     const x = inputs(b, l, d, n);
     const dims = { b, l, d, n };
     const r = f32(randn(b * l * d));
     const { grads } = await runWithGrads(
-      ([u, dl, A, Bm, Cm]) => selectiveScan(u, dl, A, Bm, Cm).y,
+      ([u, dl, A, Bm, Cm]) => selectiveScan(u, dl, A, Bm, Cm, { kernels }).y,
       [
         { data: x.u, shape: [b, l, d] },
         { data: x.delta, shape: [b, l, d] },
@@ -157,18 +174,23 @@ Deno.test("selective scan gradients for u, Δ, A, B and C match central differen
         for (let j = 0; j < r.length; j++) s += r[j] * (up[j] - down[j]);
         g[i] = s / (2 * h);
       }
-      assertClose(grads[k]!, g, 1e-4, `${names[k]} [${b}, ${l}, ${d}, ${n}]`);
+      assertClose(grads[k]!, g, 1e-4, `${names[k]} [${b}, ${l}, ${d}, ${n}] ${kernels}`);
     }
   }
 });
 
 Deno.test("selective scan gradients at long lengths match the float64 reverse-mode reference", async () => {
   await gpuReady;
-  for (const [b, l, d, n] of [[1, 808, 3, 16], [2, 2100, 2, 16]]) {
+  // [2, 75, 130, 8], [1, 40, 66, 2]: the sequence kernels' chunk states (as vec4s and as
+  // floats) over two workgroups of channels.
+  const shapes = [[1, 808, 3, 16], [2, 2100, 2, 16], [2, 75, 130, 8], [1, 40, 66, 2]];
+  for (
+    const { b, l, d, n, kernels } of withKernels(shapes)
+  ) {
     const x = inputs(b, l, d, n);
     const r = f32(randn(b * l * d));
     const { grads } = await runWithGrads(
-      ([u, dl, A, Bm, Cm]) => selectiveScan(u, dl, A, Bm, Cm).y,
+      ([u, dl, A, Bm, Cm]) => selectiveScan(u, dl, A, Bm, Cm, { kernels }).y,
       [
         { data: x.u, shape: [b, l, d] },
         { data: x.delta, shape: [b, l, d] },
@@ -180,7 +202,7 @@ Deno.test("selective scan gradients at long lengths match the float64 reverse-mo
     );
     const ref = scanGradRef(x.u, x.delta, x.A, x.B, x.C, r, { b, l, d, n });
     ["du", "dΔ", "dA", "dB", "dC"].forEach((name, k) =>
-      assertClose(grads[k]!, ref[k], 1e-5, `${name} [${b}, ${l}, ${d}, ${n}]`)
+      assertClose(grads[k]!, ref[k], 1e-5, `${name} [${b}, ${l}, ${d}, ${n}] ${kernels}`)
     );
   }
 });

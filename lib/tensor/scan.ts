@@ -1,5 +1,7 @@
-// The selective scan op (Mamba-1, DESIGN §4) over the chunked kernels of kernels/scan.ts, with a
-// stateful entry for generation: start from a given SSM state, return the state after the chunk.
+// The selective scan op (Mamba-1, DESIGN §4): the sequential walks of kernels/scan_sequence.ts (or
+// the chunked passes of kernels/scan.ts, kept for comparison and for d_state over 16) and the
+// chunked gradient pass, with a stateful entry for generation: start from a given SSM state,
+// return the state after the chunk.
 import { ShapeError } from "../errors.ts";
 import { dispatch, generated, grid, pipeline } from "../gpu/mod.ts";
 import {
@@ -10,12 +12,27 @@ import {
   chunkStateWgsl,
   LC,
 } from "../../kernels/scan.ts";
+import {
+  SEQ_MAX_N,
+  SEQ_WG,
+  sequenceGradCarryWgsl,
+  sequenceScanWgsl,
+} from "../../kernels/scan_sequence.ts";
 import { sum } from "./ops.ts";
-import { record, Tensor } from "./tensor.ts";
+import { isGradEnabled, record, Tensor } from "./tensor.ts";
 
 export interface ScanOptions {
   /** SSM state [B, D, N] to start from (generation carries it from one scale to the next). */
   h0?: Tensor;
+  /**
+   * "sequence" (the default where d_state ≤ 16): a one-pass forward, a thread per batch and
+   * channel walking L, and the backward's dh carry across chunks as the same walk in reverse.
+   * "chunked": the three-pass forward over LC-step chunks and the backward's chunk-local and carry
+   * passes (kept for d_state over 16 and for benchmarks to compare). Both save the same chunk
+   * states, and both backwards end with the chunked gradient pass (with "sequence", its sums over
+   * states read workgroup memory without bank conflicts).
+   */
+  kernels?: "sequence" | "chunked";
 }
 
 export interface ScanResult {
@@ -69,12 +86,41 @@ export function selectiveScan(
   const uni = [b, l, d, nC, opts.h0 ? 1 : 0];
   const chunkShape = [b, nC, d, n];
 
-  const decay = new Tensor(chunkShape, "f32");
-  const hEnd = new Tensor(chunkShape, "f32");
-  const start = new Tensor(chunkShape, "f32", undefined, "selectiveScan");
+  const kernels = opts.kernels ?? (n <= SEQ_MAX_N ? "sequence" : "chunked");
+  if (kernels === "sequence" && n > SEQ_MAX_N) {
+    throw new ShapeError(`selectiveScan: the sequence kernels need d_state ≤ ${SEQ_MAX_N}`);
+  }
+  const wantsGrad = isGradEnabled() && [u, delta, A, Bm, Cm].some((t) => t.requiresGrad);
+  // Chunk start states, kept for backward; without one the sequence forward writes none (the
+  // stand-in holds one vec4, the least a vec4 binding accepts).
+  const start = new Tensor(
+    kernels === "sequence" && !wantsGrad ? [4] : chunkShape,
+    "f32",
+    undefined,
+    "selectiveScan",
+  );
   const state = new Tensor([b, d, n], "f32");
   const y = new Tensor([b, l, d], "f32", undefined, "selectiveScan");
-  if (l > 0 && d > 0 && b > 0) {
+  if (l > 0 && d > 0 && b > 0 && kernels === "sequence") {
+    dispatch(
+      pipeline(generated(`sequenceScanWgsl:${n}`, () => sequenceScanWgsl(n))),
+      [
+        u.buffer,
+        delta.buffer,
+        A.buffer,
+        Bm.buffer,
+        Cm.buffer,
+        (opts.h0 ?? A).buffer,
+        y.buffer,
+        start.buffer,
+        state.buffer,
+      ],
+      [...uni, wantsGrad ? 1 : 0],
+      [Math.ceil(d / SEQ_WG), b, 1],
+    );
+  } else if (l > 0 && d > 0 && b > 0) {
+    const decay = new Tensor(chunkShape, "f32");
+    const hEnd = new Tensor(chunkShape, "f32");
     dispatch(
       pipeline(generated(`chunkStateWgsl:${n}`, () => chunkStateWgsl(n))),
       [u.buffer, delta.buffer, A.buffer, Bm.buffer, decay.buffer, hEnd.buffer],
@@ -93,15 +139,37 @@ export function selectiveScan(
       uni,
       groups,
     );
+    decay.dispose();
+    hEnd.dispose();
   }
-  decay.dispose();
-  hEnd.dispose();
 
   record(y, "selectiveScan", [u, delta, A, Bm, Cm], (dy) => {
-    const gDecay = new Tensor(chunkShape, "f32");
-    const carryOut = new Tensor(chunkShape, "f32");
     const carryIn = new Tensor(chunkShape, "f32");
-    const unused = new Tensor([b, d, n], "f32");
+    if (kernels === "sequence") {
+      dispatch(
+        pipeline(generated(`sequenceGradCarryWgsl:${n}`, () => sequenceGradCarryWgsl(n))),
+        [delta.buffer, A.buffer, Cm.buffer, dy.buffer, carryIn.buffer],
+        [...uni, 1],
+        [Math.ceil(d / SEQ_WG), b, 1],
+      );
+    } else {
+      const gDecay = new Tensor(chunkShape, "f32");
+      const carryOut = new Tensor(chunkShape, "f32");
+      const unused = new Tensor([b, d, n], "f32");
+      dispatch(
+        pipeline(generated(`chunkGradStateWgsl:${n}`, () => chunkGradStateWgsl(n))),
+        [delta.buffer, A.buffer, Cm.buffer, dy.buffer, gDecay.buffer, carryOut.buffer],
+        uni,
+        groups,
+      );
+      dispatch(
+        pipeline(generated(`carry:${n}:bwd`, () => carryWgsl(n, true))),
+        [gDecay.buffer, carryOut.buffer, gDecay.buffer, carryIn.buffer, unused.buffer],
+        [b, l, d, nC, 0],
+        grid(Math.ceil((b * d * n) / 256)),
+      );
+      for (const t of [gDecay, carryOut, unused]) t.dispose();
+    }
     const nG = Math.ceil(d / dg);
     const du = new Tensor([b, l, d], "f32");
     const dDelta = new Tensor([b, l, d], "f32");
@@ -109,19 +177,12 @@ export function selectiveScan(
     const dBPart = new Tensor([b, nG, l * n], "f32");
     const dCPart = new Tensor([b, nG, l * n], "f32");
     dispatch(
-      pipeline(generated(`chunkGradStateWgsl:${n}`, () => chunkGradStateWgsl(n))),
-      [delta.buffer, A.buffer, Cm.buffer, dy.buffer, gDecay.buffer, carryOut.buffer],
-      uni,
-      groups,
-    );
-    dispatch(
-      pipeline(generated(`carry:${n}:bwd`, () => carryWgsl(n, true))),
-      [gDecay.buffer, carryOut.buffer, gDecay.buffer, carryIn.buffer, unused.buffer],
-      [b, l, d, nC, 0],
-      grid(Math.ceil((b * d * n) / 256)),
-    );
-    dispatch(
-      pipeline(generated(`chunkGradsWgsl:${n}`, () => chunkGradsWgsl(n))),
+      pipeline(
+        generated(
+          `chunkGradsWgsl:${n}:${kernels}`,
+          () => chunkGradsWgsl(n, kernels === "sequence"),
+        ),
+      ),
       [
         u.buffer,
         delta.buffer,
@@ -140,7 +201,7 @@ export function selectiveScan(
       [...uni, nG],
       groups,
     );
-    for (const t of [gDecay, carryOut, carryIn, unused]) t.dispose();
+    carryIn.dispose();
     const dA = sum(dAPart, 0).reshape([d, n]);
     const dB = sum(dBPart, 1).reshape([b, l, n]);
     const dC = sum(dCPart, 1).reshape([b, l, n]);
