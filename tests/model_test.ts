@@ -4,7 +4,7 @@
 import { generateScales } from "../lib/model/generate.ts";
 import { scaleIndices, teacherFeatures } from "../lib/model/inputs.ts";
 import { Sequence, VMambAR } from "../lib/model/vmambar.ts";
-import { PAD } from "../lib/data/text.ts";
+import { batchCaptionIds, PAD } from "../lib/data/text.ts";
 import { validateModelConfig } from "../lib/model/config.ts";
 import { keep, noGrad, type Tensor, tidyAsync } from "../lib/tensor/tensor.ts";
 import { assert, assertClose, assertDirectionalGrads, gpuReady } from "./helpers.ts";
@@ -70,6 +70,45 @@ for (const arch of ["hybrid", "transformer"] as const) {
     q.dispose();
   });
 }
+
+Deno.test("generation's scores are −log p of the chosen tokens, summed per caption, under each caption and the null one", async () => {
+  await gpuReady;
+  const c = validateModelConfig(tinyModelConfig(), "test");
+  const model = new VMambAR(c, 2);
+  const B = 3, V = c.vocab, L = c.scales.reduce((a, p) => a + p * p, 0);
+  const { textIds, indices } = randomBatch(c, B, 12);
+  const nullIds = batchCaptionIds(new Array(B).fill(""), c.text_length);
+  // float64: Σ over the image positions of −log softmax(full-pass logits)[the chosen index]
+  const refNll = (logits: Float64Array) =>
+    Float64Array.from({ length: B }, (_, b) => {
+      let total = 0;
+      for (let i = 0; i < L; i++) {
+        const row = logits.subarray((b * L + i) * V, (b * L + i + 1) * V);
+        const m = row.reduce((a, x) => Math.max(a, x), -Infinity);
+        const lse = m + Math.log(row.reduce((a, x) => a + Math.exp(x - m), 0));
+        total += lse - row[indices[b * L + i]];
+      }
+      return total;
+    });
+  const wantCond = refNll(Float64Array.from(await fullLogits(model, textIds, indices)));
+  const wantUncond = refNll(Float64Array.from(await fullLogits(model, nullIds, indices)));
+  for (const cfg of [0, 1.5]) {
+    const q = tinyQuantizer();
+    const got = await tidyAsync(async () => {
+      const truth = scaleIndices(indices, B, c.scales);
+      const g = generateScales(model, q, textIds, cfg, (k) => truth[k].reshape([-1]), true);
+      return {
+        cond: await g.nll!.cond.toArray(),
+        uncond: g.nll!.uncond ? await g.nll!.uncond.toArray() : null,
+      };
+    });
+    q.dispose();
+    assertClose(got.cond, wantCond, 1e-4, `cfg ${cfg}: −log p(x|c)`);
+    if (cfg === 0) assert(got.uncond === null, "unguided: no null-caption score");
+    else assertClose(got.uncond!, wantUncond, 1e-4, `cfg ${cfg}: −log p(x|∅)`);
+  }
+  model.dispose();
+});
 
 Deno.test("VMambAR: PAD text ids are invisible; a scale's logits ignore its own and later indices", async () => {
   await gpuReady;

@@ -14,6 +14,7 @@ import {
   rmsNorm,
   softmax,
   softmaxCrossEntropy,
+  tokenNll,
 } from "../lib/tensor/nn_ops.ts";
 import { type Tensor, tensor, tidy } from "../lib/tensor/tensor.ts";
 import {
@@ -290,6 +291,30 @@ Deno.test("softmaxCrossEntropy matches PyTorch's semantics in float64, forward a
       assertClose(g, numericGrads(ref, [logits], dloss)[0], 1e-6, `${where} reference gradient`);
     }
   }
+});
+
+Deno.test("tokenNll is each row's −log softmax at its target (0 outside [0, V)), in float64", async () => {
+  await gpuReady;
+  for (const [n, v] of [[1, 1], [7, 5], [37, 129], [3, 1000]]) {
+    const logits = f32(randn(n * v, undefined, 4));
+    const targets = randomInts(n, 0, v).map((t, i) => (i === 1 ? v : i === 2 ? -1 : t));
+    const out = tidy(() =>
+      tokenNll(tensor(logits, [n, v]), tensor(Int32Array.from(targets), [n], "i32"))
+    );
+    const got = await out.toArray();
+    out.dispose();
+    const logp = softmaxRef(logits, v, true);
+    const ref = Float64Array.from(targets, (t, i) => (t >= 0 && t < v ? -logp[i * v + t] : 0));
+    assert(got.length === n, `n=${n} v=${v}: ${got.length} values`);
+    assertClose(got, ref, 1e-5, `tokenNll n=${n} v=${v}`);
+  }
+  tidy(() =>
+    assertThrows(
+      () => tokenNll(tensor([1, 2, 3, 4], [2, 2]), tensor(Int32Array.of(0), [1], "i32")),
+      /tokenNll: targets must be 2 i32 ids/,
+      "target count",
+    )
+  );
 });
 
 Deno.test("softmaxCrossEntropy counts out-of-range target tensors as ignored", async () => {

@@ -1,10 +1,24 @@
 // sampleTokens against a float64 reference on fresh random inputs of awkward sizes: greedy ties,
 // guidance, top-k and top-p kept sets, the inverse-CDF pick with the kernel's own uniform, the
-// empirical distribution over many rows, and reproducibility by seed and stream.
+// empirical distribution over many rows, and reproducibility by seed and stream. Then reranking:
+// the candidates' scores and the choice of each caption's best draw.
 import { compileErrors } from "../lib/gpu/mod.ts";
 import sampleWgsl from "../kernels/sample.wgsl" with { type: "text" };
 import { type SampleOptions, sampleTokens, sampleUniform } from "../lib/tensor/sample.ts";
 import { tensor, tidyAsync } from "../lib/tensor/tensor.ts";
+import { validateModelConfig } from "../lib/model/config.ts";
+import { generateScales } from "../lib/model/generate.ts";
+import {
+  bestCandidates,
+  DEFAULT_SAMPLING,
+  repeatCaptions,
+  rerankPmi,
+  rerankScores,
+  sampleFeatures,
+  samplingPicker,
+} from "../lib/model/sample.ts";
+import { VMambAR } from "../lib/model/vmambar.ts";
+import { randomBatch, tinyModelConfig, tinyQuantizer } from "./model_fixtures.ts";
 import { assert, assertThrows, f32, freshSeed, gpuReady, randn, rng } from "./helpers.ts";
 
 /**
@@ -359,4 +373,61 @@ Deno.test("sampleTokens refuses bad shapes and options in one line", async () =>
     // An empty batch is fine.
     assert((await sampleTokens(tensor([], [0, 5]), null, s).toArray()).length === 0, "N = 0");
   });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Reranking candidates (lib/model/sample.ts)
+
+Deno.test("rerankScores: log p(x|c) + λ·PMI; bestCandidates: each caption's first best row", () => {
+  const cond = [5, 3, 4, 9], uncond = [6, 7, 4, 8];
+  const s = rerankScores(cond, uncond, 2);
+  assert(s.join() === [-5 + 2, -3 + 8, -4 + 0, -9 - 2].join(), `scores ${[...s]}`);
+  assert(rerankScores(cond, null, 2).join() === "-5,-3,-4,-9", "unguided: −nll alone");
+  assert(rerankScores(cond, uncond, 0).join() === "-5,-3,-4,-9", "λ 0: −nll alone");
+  assert(bestCandidates(s, 2).join() === "1,2", `pairs ${bestCandidates(s, 2)}`);
+  assert(bestCandidates(s, 4).join() === "1", "one caption of 4");
+  assert(bestCandidates(Float64Array.of(1, 1, 0), 3).join() === "0", "ties: the first");
+  assert(bestCandidates(s, 1).join() === "0,1,2,3", "n 1: every row");
+  assert(rerankPmi(undefined) === 1 && rerankPmi("0.5") === 0.5, "λ from the environment");
+  for (const bad of ["", "x", "NaN", "Infinity"]) {
+    assertThrows(() => rerankPmi(bad), /VMAMBAR_RERANK_PMI must be a number/, `'${bad}'`);
+  }
+});
+
+Deno.test("repeatCaptions repeats each caption's ids n times in a row", () => {
+  const ids = Int32Array.of(1, 2, 3, 4, 5, 6);
+  assert(repeatCaptions(ids, 3, 2).join() === "1,2,3,1,2,3,4,5,6,4,5,6", "T 3, n 2");
+  assert(repeatCaptions(ids, 2, 1).join() === ids.join(), "n 1: unchanged");
+});
+
+Deno.test("sampleFeatures keeps each caption's best-scored draw; one candidate is plain sampling", async () => {
+  await gpuReady;
+  const c = validateModelConfig(tinyModelConfig(), "test");
+  const model = new VMambAR(c, 3);
+  const q = tinyQuantizer();
+  const { textIds } = randomBatch(c, 2, 4);
+  const T = c.text_length, n = 3;
+  const o = { ...DEFAULT_SAMPLING, cfg: 1, seed: 9 };
+  await tidyAsync(async () => {
+    const plain = await generateScales(model, q, textIds, o.cfg, samplingPicker(o)).fHat.toArray();
+    const one = await (await sampleFeatures(model, q, textIds, o)).toArray();
+    assert(one.join() === plain.join(), "candidates 1: the plain draw");
+    const all = generateScales(
+      model,
+      q,
+      repeatCaptions(textIds, T, n),
+      o.cfg,
+      samplingPicker(o),
+      true,
+    );
+    const cond = await all.nll!.cond.toArray(), uncond = await all.nll!.uncond!.toArray();
+    const rows = bestCandidates(rerankScores(cond, uncond), n);
+    const got = await (await sampleFeatures(model, q, textIds, { ...o, candidates: n })).toArray();
+    const fHat = await all.fHat.toArray(), per = fHat.length / (2 * n);
+    const want = rows.flatMap((r) => fHat.slice(r * per, (r + 1) * per));
+    assert(got.length === want.length && got.every((x, i) => x === want[i]), `rows ${rows}`);
+    assert(new Set(cond).size === 2 * n, "the candidates differ");
+  });
+  q.dispose();
+  model.dispose();
 });

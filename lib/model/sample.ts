@@ -1,6 +1,7 @@
 // Sampling images (DESIGN §4): every scale's tokens drawn on the GPU with guidance, temperature,
 // top-k and top-p from a seeded generator (same seed, same image), then f_hat decoded to pixels
 // by the tokenizer. One readback, at the end.
+import { UserError } from "../errors.ts";
 import { imageGrid } from "../data/png.ts";
 import { sampleTokens } from "../tensor/sample.ts";
 import { concat, slice } from "../tensor/ops.ts";
@@ -56,18 +57,32 @@ export function samplingPicker(o: SamplingOptions): TokenPicker {
     });
 }
 
-/** Weight λ of the caption's pointwise mutual information in rerankScores. */
-export const RERANK_PMI = Number(Deno.env.get("VMAMBAR_RERANK_PMI") ?? "1");
+/**
+ * Weight λ of the caption's pointwise mutual information in rerankScores: 1, or
+ * VMAMBAR_RERANK_PMI's value (for tools/measure-device.sh's sampling grid).
+ */
+export function rerankPmi(env = Deno.env.get("VMAMBAR_RERANK_PMI")): number {
+  if (env === undefined) return 1;
+  const x = Number(env);
+  if (env.trim() === "" || !Number.isFinite(x)) {
+    throw new UserError(`VMAMBAR_RERANK_PMI must be a number, got '${env}'`);
+  }
+  return x;
+}
 
 /**
  * A candidate's score from its summed token NLLs: log p(x|c) + λ·(log p(x|c) − log p(x|∅)), the
  * likelihood under its caption plus how much more likely the caption makes it than the null
  * caption (CogView's self-reranking in spirit). Without the null caption's (unguided): log p(x|c).
  */
-export function rerankScores(nllCond: Float32Array, nllUncond: Float32Array | null): Float64Array {
+export function rerankScores(
+  nllCond: ArrayLike<number>,
+  nllUncond: ArrayLike<number> | null,
+  lambda = rerankPmi(),
+): Float64Array {
   return Float64Array.from(
     nllCond,
-    (c, i) => -c + (nllUncond ? RERANK_PMI * (nllUncond[i] - c) : 0),
+    (c, i) => -c + (nllUncond ? lambda * (nllUncond[i] - c) : 0),
   );
 }
 
