@@ -105,10 +105,12 @@ Deno.test("conv2d gives the same result when cut into image units, row bands and
 
 Deno.test("implicit conv2d is right with the large matmul tiles", async () => {
   // The GEMM tile decides which thread loads which patch element; tests' shapes alone only
-  // ever pick the small one.
+  // ever pick the small one on a GPU, and cpuTile's on a CPU adapter.
   await gpuReady;
   const cases: [MatmulTile, Conv2dOptions][] = [
     [TILES.large, { padding: 1 }],
+    [TILES.small, { padding: 1 }],
+    [TILES.small, DOWNSAMPLE],
     [TILES.wide, DOWNSAMPLE],
     [{ ...TILES.large, prefetch: true }, DOWNSAMPLE],
   ];

@@ -219,6 +219,8 @@ Deno.test("matmul f32: 128×128 and 64×256 tiles, with and without prefetch, ve
   await check({ ...stored([3], [], 64, 36, 300, false, true), tile: "64x256x32-8x8" });
   await check({ ...stored([], [], 40, 24, 36, true, false), scalar: true });
   await check({ ...stored([], [], 40, 24, 36, false, true), scalar: true, tile: "32x32x16-4x4" });
+  // The GPU's 64×64 tile with register prefetch (a CPU adapter's own choice is cpuTile's).
+  await check({ ...stored([2], [], 70, 33, 130, true, false), tile: "64x64x16-4x4-pf" });
 });
 
 Deno.test("matmul f16 storage", async () => {
@@ -416,9 +418,24 @@ Deno.test("chooseTile: 128×128 for big squares, 64×256 where M ≈ 64, 64×64 
   ];
   for (const [M, N, want] of cases) {
     // fitTile may shrink a tile to the device's workgroup memory; compare with the same fit.
-    const got = tileName(chooseTile(M, N, 1));
+    const got = tileName(chooseTile(M, N, 1, "f32", false));
     const base = tileName(want).split("-")[0].split("x").slice(0, 2).join("x");
     if (!got.startsWith(base)) throw new Error(`chooseTile ${M}×${N}: ${got}, want ${base}`);
+  }
+});
+
+Deno.test("chooseTile on a CPU adapter: rows of 16, 32 or 64 after M, 64 columns", () => {
+  for (
+    const [M, N, want] of [[1, 4096, 16], [16, 9, 16], [17, 64, 32], [32, 8192, 32], [33, 64, 64], [
+      4096,
+      4096,
+      64,
+    ]]
+  ) {
+    const t = chooseTile(M, N, 1, "f32", true);
+    if (t.bm !== want || t.bn !== 64) {
+      throw new Error(`chooseTile ${M}×${N} on a CPU: ${tileName(t)}, want ${want} rows`);
+    }
   }
 });
 

@@ -12,6 +12,9 @@
 #   steps      the training steps only, without the slower profiles and base256's batch of 16
 #              images: tiny64 (GPU profile), base256, the tokenizer's (implicit GEMMs) and
 #              PyTorch's tokenizer step and tiny64 reference step (fp32, bf16, peak memory)
+#   scan       tools/bench_scan.ts: the one-pass selective scan against the chunked kernels (per-kernel
+#              GPU time, cross-checked), then tools/torch_scan.py (PyTorch's parallel scan, the
+#              ratio table); the mamba_ssm figure is tools/BENCHMARKS.md's
 #   sampling   `vmambar eval --set shapes` under a few sampling settings (SAMPLING_OPTS, SAMPLING_MODELS,
 #              SAMPLING_SEEDS: see below); one line per setting: [count relation all-right] per seed
 # Logs land in $OUT (the device tool's output folder) or ./out.
@@ -67,6 +70,12 @@ for s in $sections; do
     ts tools/reference/dump_case.ts --preset tiny64 --out /tmp/case-tiny64.safetensors >/dev/null
     python3 tools/reference/check.py --time --time-batch 64 /tmp/case-tiny64.safetensors 2>&1 |
       tee "$out/reference.log" | grep -E "FAIL of|PyTorch eager"
+    ;;
+  scan)
+    ts tools/bench_scan.ts --json /tmp/scan.json --dump /tmp/scan-dump.safetensors 2>&1 |
+      tee "$out/scan.log"
+    python3 tools/torch_scan.py --dump /tmp/scan-dump.safetensors --wgsl /tmp/scan.json 2>&1 |
+      tee -a "$out/scan.log"
     ;;
   sampling)
     # SAMPLING_OPTS: option sets separated by ';' (VMAMBAR_RERANK_PMI=λ in one sets the reranking's

@@ -1,12 +1,13 @@
 // Where a tokenizer training step's dispatches go, and what recording them costs on the host.
 // Run: deno run -A tools/profile_tokenizer_step.ts [--preset tiny64] [--batch 4] [--steps 3]
-//        [--conv implicit|im2col] [--compare] [--gpu]
+//        [--conv implicit|im2col] [--compare] [--gpu] [--gpu-tiles]
 // Prints dispatches per step by pipeline (its generator key or its WGSL file's first words, then
 // the entry point), and the host time of trainStep(): recording and CPU work, timed with the GPU
 // idle (a sync before each step), so a software adapter's threads don't share the CPU with it.
 // That host figure is what bounds a step on a fast GPU; the wall figure includes the GPU.
 // --gpu then times `steps` more steps with a timestamp around every dispatch (each in a pass of
 // its own, so the sum runs a little above a normal step) and prints GPU ms per step by pipeline.
+// --gpu-tiles: on a CPU adapter, the GEMM tiles a GPU would get instead of cpuTile's.
 // --conv picks conv2d's path (default implicit GEMMs). --compare profiles both paths in one run,
 // then times `steps` back-to-back steps of each (one sync at the end, so the GPU never waits on
 // the host between them), twice in alternation, and prints both and im2col's time over implicit's.
@@ -20,6 +21,7 @@ import {
   sync,
 } from "../lib/gpu/mod.ts";
 import { type Conv2dMethod, setConv2dMethod } from "../lib/tensor/conv2d.ts";
+import { setCpuTiles } from "../lib/tensor/matmul.ts";
 import { type Tensor, tensor } from "../lib/tensor/tensor.ts";
 import { TOKENIZER_PRESETS } from "../lib/tokenizer/config.ts";
 import { DEFAULT_TOKENIZER_SETTINGS, TokenizerTrainer } from "../lib/train/tokenizer_trainer.ts";
@@ -32,6 +34,7 @@ const { values } = parseArgs({
     conv: { type: "string", default: "implicit" },
     compare: { type: "boolean", default: false },
     gpu: { type: "boolean", default: false },
+    "gpu-tiles": { type: "boolean", default: false },
   },
 });
 if (values.conv !== "implicit" && values.conv !== "im2col") {
@@ -39,6 +42,7 @@ if (values.conv !== "implicit" && values.conv !== "im2col") {
   Deno.exit(2);
 }
 await initGpu();
+if (values["gpu-tiles"]) setCpuTiles(false);
 const cfg = TOKENIZER_PRESETS[values.preset!];
 const batch = Number(values.batch), steps = Number(values.steps);
 const trainer = new TokenizerTrainer(cfg, { ...DEFAULT_TOKENIZER_SETTINGS, batchSize: batch });

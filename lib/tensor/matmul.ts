@@ -88,14 +88,17 @@ export function planMatmul(op: string, a: Tensor, b: Tensor, o: MatmulOptions = 
 
 /**
  * Large tiles when they give the GPU enough workgroups to fill it, else 64×64. Among large
- * tiles, `wide` (64×256) where it wastes clearly less on padding than 128×128 (M ≈ 64).
+ * tiles, `wide` (64×256) where it wastes clearly less on padding than 128×128 (M ≈ 64). On a CPU
+ * adapter, cpuTile's.
  */
 export function chooseTile(
   M: number,
   N: number,
   batch: number,
   dtype: "f32" | "f16" = "f32",
+  cpu = gpu().isCpu && cpuTilesOn,
 ): MatmulTile {
+  if (cpu) return cpuTile(M, dtype);
   if (dtype === "f16" && Math.ceil(M / 256) * Math.ceil(N / 128) * batch >= 96) {
     return fitTile(TILES.largeHalf, dtype);
   }
@@ -110,6 +113,26 @@ export function chooseTile(
   }
   const tile = workgroups(TILES.large) >= 96 ? TILES.large : TILES.small;
   return fitTile(tile, dtype);
+}
+
+/**
+ * On a CPU adapter (lavapipe, llvmpipe) a workgroup runs on one core with its invocations in SIMD
+ * lanes, and rows of padding cost as much as real ones: the tile's rows follow M (16, 32 or 64)
+ * and its columns stay at 64, 4×4 outputs a thread. On lavapipe this ran the tokenizer's convs
+ * 1.4–2.9× faster than 64×64 (tools/BENCHMARKS.md, "A first run on the CPU").
+ */
+let cpuTilesOn = true;
+
+/** Whether a CPU adapter takes cpuTile's tiles (default) or a GPU's (benchmarks); returns the old. */
+export function setCpuTiles(on: boolean): boolean {
+  const previous = cpuTilesOn;
+  cpuTilesOn = on;
+  return previous;
+}
+
+export function cpuTile(M: number, dtype: "f32" | "f16" = "f32"): MatmulTile {
+  const bm = M <= 16 ? 16 : M <= 32 ? 32 : 64;
+  return fitTile({ bm, bn: 64, bk: 16, tm: 4, tn: 4, prefetch: false }, dtype);
 }
 
 /**
