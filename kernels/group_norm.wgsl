@@ -176,3 +176,126 @@ fn backward_params(@builtin(local_invocation_id) lid: vec3<u32>,
     dbias[c] = r.y;
   }
 }
+
+// --- Backward, second version (setGroupNormBackward(2), the default): one pass over x and dy
+// for every sum. The group sums are weighted sums of per-channel ones,
+//   Σ_group dy·w = Σ_c w[c]·Σ_plane dy,   Σ_group dy·w·x̂ = Σ_c w[c]·Σ_plane dy·x̂,
+// and the parameter gradients are those plane sums added over the batch, so a workgroup per
+// (b, c) plane sums dy·x̂ and dy once (B·C workgroups, each reading one contiguous plane), and a
+// small kernel turns the [B, C, 2] plane sums into the group means and dweight, dbias.
+
+@group(0) @binding(1) var<storage, read> cx: array<f32>;
+@group(0) @binding(2) var<storage, read> cdy: array<f32>;
+@group(0) @binding(3) var<storage, read> cstats: array<f32>;
+@group(0) @binding(4) var<storage, read> cw: array<f32>;
+@group(0) @binding(5) var<storage, read> cb: array<f32>;
+@group(0) @binding(6) var<storage, read_write> planes: array<f32>;
+
+// planes[2·(b·C + c)] = Σ dy·x̂, [+1] = Σ dy over the plane (dy after SiLU's derivative).
+@compute @workgroup_size(256)
+fn backward_planes(@builtin(local_invocation_id) lid: vec3<u32>,
+                   @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+  let bc = wid.x + wid.y * nw.x;
+  if (bc >= p.B * p.C) { return; }
+  let c = bc % p.C;
+  let bg = (bc / p.C) * p.G + c / (p.C / p.G);
+  let mean = cstats[2u * bg];
+  let rstd = cstats[2u * bg + 1u];
+  let w = cw[c];
+  let b = cb[c];
+  let base = bc * p.HW;
+  var s1 = 0.0;
+  var s2 = 0.0;
+  for (var i = lid.x; i < p.HW; i += WG) {
+    let xhat = (cx[base + i] - mean) * rstd;
+    let dy = grad_y(cdy[base + i], xhat, w, b);
+    s1 += dy * xhat;
+    s2 += dy;
+  }
+  let r = reduce2(lid.x, s1, s2);
+  if (lid.x == 0u) {
+    planes[2u * bc] = r.x;
+    planes[2u * bc + 1u] = r.y;
+  }
+}
+
+@group(0) @binding(1) var<storage, read> cx4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> cdy4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> cstats4: array<f32>;
+@group(0) @binding(4) var<storage, read> cw4: array<f32>;
+@group(0) @binding(5) var<storage, read> cb4: array<f32>;
+@group(0) @binding(6) var<storage, read_write> planes4: array<f32>;
+
+fn grad_y4(dy: vec4<f32>, xhat: vec4<f32>, w: f32, b: f32) -> vec4<f32> {
+  if (p.silu == 0u) { return dy; }
+  let y = xhat * w + b;
+  let s = 1.0 / (1.0 + exp(-y));
+  return dy * s * (1.0 + y * (1.0 - s));
+}
+
+// backward_planes for HW % 4 == 0: vec4 loads.
+@compute @workgroup_size(256)
+fn backward_planes4(@builtin(local_invocation_id) lid: vec3<u32>,
+                    @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+  let bc = wid.x + wid.y * nw.x;
+  if (bc >= p.B * p.C) { return; }
+  let c = bc % p.C;
+  let bg = (bc / p.C) * p.G + c / (p.C / p.G);
+  let mean = cstats4[2u * bg];
+  let rstd = cstats4[2u * bg + 1u];
+  let w = cw4[c];
+  let b = cb4[c];
+  let n = p.HW / 4u;
+  let base = bc * n;
+  var s1 = vec4<f32>(0.0);
+  var s2 = vec4<f32>(0.0);
+  for (var i = lid.x; i < n; i += WG) {
+    let xhat = (cx4[base + i] - mean) * rstd;
+    let dy = grad_y4(cdy4[base + i], xhat, w, b);
+    s1 += dy * xhat;
+    s2 += dy;
+  }
+  let r = reduce2(lid.x, (s1.x + s1.y) + (s1.z + s1.w), (s2.x + s2.y) + (s2.z + s2.w));
+  if (lid.x == 0u) {
+    planes4[2u * bc] = r.x;
+    planes4[2u * bc + 1u] = r.y;
+  }
+}
+
+@group(0) @binding(1) var<storage, read> fplanes: array<f32>;
+@group(0) @binding(2) var<storage, read> fw: array<f32>;
+@group(0) @binding(3) var<storage, read_write> fsums: array<f32>;
+@group(0) @binding(4) var<storage, read_write> fdweight: array<f32>;
+@group(0) @binding(5) var<storage, read_write> fdbias: array<f32>;
+
+// Thread i < B·G: fsums[2i] = mean(dy·w), [+1] = mean(dy·w·x̂) over group i (as backward_sums);
+// thread c < C: fdweight[c] = Σ_b planes[b, c, 0], fdbias[c] = Σ_b planes[b, c, 1].
+@compute @workgroup_size(64)
+fn backward_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = gid.x;
+  let cg = p.C / p.G;
+  if (i < p.B * p.G) {
+    let c0 = (i % p.G) * cg;
+    let first = (i / p.G) * p.C + c0;
+    var s1 = 0.0;
+    var s2 = 0.0;
+    for (var j = 0u; j < cg; j++) {
+      let w = fw[c0 + j];
+      s1 += w * fplanes[2u * (first + j) + 1u];
+      s2 += w * fplanes[2u * (first + j)];
+    }
+    let n = f32(group_size());
+    fsums[2u * i] = s1 / n;
+    fsums[2u * i + 1u] = s2 / n;
+  }
+  if (i < p.C) {
+    var sw = 0.0;
+    var sb = 0.0;
+    for (var b = 0u; b < p.B; b++) {
+      sw += fplanes[2u * (b * p.C + i)];
+      sb += fplanes[2u * (b * p.C + i) + 1u];
+    }
+    fdweight[i] = sw;
+    fdbias[i] = sb;
+  }
+}
