@@ -136,7 +136,7 @@ function backward2(
   const [B, C, HW, G] = uni;
   const planes = new Tensor([B, C, 2], "f32");
   const sums = new Tensor([B, G, 2], "f32");
-  let dx: Tensor | null = x.requiresGrad ? new Tensor(x.shape, "f32") : null;
+  const dx: Tensor | null = x.requiresGrad ? new Tensor(x.shape, "f32") : null;
   let dw: Tensor | null = new Tensor([C], "f32");
   let db: Tensor | null = new Tensor([C], "f32");
   // Planes of no pixels still write their (zero) sums.
