@@ -9,7 +9,8 @@
 // rather than keeping it. Every sum has a fixed order, so results are deterministic. Each entry
 // point declares exactly the bindings it uses, from 1 up (derived layouts hold only those).
 
-struct P { B: u32, C: u32, HW: u32, G: u32, eps: f32, silu: u32 }
+// tp: backward_planes' threads per plane (a power of two; 256 / tp planes share a workgroup).
+struct P { B: u32, C: u32, HW: u32, G: u32, eps: f32, silu: u32, tp: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 
 const WG = 256u;
@@ -180,9 +181,25 @@ fn backward_params(@builtin(local_invocation_id) lid: vec3<u32>,
 // --- Backward, second version (setGroupNormBackward(2), the default): one pass over x and dy
 // for every sum. The group sums are weighted sums of per-channel ones,
 //   Σ_group dy·w = Σ_c w[c]·Σ_plane dy,   Σ_group dy·w·x̂ = Σ_c w[c]·Σ_plane dy·x̂,
-// and the parameter gradients are those plane sums added over the batch, so a workgroup per
-// (b, c) plane sums dy·x̂ and dy once (B·C workgroups, each reading one contiguous plane), and a
-// small kernel turns the [B, C, 2] plane sums into the group means and dweight, dbias.
+// and the parameter gradients are those plane sums added over the batch, so p.tp threads per
+// (b, c) plane sum dy·x̂ and dy once (B·C planes, each one contiguous run), and a small kernel
+// turns the [B, C, 2] plane sums into the group means and dweight, dbias.
+
+/** The sums of (a, b) over each run of p.tp threads (a plane's), returned to all of them. */
+fn segment_sum2(lid: u32, a: f32, b: f32) -> vec2<f32> {
+  red[lid] = a;
+  red2[lid] = b;
+  workgroupBarrier();
+  let j = lid % p.tp;
+  for (var s = p.tp / 2u; s > 0u; s >>= 1u) {
+    if (j < s) {
+      red[lid] += red[lid + s];
+      red2[lid] += red2[lid + s];
+    }
+    workgroupBarrier();
+  }
+  return vec2(red[lid - j], red2[lid - j]);
+}
 
 @group(0) @binding(1) var<storage, read> cx: array<f32>;
 @group(0) @binding(2) var<storage, read> cdy: array<f32>;
@@ -195,25 +212,27 @@ fn backward_params(@builtin(local_invocation_id) lid: vec3<u32>,
 @compute @workgroup_size(256)
 fn backward_planes(@builtin(local_invocation_id) lid: vec3<u32>,
                    @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-  let bc = wid.x + wid.y * nw.x;
-  if (bc >= p.B * p.C) { return; }
-  let c = bc % p.C;
-  let bg = (bc / p.C) * p.G + c / (p.C / p.G);
+  let bc = (wid.x + wid.y * nw.x) * (WG / p.tp) + lid.x / p.tp;
+  let live = bc < p.B * p.C;
+  let first = min(bc, p.B * p.C - 1u); // a plane past the last reads the last one's parameters
+  let c = first % p.C;
+  let bg = (first / p.C) * p.G + c / (p.C / p.G);
   let mean = cstats[2u * bg];
   let rstd = cstats[2u * bg + 1u];
   let w = cw[c];
   let b = cb[c];
-  let base = bc * p.HW;
+  let base = first * p.HW;
   var s1 = 0.0;
   var s2 = 0.0;
-  for (var i = lid.x; i < p.HW; i += WG) {
+  let end = select(0u, p.HW, live);
+  for (var i = lid.x % p.tp; i < end; i += p.tp) {
     let xhat = (cx[base + i] - mean) * rstd;
     let dy = grad_y(cdy[base + i], xhat, w, b);
     s1 += dy * xhat;
     s2 += dy;
   }
-  let r = reduce2(lid.x, s1, s2);
-  if (lid.x == 0u) {
+  let r = segment_sum2(lid.x, s1, s2);
+  if (live && lid.x % p.tp == 0u) {
     planes[2u * bc] = r.x;
     planes[2u * bc + 1u] = r.y;
   }
@@ -237,26 +256,28 @@ fn grad_y4(dy: vec4<f32>, xhat: vec4<f32>, w: f32, b: f32) -> vec4<f32> {
 @compute @workgroup_size(256)
 fn backward_planes4(@builtin(local_invocation_id) lid: vec3<u32>,
                     @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-  let bc = wid.x + wid.y * nw.x;
-  if (bc >= p.B * p.C) { return; }
-  let c = bc % p.C;
-  let bg = (bc / p.C) * p.G + c / (p.C / p.G);
+  let bc = (wid.x + wid.y * nw.x) * (WG / p.tp) + lid.x / p.tp;
+  let live = bc < p.B * p.C;
+  let first = min(bc, p.B * p.C - 1u); // a plane past the last reads the last one's parameters
+  let c = first % p.C;
+  let bg = (first / p.C) * p.G + c / (p.C / p.G);
   let mean = cstats4[2u * bg];
   let rstd = cstats4[2u * bg + 1u];
   let w = cw4[c];
   let b = cb4[c];
   let n = p.HW / 4u;
-  let base = bc * n;
+  let base = first * n;
   var s1 = vec4<f32>(0.0);
   var s2 = vec4<f32>(0.0);
-  for (var i = lid.x; i < n; i += WG) {
+  let end = select(0u, n, live);
+  for (var i = lid.x % p.tp; i < end; i += p.tp) {
     let xhat = (cx4[base + i] - mean) * rstd;
     let dy = grad_y4(cdy4[base + i], xhat, w, b);
     s1 += dy * xhat;
     s2 += dy;
   }
-  let r = reduce2(lid.x, (s1.x + s1.y) + (s1.z + s1.w), (s2.x + s2.y) + (s2.z + s2.w));
-  if (lid.x == 0u) {
+  let r = segment_sum2(lid.x, (s1.x + s1.y) + (s1.z + s1.w), (s2.x + s2.y) + (s2.z + s2.w));
+  if (live && lid.x % p.tp == 0u) {
     planes4[2u * bc] = r.x;
     planes4[2u * bc + 1u] = r.y;
   }

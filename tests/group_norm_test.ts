@@ -81,8 +81,9 @@ function groupNormGradRef(
 
 Deno.test("groupNorm's backward passes (one pass of plane sums, and the first) match float64", async () => {
   // Every case against the analytic float64 gradients, through both backward generations: batch
-  // 3, odd channel counts, H ≠ W, planes of 4n pixels (vec4 loads) and not, larger than a
-  // workgroup, one channel a group and many, with and without SiLU.
+  // 3, odd channel counts, H ≠ W, planes of 4n pixels (vec4 loads) and not, many planes a
+  // workgroup (the last one part empty) and one, one channel a group and many, with and without
+  // SiLU.
   await gpuReady;
   const cases: [number[], number, boolean][] = [
     [[3, 6, 5, 3], 3, false],
@@ -92,6 +93,7 @@ Deno.test("groupNorm's backward passes (one pass of plane sums, and the first) m
     [[2, 12, 17, 19], 4, true],
     [[3, 64, 8, 4], 32, true],
     [[1, 5, 3], 1, false],
+    [[1, 2, 48, 48], 1, true], // 576 vec4s a plane: a workgroup each, several loads a thread
   ];
   for (const gen of [2, 1] as const) {
     const previous = setGroupNormBackward(gen);

@@ -1,15 +1,21 @@
 // Where a tokenizer training step's dispatches go, and what recording them costs on the host.
 // Run: deno run -A tools/profile_tokenizer_step.ts [--preset tiny64] [--batch 4] [--steps 3]
-//        [--conv implicit|im2col] [--compare] [--gpu]
+//        [--conv implicit|implicit-v1|im2col] [--gn-backward 1|2] [--compare [--variants …]]
+//        [--gpu]
 // Prints dispatches per step by pipeline (its generator key or its WGSL file's first words, then
 // the entry point), and the host time of trainStep(): recording and CPU work, timed with the GPU
 // idle (a sync before each step), so a software adapter's threads don't share the CPU with it.
 // That host figure is what bounds a step on a fast GPU; the wall figure includes the GPU.
 // --gpu then times `steps` more steps with a timestamp around every dispatch (each in a pass of
 // its own, so the sum runs a little above a normal step) and prints GPU ms per step by pipeline.
-// --conv picks conv2d's path (default implicit GEMMs). --compare profiles both paths in one run,
-// then times `steps` back-to-back steps of each (one sync at the end, so the GPU never waits on
-// the host between them), twice in alternation, and prints both and im2col's time over implicit's.
+// --conv picks conv2d's path (default implicit GEMMs, their second generation; implicit-v1 the
+// first), --gn-backward groupNorm's backward pass (2, one pass of plane sums, by default).
+// --compare profiles several variants in one run (--variants, comma-separated, default
+// "new,v1,im2col": new = implicit + groupNorm backward 2, v1 = implicit-v1 + backward 1 (the
+// kernels before the second generation), im2col = im2col + backward 1; or any conv method, with
+// ":1"/":2" for the groupNorm pass), then times `steps` back-to-back steps of each (one sync at
+// the end, so the GPU never waits on the host between them), twice in alternation, and prints
+// each one's time and its ratio to the first.
 import { parseArgs } from "node:util";
 import {
   gpuProfile,
@@ -19,7 +25,8 @@ import {
   stopGpuProfile,
   sync,
 } from "../lib/gpu/mod.ts";
-import { type Conv2dMethod, setConv2dMethod } from "../lib/tensor/conv2d.ts";
+import { CONV2D_METHODS, type Conv2dMethod, setConv2dMethod } from "../lib/tensor/conv2d.ts";
+import { type GroupNormBackward, setGroupNormBackward } from "../lib/tensor/group_norm.ts";
 import { type Tensor, tensor } from "../lib/tensor/tensor.ts";
 import { TOKENIZER_PRESETS } from "../lib/tokenizer/config.ts";
 import { DEFAULT_TOKENIZER_SETTINGS, TokenizerTrainer } from "../lib/train/tokenizer_trainer.ts";
@@ -30,14 +37,40 @@ const { values } = parseArgs({
     batch: { type: "string", default: "4" },
     steps: { type: "string", default: "3" },
     conv: { type: "string", default: "implicit" },
+    "gn-backward": { type: "string", default: "2" },
     compare: { type: "boolean", default: false },
+    variants: { type: "string", default: "new,v1,im2col" },
     gpu: { type: "boolean", default: false },
   },
 });
-if (values.conv !== "implicit" && values.conv !== "im2col") {
-  console.error(`--conv ${values.conv}: expected implicit or im2col`);
-  Deno.exit(2);
+
+/** A configuration of the step's kernels. */
+interface Variant {
+  name: string;
+  conv: Conv2dMethod;
+  gn: GroupNormBackward;
 }
+
+/** "new", "v1", or METHOD[:1|:2] (groupNorm's backward pass; default 2 for implicit, else 1). */
+function variant(spec: string): Variant {
+  if (spec === "new") return { name: spec, conv: "implicit", gn: 2 };
+  if (spec === "v1") return { name: spec, conv: "implicit-v1", gn: 1 };
+  const [conv, gn] = spec.split(":");
+  if (!(CONV2D_METHODS as readonly string[]).includes(conv) || (gn && gn !== "1" && gn !== "2")) {
+    console.error(
+      `variant '${spec}': expected new, v1 or one of ${CONV2D_METHODS.join(", ")}, ` +
+        `optionally with :1 or :2 (groupNorm's backward pass)`,
+    );
+    Deno.exit(2);
+  }
+  return {
+    name: spec,
+    conv: conv as Conv2dMethod,
+    gn: gn ? Number(gn) as GroupNormBackward : conv === "implicit" ? 2 : 1,
+  };
+}
+
+const single = variant(`${values.conv}:${values["gn-backward"]}`);
 await initGpu();
 const cfg = TOKENIZER_PRESETS[values.preset!];
 const batch = Number(values.batch), steps = Number(values.steps);
@@ -51,9 +84,14 @@ const x = tensor(Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37)),
 ]);
 
 /** Dispatch counts, host and wall time, and with --gpu GPU time by pipeline; GPU ms or NaN. */
-async function profile(x: Tensor, method: Conv2dMethod): Promise<number> {
-  console.log(`\n== conv2d ${method}`);
-  setConv2dMethod(method);
+function use(v: Variant) {
+  setConv2dMethod(v.conv);
+  setGroupNormBackward(v.gn);
+}
+
+async function profile(x: Tensor, v: Variant): Promise<number> {
+  console.log(`\n== ${v.name}: conv2d ${v.conv}, groupNorm backward ${v.gn}`);
+  use(v);
   await trainer.trainStep(x); // compiles every pipeline
   await sync();
   recorderStats.byLabel = new Map();
@@ -105,8 +143,8 @@ async function profile(x: Tensor, method: Conv2dMethod): Promise<number> {
 }
 
 /** ms per step over `steps` steps recorded back to back, with one sync at the end. */
-async function stepTime(method: Conv2dMethod): Promise<number> {
-  setConv2dMethod(method);
+async function stepTime(v: Variant): Promise<number> {
+  use(v);
   await trainer.trainStep(x);
   await sync();
   const t0 = performance.now();
@@ -116,20 +154,26 @@ async function stepTime(method: Conv2dMethod): Promise<number> {
 }
 
 if (values.compare) {
-  const gpuMs = { implicit: await profile(x, "implicit"), im2col: await profile(x, "im2col") };
-  const best = { implicit: Infinity, im2col: Infinity };
+  const vs = values.variants!.split(",").map(variant);
+  const gpuMs: number[] = [];
+  for (const v of vs) gpuMs.push(await profile(x, v));
+  const best = vs.map(() => Infinity);
   for (let round = 0; round < 2; round++) {
-    for (const m of ["implicit", "im2col"] as const) best[m] = Math.min(best[m], await stepTime(m));
+    for (let i = 0; i < vs.length; i++) best[i] = Math.min(best[i], await stepTime(vs[i]));
   }
-  const line = (what: string, a: number, b: number) =>
+  const line = (what: string, ms: number[]) =>
     console.log(
-      `${what}: implicit ${a.toFixed(2)} ms, im2col ${b.toFixed(2)} ms, im2col / implicit ${
-        (b / a).toFixed(2)
-      }×`,
+      `${what}: ` +
+        vs.map((v, i) => `${v.name} ${ms[i].toFixed(2)} ms (${(ms[i] / ms[0]).toFixed(2)}×)`)
+          .join(", "),
     );
-  console.log(`\n${values.preset} batch ${batch}, ${steps} steps each, best of 2 rounds`);
-  line("step (wall, back to back)", best.implicit, best.im2col);
-  if (values.gpu) line("GPU time (a pass per dispatch)", gpuMs.implicit, gpuMs.im2col);
-} else await profile(x, values.conv);
+  console.log(
+    `\n${values.preset} batch ${batch}, ${steps} steps each, best of 2 rounds; ratios to ${
+      vs[0].name
+    }`,
+  );
+  line("step (wall, back to back)", best);
+  if (values.gpu) line("GPU time (a pass per dispatch)", gpuMs);
+} else await profile(x, single);
 trainer.dispose();
 x.dispose();

@@ -84,17 +84,29 @@ function run(
 /** The GEMMs' generation: 1 for "implicit-v1", else 2. */
 export type ConvGen = 1 | 2;
 
+/**
+ * Threads that sum one plane of n loads in a 256-thread workgroup: about 4 loads each, a power
+ * of two from 16 to 256, so small planes share a workgroup instead of idling most of one.
+ */
+export function planeThreads(n: number): number {
+  let tp = 16;
+  while (tp < 256 && tp * 4 < n) tp *= 2;
+  return tp;
+}
+
 /** db = Σ gy over images and pixels: plane sums [B, Cout], then their sum per channel. */
 export function convBiasGrad(gy: Tensor, g: ConvGeometry): Tensor {
   const P = g.Ho * g.Wo, planes = g.B * g.Cout;
   const db = new Tensor([g.Cout], "f32", undefined, "conv2d");
   const partial = new Tensor([g.B, g.Cout], "f32", undefined, "conv2d");
-  const uni = [g.B, g.Cout, P];
+  const vec = P % 4 === 0;
+  const tp = planeThreads(vec ? P / 4 : P);
+  const uni = [g.B, g.Cout, P, tp];
   dispatch(
-    pipeline(convBiasWgsl, P % 4 === 0 ? "plane_sums4" : "plane_sums"),
+    pipeline(convBiasWgsl, vec ? "plane_sums4" : "plane_sums"),
     [gy.buffer, partial.buffer],
     uni,
-    grid(planes),
+    grid(Math.ceil(planes / (256 / tp))),
   );
   dispatch(pipeline(convBiasWgsl, "channel_sums"), [partial.buffer, db.buffer], uni, [
     Math.ceil(g.Cout / 64),

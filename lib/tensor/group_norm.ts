@@ -2,6 +2,7 @@
 import { ShapeError } from "../errors.ts";
 import { dispatch, f32bits, grid, pipeline } from "../gpu/mod.ts";
 import groupNormWgsl from "../../kernels/group_norm.wgsl" with { type: "text" };
+import { planeThreads } from "./conv2d_implicit.ts";
 import { record, Tensor } from "./tensor.ts";
 
 const fmt = (t: Tensor) => `[${t.shape.join(", ")}]`;
@@ -9,8 +10,9 @@ const fmt = (t: Tensor) => `[${t.shape.join(", ")}]`;
 /**
  * The backward pass's generation: 1 sums each group (backward_sums) and each channel
  * (backward_params, a workgroup per channel over the batch) in passes of their own; 2 (the
- * default) takes every sum from one pass of a workgroup per (image, channel) plane
- * (backward_planes, then backward_finish). Both then write dx in backward_input.
+ * default) takes every sum from one pass over each (image, channel) plane (backward_planes,
+ * several planes a workgroup where they are small), then backward_finish. Both then write dx
+ * in backward_input.
  */
 export type GroupNormBackward = 1 | 2;
 let backwardGen: GroupNormBackward = 2;
@@ -64,7 +66,7 @@ export function groupNorm(
     throw fail(`weight and bias must be [${C}]`);
   }
   const G = groupsCount;
-  const uni = [B, C, HW, G, f32bits(eps), silu ? 1 : 0];
+  const uni = [B, C, HW, G, f32bits(eps), silu ? 1 : 0, planeThreads(HW % 4 === 0 ? HW / 4 : HW)];
   const stats = new Tensor([B, G, 2], "f32", undefined, "groupNorm");
   const y = new Tensor(x.shape, "f32", undefined, "groupNorm");
   if (x.size > 0) {
@@ -145,7 +147,7 @@ function backward2(
       pipeline(groupNormWgsl, HW % 4 === 0 ? "backward_planes4" : "backward_planes"),
       [x.buffer, dy.buffer, stats.buffer, weight.buffer, bias.buffer, planes.buffer],
       uni,
-      grid(B * C),
+      grid(Math.ceil((B * C) / (256 / uni[6]))),
     );
   }
   dispatch(
