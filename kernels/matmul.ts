@@ -119,9 +119,28 @@ function tileProblem(t: MatmulTile): void {
   if ((t.bm * t.bk / 4) % n || (t.bn * t.bk / 4) % n) bad("tile loads don't divide among threads");
 }
 
-/** Workgroup memory a tile needs (it must fit maxComputeWorkgroupStorageSize). */
-export function workgroupBytes(t: MatmulTile, dtype: "f32" | "f16" = "f32"): number {
-  return (t.prefetch ? 2 : 1) * (t.bm + t.bn) * t.bk * (dtype === "f16" ? 2 : 4);
+/**
+ * Workgroup memory a tile needs (it must fit maxComputeWorkgroupStorageSize), with the padding
+ * of the operands loaded along K (GemmHooks.kMajor), if any.
+ */
+export function workgroupBytes(
+  t: MatmulTile,
+  dtype: "f32" | "f16" = "f32",
+  kMajor: { A?: boolean; B?: boolean } = {},
+): number {
+  const pads = kMajorPad(t, kMajor.A, t.bm) + kMajorPad(t, kMajor.B, t.bn);
+  return (t.prefetch ? 2 : 1) * (t.bm + t.bn + 4 * pads) * t.bk * (dtype === "f16" ? 2 : 4);
+}
+
+/** kk per 32 threads of a K-major load: 8 (× 4 rows), else 4 (× 8 rows), 0 where neither fits. */
+function kMajorWidth(t: MatmulTile, rows: number): number {
+  return t.bk % 8 === 0 ? 8 : rows % 8 === 0 ? 4 : 0;
+}
+
+/** The vec4s a K-major operand's workgroup rows are padded by (0 if not K-major). */
+function kMajorPad(t: MatmulTile, on: boolean | undefined, rows: number): number {
+  const kw = on ? kMajorWidth(t, rows) : 0;
+  return kw ? 8 / kw : 0;
 }
 
 /** Words of the uniform block, in order; see packMatmulParams. */
@@ -191,9 +210,9 @@ export interface GemmHooks {
   /**
    * Operands loaded along K: a warp's 32 threads read 8 consecutive kk of 4 rows (4 kk of 8
    * where BK is not a multiple of 8), so an operand whose memory runs along K (a weight
-   * gradient's pixels) is read in whole sectors. Its tile is stored XOR-swizzled in workgroup
-   * memory so those stores don't collide on one bank. Scalar loads (the operand's vec is
-   * ignored), through the operand's hook.
+   * gradient's pixels) is read in whole sectors. Its tile's k rows are padded in workgroup
+   * memory so those stores don't collide on one bank (workgroupBytes counts the padding).
+   * Scalar loads, through the operand's hook; the operand must not be vec.
    */
   kMajor?: { A?: boolean; B?: boolean };
   /**
@@ -232,9 +251,11 @@ export function matmulWgsl(k: MatmulKernel, hooks: GemmHooks = {}): string {
   }
   for (const d of hooks.decls ?? []) emit(d);
   // Indexed [buffer][k][row / 4]; the outer indices are constants in the unrolled inner product,
-  // so the bounds clamps naga adds there fold away.
-  emit(`var<workgroup> As: array<array<array<vec4<${w}>, ${t.bm / 4}>, ${t.bk}>, ${nbuf}>;`);
-  emit(`var<workgroup> Bs: array<array<array<vec4<${w}>, ${t.bn / 4}>, ${t.bk}>, ${nbuf}>;`);
+  // so the bounds clamps naga adds there fold away. A K-major operand's k rows are padded by
+  // 32 / kw words: the kw k rows a warp stores at once then start in different banks.
+  const padA = kMajorPad(t, hooks.kMajor?.A, t.bm), padB = kMajorPad(t, hooks.kMajor?.B, t.bn);
+  emit(`var<workgroup> As: array<array<array<vec4<${w}>, ${t.bm / 4 + padA}>, ${t.bk}>, ${nbuf}>;`);
+  emit(`var<workgroup> Bs: array<array<array<vec4<${w}>, ${t.bn / 4 + padB}>, ${t.bk}>, ${nbuf}>;`);
   emit("");
   emit(`@compute @workgroup_size(${T})`);
   emit(`fn main(@builtin(workgroup_id) wid: vec3<u32>,
@@ -260,8 +281,8 @@ export function matmulWgsl(k: MatmulKernel, hooks: GemmHooks = {}): string {
     rowBase: string;
     load?: (r: string, row: string, kk: string, pre: string) => string[];
     rowHook?: (pre: string, row: string) => string[];
-    /** Loads along K: kw consecutive kk of rw rows per 32 threads; swz: XOR-swizzled tile. */
-    km: { kw: number; rw: number; swz: boolean } | null;
+    /** Loads along K: kw consecutive kk of rw rows per 32 threads. */
+    km: { kw: number; rw: number } | null;
   }
   const kMajorOf = (name: "A" | "B", vec: boolean, rows: number): Operand["km"] => {
     if (!hooks.kMajor?.[name]) return null;
@@ -269,9 +290,8 @@ export function matmulWgsl(k: MatmulKernel, hooks: GemmHooks = {}): string {
     if (!(name === "A" ? hooks.loadA : hooks.loadB)) {
       throw new Error(`matmulWgsl: K-major operand ${name} needs a load hook`);
     }
-    // 8 kk × 4 rows per 32 threads, else 4 × 8; tiles that allow neither keep the plain order.
-    const kw = t.bk % 8 === 0 ? 8 : rows % 8 === 0 ? 4 : 0;
-    return kw ? { kw, rw: 32 / kw, swz: (rows / 4) % 8 === 0 } : null;
+    const kw = kMajorWidth(t, rows);
+    return kw ? { kw, rw: 32 / kw } : null;
   };
   const ops: Operand[] = [
     {
@@ -377,23 +397,13 @@ export function matmulWgsl(k: MatmulKernel, hooks: GemmHooks = {}): string {
           guarded(indent, o, r, `vec4<${w}>(${o.name}[(${o.base} + kk * ${R} + row) >> 2u])`, pre);
         } else {
           // Scalars; consecutive threads take consecutive rows so workgroup stores don't conflict
-          // (or, K-major, consecutive kk: the swizzle keeps those stores apart).
+          // (or, K-major, consecutive kk: the padded tile rows keep those stores apart).
           const addr = o.contigK ? `row * K + kk` : `kk * ${R} + row`;
           emit(`${indent}  ${r} = 0.0;`);
           guarded(indent, o, r, `${w}(${o.name}[${o.base} + ${addr}])`, pre);
         }
       }
     }
-  };
-  /** The vec4 slot of 4-row group `g4` at slice row kk (a constant or an expression) of o. */
-  const slot = (o: Operand, g4: string, kk: string | number) => {
-    if (!o.km?.swz) return g4;
-    const { kw, rw } = o.km;
-    if (typeof kk === "number") {
-      const x = (kk % kw) * (rw / 4);
-      return x ? `(${g4}) ^ ${x}u` : g4;
-    }
-    return `(${g4}) ^ ((${kk} % ${kw}u) * ${rw / 4}u)`;
   };
   const storeSlice = (indent: string, buf: string) => {
     for (const o of ops) {
@@ -414,7 +424,7 @@ export function matmulWgsl(k: MatmulKernel, hooks: GemmHooks = {}): string {
         } else {
           const at = place(o, i);
           emit(`${indent}{ let row = ${at.row}; let kk = ${at.kk};`);
-          emit(`${indent}  ${S}[kk][${slot(o, "row >> 2u", "kk")}][row & 3u] = ${r}; }`);
+          emit(`${indent}  ${S}[kk][row >> 2u][row & 3u] = ${r}; }`);
         }
       }
     }
@@ -444,10 +454,10 @@ export function matmulWgsl(k: MatmulKernel, hooks: GemmHooks = {}): string {
     for (let kk = 0; kk < t.bk; kk++) {
       emit(`${indent}{ // k + ${kk}`);
       for (let g = 0; g < GM; g++) {
-        emit(`${indent}let a${g} = As[${buf}][${kk}][${slot(ops[0], `${g * TY}u + ty`, kk)}];`);
+        emit(`${indent}let a${g} = As[${buf}][${kk}][${g * TY}u + ty];`);
       }
       for (let h = 0; h < GN; h++) {
-        emit(`${indent}let b${h} = Bs[${buf}][${kk}][${slot(ops[1], `${h * TX}u + tx`, kk)}];`);
+        emit(`${indent}let b${h} = Bs[${buf}][${kk}][${h * TX}u + tx];`);
       }
       if (colAcc) {
         for (const [h, j] of cols) {

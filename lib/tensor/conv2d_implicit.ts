@@ -18,7 +18,12 @@ import {
   type ConvShape,
   dxPhases,
 } from "../../kernels/conv2d_gemm.ts";
-import { type MatmulTile, packMatmulParams, tileName } from "../../kernels/matmul.ts";
+import {
+  type MatmulTile,
+  packMatmulParams,
+  tileName,
+  workgroupBytes,
+} from "../../kernels/matmul.ts";
 import type { Conv2dOptions, ConvGeometry } from "./conv2d.ts";
 import { chooseTile, fitTile } from "./matmul.ts";
 import { sum } from "./ops.ts";
@@ -179,11 +184,19 @@ export function implicitBackward(
     const align = Kp >= 128 * want ? 128 : 4;
     const KS = Math.ceil(Kp / want / align) * align;
     const S = Math.ceil(Kp / KS);
+    const tile = tileFor(opts, g.Cout, R, S);
+    // Generation 2's tiles are padded (K-major loads): where that outgrows workgroup memory,
+    // this GEMM stays on generation 1.
+    const kMajor = { A: true, B: true };
+    const dwGen = gen === 2 &&
+        workgroupBytes(tile, "f32", kMajor) <= gpu().limits.maxComputeWorkgroupStorageSize
+      ? 2
+      : 1;
     const k: ConvKernel = {
-      tile: tileFor(opts, g.Cout, R, S),
-      vecA: gen === 1 && P % 4 === 0,
+      tile,
+      vecA: dwGen === 1 && P % 4 === 0,
       vecC: R % 4 === 0,
-      ...v2,
+      ...(dwGen === 2 ? v2 : {}),
     };
     const pipe = convPipeline("dw", c, k, null, () => convDwWgsl(c, k));
     const slabs = new Tensor([S, g.Cout, R], "f32", undefined, "conv2d");
