@@ -22,6 +22,7 @@ import {
   type MatmulTile,
   packMatmulParams,
   tileName,
+  tileValid,
   workgroupBytes,
 } from "../../kernels/matmul.ts";
 import type { Conv2dOptions, ConvGeometry } from "./conv2d.ts";
@@ -184,14 +185,17 @@ export function implicitBackward(
     const align = Kp >= 128 * want ? 128 : 4;
     const KS = Math.ceil(Kp / want / align) * align;
     const S = Math.ceil(Kp / KS);
-    const tile = tileFor(opts, g.Cout, R, S);
+    let tile = tileFor(opts, g.Cout, R, S);
     // Generation 2's tiles are padded (K-major loads): where that outgrows workgroup memory,
-    // this GEMM stays on generation 1.
+    // prefetch goes, then BK halves (as fitTile does), else this GEMM stays on generation 1.
     const kMajor = { A: true, B: true };
-    const dwGen = gen === 2 &&
-        workgroupBytes(tile, "f32", kMajor) <= gpu().limits.maxComputeWorkgroupStorageSize
-      ? 2
-      : 1;
+    const fits = (t: MatmulTile) =>
+      tileValid(t) &&
+      workgroupBytes(t, "f32", kMajor) <= gpu().limits.maxComputeWorkgroupStorageSize;
+    if (gen === 2 && !fits(tile) && tile.prefetch) tile = { ...tile, prefetch: false };
+    while (gen === 2 && !fits(tile) && tile.bk > 8) tile = { ...tile, bk: tile.bk / 2 };
+    const dwGen = gen === 2 && fits(tile) ? 2 : 1;
+    if (dwGen === 1) tile = tileFor(opts, g.Cout, R, S);
     const k: ConvKernel = {
       tile,
       vecA: dwGen === 1 && P % 4 === 0,
