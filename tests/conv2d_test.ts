@@ -1,5 +1,11 @@
 import { type MatmulTile, tileName, TILES } from "../kernels/matmul.ts";
-import { conv2d, type Conv2dMethod, type Conv2dOptions, DOWNSAMPLE } from "../lib/tensor/conv2d.ts";
+import {
+  conv2d,
+  type Conv2dMethod,
+  type Conv2dOptions,
+  DOWNSAMPLE,
+  setImplicitGenerations,
+} from "../lib/tensor/conv2d.ts";
 import { biasGrad } from "../lib/tensor/conv2d_im2col.ts";
 import { convBiasGrad } from "../lib/tensor/conv2d_implicit.ts";
 import { tensor, tidyAsync } from "../lib/tensor/tensor.ts";
@@ -116,6 +122,27 @@ Deno.test("conv2d gives the same result when cut into image units, row bands and
         `${method} ${splits} slabs`,
       );
     }
+  }
+});
+
+Deno.test("implicit conv2d with its kernels' generations mixed", async () => {
+  // Each kernel of the second generation beside the first generation's others (and the reverse),
+  // as tools/profile_tokenizer_step.ts times them.
+  await gpuReady;
+  const keys = ["forward", "dx", "dw", "bias"] as const;
+  try {
+    for (const key of keys) {
+      for (const [on, off] of [[2, 1], [1, 2]] as const) {
+        const gens = Object.fromEntries(keys.map((k) => [k, k === key ? on : off]));
+        setImplicitGenerations(gens);
+        await check(
+          { x: [3, 5, 9, 7], w: [7, 5, 3, 3], bias: true, opts: { ...DOWNSAMPLE } },
+          `${key} ${on}, others ${off}`,
+        );
+      }
+    }
+  } finally {
+    setImplicitGenerations({ forward: 2, dx: 2, dw: 2, bias: 2 });
   }
 });
 

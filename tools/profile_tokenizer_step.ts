@@ -13,9 +13,10 @@
 // --compare profiles several variants in one run (--variants, comma-separated, default
 // "new,v1,im2col": new = implicit + groupNorm backward 2, v1 = implicit-v1 + backward 1 (the
 // kernels before the second generation), im2col = im2col + backward 1; or any conv method, with
-// ":1"/":2" for the groupNorm pass), then times `steps` back-to-back steps of each (one sync at
-// the end, so the GPU never waits on the host between them), twice in alternation, and prints
-// each one's time and its ratio to the first.
+// ":1"/":2" for the groupNorm pass, and "+forward1", "+dx1", "+dw1", "+bias1" to keep one of
+// implicit's kernels on its first generation, e.g. new+dw1), then times `steps` back-to-back
+// steps of each (one sync at the end, so the GPU never waits on the host between them), twice
+// in alternation, and prints each one's time and its ratio to the first.
 import { parseArgs } from "node:util";
 import {
   gpuProfile,
@@ -25,7 +26,13 @@ import {
   stopGpuProfile,
   sync,
 } from "../lib/gpu/mod.ts";
-import { CONV2D_METHODS, type Conv2dMethod, setConv2dMethod } from "../lib/tensor/conv2d.ts";
+import {
+  CONV2D_METHODS,
+  type Conv2dMethod,
+  type ImplicitGenerations,
+  setConv2dMethod,
+  setImplicitGenerations,
+} from "../lib/tensor/conv2d.ts";
 import { type GroupNormBackward, setGroupNormBackward } from "../lib/tensor/group_norm.ts";
 import { type Tensor, tensor } from "../lib/tensor/tensor.ts";
 import { TOKENIZER_PRESETS } from "../lib/tokenizer/config.ts";
@@ -49,24 +56,43 @@ interface Variant {
   name: string;
   conv: Conv2dMethod;
   gn: GroupNormBackward;
+  /** Method implicit's kernel generations (setImplicitGenerations). */
+  gens: ImplicitGenerations;
 }
 
-/** "new", "v1", or METHOD[:1|:2] (groupNorm's backward pass; default 2 for implicit, else 1). */
+const GEN_KEYS = ["forward", "dx", "dw", "bias"] as const;
+
+/**
+ * "new", "v1", or METHOD[:1|:2] (groupNorm's backward pass; default 2 for implicit, else 1),
+ * each optionally followed by +forward1, +dx1, +dw1, +bias1 (one of implicit's kernels on its
+ * first generation), e.g. "new+dw1".
+ */
 function variant(spec: string): Variant {
-  if (spec === "new") return { name: spec, conv: "implicit", gn: 2 };
-  if (spec === "v1") return { name: spec, conv: "implicit-v1", gn: 1 };
-  const [conv, gn] = spec.split(":");
-  if (!(CONV2D_METHODS as readonly string[]).includes(conv) || (gn && gn !== "1" && gn !== "2")) {
+  const [head, ...mods] = spec.split("+");
+  const fail = () => {
     console.error(
-      `variant '${spec}': expected new, v1 or one of ${CONV2D_METHODS.join(", ")}, ` +
-        `optionally with :1 or :2 (groupNorm's backward pass)`,
+      `variant '${spec}': expected new, v1 or one of ${CONV2D_METHODS.join(", ")}, optionally ` +
+        `with :1 or :2 (groupNorm's backward pass), then +forward1, +dx1, +dw1 or +bias1`,
     );
     Deno.exit(2);
+  };
+  const gens: ImplicitGenerations = { forward: 2, dx: 2, dw: 2, bias: 2 };
+  for (const m of mods) {
+    const key = GEN_KEYS.find((k) => m === `${k}1`);
+    if (!key) fail();
+    gens[key!] = 1;
+  }
+  if (head === "new") return { name: spec, conv: "implicit", gn: 2, gens };
+  if (head === "v1") return { name: spec, conv: "implicit-v1", gn: 1, gens };
+  const [conv, gn] = head.split(":");
+  if (!(CONV2D_METHODS as readonly string[]).includes(conv) || (gn && gn !== "1" && gn !== "2")) {
+    fail();
   }
   return {
     name: spec,
     conv: conv as Conv2dMethod,
     gn: gn ? Number(gn) as GroupNormBackward : conv === "implicit" ? 2 : 1,
+    gens,
   };
 }
 
@@ -86,11 +112,15 @@ const x = tensor(Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37)),
 /** Dispatch counts, host and wall time, and with --gpu GPU time by pipeline; GPU ms or NaN. */
 function use(v: Variant) {
   setConv2dMethod(v.conv);
+  setImplicitGenerations(v.gens);
   setGroupNormBackward(v.gn);
 }
 
 async function profile(x: Tensor, v: Variant): Promise<number> {
-  console.log(`\n== ${v.name}: conv2d ${v.conv}, groupNorm backward ${v.gn}`);
+  const gens = v.conv === "implicit"
+    ? ` (${GEN_KEYS.map((k) => `${k} ${v.gens[k]}`).join(", ")})`
+    : "";
+  console.log(`\n== ${v.name}: conv2d ${v.conv}${gens}, groupNorm backward ${v.gn}`);
   use(v);
   await trainer.trainStep(x); // compiles every pipeline
   await sync();

@@ -46,6 +46,27 @@ export const DOWNSAMPLE = { stride: 2, padding: [0, 1, 0, 1] } as const satisfie
 
 let defaultMethod: Conv2dMethod = "implicit";
 
+/**
+ * The generation of each kernel method "implicit" runs (2 unless changed; 1 is implicit-v1's):
+ * the forward GEMM, the dx GEMMs, the dW GEMM, and the bias gradient (2: plane sums, then
+ * channel sums; 1: kernels/conv2d.wgsl's bias_grad). For timing one change at a time.
+ */
+export interface ImplicitGenerations {
+  forward: 1 | 2;
+  dx: 1 | 2;
+  dw: 1 | 2;
+  bias: 1 | 2;
+}
+const GEN1: ImplicitGenerations = { forward: 1, dx: 1, dw: 1, bias: 1 };
+let implicitGens: ImplicitGenerations = { forward: 2, dx: 2, dw: 2, bias: 2 };
+
+/** Sets some of method "implicit"'s kernel generations; returns the previous ones. */
+export function setImplicitGenerations(g: Partial<ImplicitGenerations>): ImplicitGenerations {
+  const previous = implicitGens;
+  implicitGens = { ...implicitGens, ...g };
+  return previous;
+}
+
 /** Sets the path of every conv2d that doesn't name one (benchmarks); returns the previous one. */
 export function setConv2dMethod(method: Conv2dMethod): Conv2dMethod {
   const previous = defaultMethod;
@@ -109,11 +130,13 @@ function geometry(x: Tensor, w: Tensor, bias: Tensor | undefined, o: Conv2dOptio
 export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, opts: Conv2dOptions = {}): Tensor {
   const g = geometry(x, w, bias, opts);
   const method = opts.method ?? defaultMethod;
-  const gen = method === "implicit" ? 2 : 1;
+  const gen = method === "implicit" ? implicitGens : GEN1;
   // A batch too wide for one dispatch's grid takes the im2col path, which cuts it into units.
   const implicit = method !== "im2col" && implicitFits(g);
   const y = noGrad(() =>
-    implicit ? implicitForward(x, w, bias, g, opts, gen) : im2colForward(x, w, bias, g, opts)
+    implicit
+      ? implicitForward(x, w, bias, g, opts, gen.forward)
+      : im2colForward(x, w, bias, g, opts)
   );
   const inputs = bias ? [x, w, bias] : [x, w];
   return record(y, "conv2d", inputs, (gy) => {
@@ -122,7 +145,9 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, opts: Conv2dOptions 
       : im2colBackward(x, w, gy, g, opts);
     const grads = [dx, dw];
     if (bias) {
-      grads.push(bias.requiresGrad ? (gen === 2 ? convBiasGrad(gy, g) : biasGrad(gy, g)) : null);
+      grads.push(
+        bias.requiresGrad ? (gen.bias === 2 ? convBiasGrad(gy, g) : biasGrad(gy, g)) : null,
+      );
     }
     return grads;
   });

@@ -152,9 +152,9 @@ export function implicitBackward(
   gy: Tensor,
   g: ConvGeometry,
   opts: Conv2dOptions,
-  gen: ConvGen = 2,
+  gens: { dx: ConvGen; dw: ConvGen } = { dx: 2, dw: 2 },
 ): { dx: Tensor | null; dw: Tensor | null } {
-  const v2 = gen === 2 ? { gen } : {};
+  const v2 = { gen: 2 } as const;
   const c = shapeOf(g), P = g.Ho * g.Wo, R = g.Cin * g.kh * g.kw;
   let dx: Tensor | null = null, dw: Tensor | null = null;
   if (x.requiresGrad) {
@@ -164,7 +164,12 @@ export function implicitBackward(
       const [M, N, K] = [g.Cin, g.B * ph.Hp * ph.Wp, g.Cout * ph.nky * ph.nkx];
       const vecC = g.stride === 1 && (g.H * g.W) % 4 === 0;
       if (N === 0) continue;
-      const k: ConvKernel = { tile: tileFor(opts, M, N, 1), vecA: false, vecC, ...v2 };
+      const k: ConvKernel = {
+        tile: tileFor(opts, M, N, 1),
+        vecA: false,
+        vecC,
+        ...(gens.dx === 2 ? v2 : {}),
+      };
       const pipe = convPipeline("dx", c, k, ph, () => convDxWgsl(c, ph, k));
       run(pipe, k, [M, N, K], [w.buffer, gy.buffer, dx.buffer]);
     }
@@ -175,6 +180,7 @@ export function implicitBackward(
     // or ~512 of the tile the split GEMM gets (v2: deeper splits keep more of a big GPU busy).
     const Kp = g.B * P;
     let tiles = Math.ceil(g.Cout / 128) * Math.ceil(R / 128), target = 256;
+    const gen = gens.dw;
     if (gen === 2) {
       const t = tileFor(opts, g.Cout, R, Math.max(1, Math.floor(Kp / 1024)));
       tiles = Math.ceil(g.Cout / t.bm) * Math.ceil(R / t.bn);
