@@ -185,6 +185,13 @@ async function stepTime(v: Variant): Promise<number> {
 
 if (values.compare) {
   const vs = values.variants!.split(",").map(variant);
+  // Two steps of each first: every pipeline compiled and the host code JIT-warm, so the first
+  // variant's host time isn't the warm-up's.
+  for (const v of vs) {
+    use(v);
+    for (let s = 0; s < 2; s++) await trainer.trainStep(x);
+  }
+  await sync();
   const gpuMs: number[] = [];
   for (const v of vs) gpuMs.push(await profile(x, v));
   const best = vs.map(() => Infinity);
