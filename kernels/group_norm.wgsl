@@ -320,3 +320,77 @@ fn backward_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
     fdbias[i] = sb;
   }
 }
+
+// --- Statistics, second version (setGroupNormStats(2), the default): one read of x. p.tp threads
+// per (b, c) plane each sum their elements shifted by the first one they read (Σ(x − k) and
+// Σ(x − k)², whose cancellation is bounded by the thread's own count: (mean − k)² ≤ M2 when k
+// is one of the values), then merge (count, mean, M2) triples pairwise (Chan et al.) over the
+// plane; stats_finish merges a group's planes the same way. As accurate as the two passes of
+// group_stats, from one.
+
+var<workgroup> red3: array<vec3<f32>, 256>;
+
+/** (count, mean, M2) of the union of two disjoint sets. */
+fn merge(a: vec3<f32>, b: vec3<f32>) -> vec3<f32> {
+  let n = a.x + b.x;
+  if (n == 0.0) { return vec3(0.0); }
+  let d = b.y - a.y;
+  let f = b.x / n;
+  return vec3(n, a.y + d * f, a.z + b.z + d * d * a.x * f);
+}
+
+@group(0) @binding(1) var<storage, read> mx: array<f32>;
+@group(0) @binding(2) var<storage, read_write> moments: array<f32>;
+
+// moments[2·(b·C + c)] = the plane's mean, [+1] = its Σ(x − mean)².
+@compute @workgroup_size(256)
+fn stats_planes(@builtin(local_invocation_id) lid: vec3<u32>,
+                @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+  let bc = (wid.x + wid.y * nw.x) * (WG / p.tp) + lid.x / p.tp;
+  let live = bc < p.B * p.C;
+  let base = bc * p.HW;
+  let end = select(0u, p.HW, live);
+  let first = lid.x % p.tp;
+  var k = 0.0;
+  if (first < end) { k = mx[base + first]; }
+  var s1 = 0.0;
+  var s2 = 0.0;
+  var count = 0u;
+  for (var i = first; i < end; i += p.tp) {
+    let d = mx[base + i] - k;
+    s1 += d;
+    s2 += d * d;
+    count++;
+  }
+  let n = f32(count);
+  let m = select(0.0, s1 / n, count > 0u);
+  red3[lid.x] = vec3(n, k + m, s2 - s1 * m);
+  workgroupBarrier();
+  let j = lid.x % p.tp;
+  for (var s = p.tp / 2u; s > 0u; s >>= 1u) {
+    if (j < s) { red3[lid.x] = merge(red3[lid.x], red3[lid.x + s]); }
+    workgroupBarrier();
+  }
+  if (live && j == 0u) {
+    moments[2u * bc] = red3[lid.x].y;
+    moments[2u * bc + 1u] = red3[lid.x].z;
+  }
+}
+
+@group(0) @binding(1) var<storage, read> fmoments: array<f32>;
+@group(0) @binding(2) var<storage, read_write> fstats: array<f32>;
+
+// fstats[2·bg] = mean, [+1] = rstd over group bg's C/G planes (group_stats' output).
+@compute @workgroup_size(64)
+fn stats_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let bg = gid.x;
+  if (bg >= p.B * p.G) { return; }
+  let cg = p.C / p.G;
+  let first = (bg / p.G) * p.C + (bg % p.G) * cg;
+  var acc = vec3(0.0);
+  for (var j = 0u; j < cg; j++) {
+    acc = merge(acc, vec3(f32(p.HW), fmoments[2u * (first + j)], fmoments[2u * (first + j) + 1u]));
+  }
+  fstats[2u * bg] = acc.y;
+  fstats[2u * bg + 1u] = inverseSqrt(acc.z / f32(group_size()) + p.eps);
+}

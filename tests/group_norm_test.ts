@@ -1,4 +1,9 @@
-import { groupCount, groupNorm, setGroupNormBackward } from "../lib/tensor/group_norm.ts";
+import {
+  groupCount,
+  groupNorm,
+  setGroupNormBackward,
+  setGroupNormStats,
+} from "../lib/tensor/group_norm.ts";
 import { tensor, tidyAsync } from "../lib/tensor/tensor.ts";
 import {
   assert,
@@ -79,14 +84,18 @@ function groupNormGradRef(
   return { dx, dw, db };
 }
 
-Deno.test("groupNorm's backward passes (one pass of plane sums, and the first) match float64", async () => {
-  // Every case against the analytic float64 gradients, through both backward generations: batch
+Deno.test("groupNorm's statistics and backward passes (one pass each, and the first) match float64", async () => {
+  // Every case against the analytic float64 gradients, through both generations of the
+  // statistics and of the backward pass: batch
   // 3, odd channel counts, H ≠ W, planes of 4n pixels (vec4 loads) and not, many planes a
   // workgroup (the last one part empty) and one, one channel a group and many, with and without
   // SiLU.
   await gpuReady;
-  const cases: [number[], number, boolean][] = [
+  const cases: [number[], number, boolean, number?][] = [
     [[3, 6, 5, 3], 3, false],
+    // A large mean: one-pass sums about 0 would lose most digits here.
+    [[3, 5, 7, 6], 5, true, 100],
+    [[2, 4, 9, 9], 2, false, 100],
     [[3, 6, 5, 3], 3, true],
     [[3, 15, 4, 6], 5, true],
     [[3, 7, 9, 7], 7, false],
@@ -95,28 +104,34 @@ Deno.test("groupNorm's backward passes (one pass of plane sums, and the first) m
     [[1, 5, 3], 1, false],
     [[1, 2, 48, 48], 1, true], // 576 vec4s a plane: a workgroup each, several loads a thread
   ];
-  for (const gen of [2, 1] as const) {
-    const previous = setGroupNormBackward(gen);
+  const combos = [[2, 2], [2, 1], [1, 2], [1, 1]] as const;
+  for (const [stats, gen] of combos) {
+    const previous = setGroupNormBackward(gen), previousStats = setGroupNormStats(stats);
     try {
-      for (const [shape, G, silu] of cases) {
+      for (const [shape, G, silu, offset = 0.5] of cases) {
         const C = shape[1];
-        const x = f32(randn(shape.reduce((a, b) => a * b)).map((v) => v + 0.5));
+        const x = f32(randn(shape.reduce((a, b) => a * b)).map((v) => v + offset));
         const w = f32(randn(C)), b = f32(randn(C));
         const r = f32(randn(x.length));
-        const what = `backward ${gen}: groupNorm${silu ? "+silu" : ""} [${shape}] G ${G}`;
+        const what = `stats ${stats}, backward ${gen}: groupNorm${
+          silu ? "+silu" : ""
+        } [${shape}] G ${G} offset ${offset}`;
+        // With a mean of 100, f32 holds x − mean to ~6e-6 (see the test below).
+        const tol = offset > 1 ? 1e-4 : 1e-5;
         const { out, grads } = await runWithGrads(
           ([xt, wt, bt]) => groupNorm(xt, wt, bt, G, { silu }),
           [{ data: x, shape }, { data: w, shape: [C] }, { data: b, shape: [C] }],
           r,
         );
-        assertClose(out, groupNormRef(x, w, b, shape, G, silu), 1e-5, `${what} y`);
+        assertClose(out, groupNormRef(x, w, b, shape, G, silu), tol, `${what} y`);
         const ref = groupNormGradRef(x, w, b, shape, G, r, silu);
-        assertClose(grads[0]!, ref.dx, 2e-5, `${what} dx`);
-        assertClose(grads[1]!, ref.dw, 1e-5, `${what} dweight`);
-        assertClose(grads[2]!, ref.db, 1e-5, `${what} dbias`);
+        assertClose(grads[0]!, ref.dx, 2 * tol, `${what} dx`);
+        assertClose(grads[1]!, ref.dw, tol, `${what} dweight`);
+        assertClose(grads[2]!, ref.db, tol, `${what} dbias`);
       }
     } finally {
       setGroupNormBackward(previous);
+      setGroupNormStats(previousStats);
     }
   }
 });

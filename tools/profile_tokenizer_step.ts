@@ -11,12 +11,13 @@
 // --conv picks conv2d's path (default implicit GEMMs, their second generation; implicit-v1 the
 // first), --gn-backward groupNorm's backward pass (2, one pass of plane sums, by default).
 // --compare profiles several variants in one run (--variants, comma-separated, default
-// "new,v1,im2col": new = implicit + groupNorm backward 2, v1 = implicit-v1 + backward 1 (the
-// kernels before the second generation), im2col = im2col + backward 1; or any conv method, with
-// ":1"/":2" for the groupNorm pass, and "+forward1", "+dx1", "+dw1", "+bias1" to keep one of
-// implicit's kernels on its first generation, e.g. new+dw1), then times `steps` back-to-back
-// steps of each (one sync at the end, so the GPU never waits on the host between them), twice
-// in alternation, and prints each one's time and its ratio to the first.
+// "new,v1,im2col": new = implicit + groupNorm's one-pass statistics and backward, v1 =
+// implicit-v1 + groupNorm's first kernels (the step before the second generation), im2col =
+// im2col + groupNorm's first kernels; or any conv method, with ":1"/":2" for groupNorm's kernels,
+// then "+forward1", "+dx1", "+dw1", "+bias1", "+gnstats1", "+gnbackward1" to keep one kernel on
+// its first generation, e.g. new+dw1), then times `steps` back-to-back steps of each (one sync
+// at the end, so the GPU never waits on the host between them), twice in alternation, and
+// prints each one's time and its ratio to the first.
 import { parseArgs } from "node:util";
 import {
   gpuProfile,
@@ -33,7 +34,12 @@ import {
   setConv2dMethod,
   setImplicitGenerations,
 } from "../lib/tensor/conv2d.ts";
-import { type GroupNormBackward, setGroupNormBackward } from "../lib/tensor/group_norm.ts";
+import {
+  type GroupNormBackward,
+  type GroupNormStats,
+  setGroupNormBackward,
+  setGroupNormStats,
+} from "../lib/tensor/group_norm.ts";
 import { type Tensor, tensor } from "../lib/tensor/tensor.ts";
 import { TOKENIZER_PRESETS } from "../lib/tokenizer/config.ts";
 import { DEFAULT_TOKENIZER_SETTINGS, TokenizerTrainer } from "../lib/train/tokenizer_trainer.ts";
@@ -55,7 +61,8 @@ const { values } = parseArgs({
 interface Variant {
   name: string;
   conv: Conv2dMethod;
-  gn: GroupNormBackward;
+  /** groupNorm's statistics and backward pass (setGroupNormStats, setGroupNormBackward). */
+  gn: { stats: GroupNormStats; backward: GroupNormBackward };
   /** Method implicit's kernel generations (setImplicitGenerations). */
   gens: ImplicitGenerations;
 }
@@ -63,40 +70,43 @@ interface Variant {
 const GEN_KEYS = ["forward", "dx", "dw", "bias"] as const;
 
 /**
- * "new", "v1", or METHOD[:1|:2] (groupNorm's backward pass; default 2 for implicit, else 1),
- * each optionally followed by +forward1, +dx1, +dw1, +bias1 (one of implicit's kernels on its
- * first generation), e.g. "new+dw1".
+ * "new", "v1", or METHOD[:1|:2] (groupNorm's kernels; default 2 for implicit, else 1), each
+ * optionally followed by +forward1, +dx1, +dw1, +bias1 (one of implicit's kernels on its first
+ * generation), +gnstats1 or +gnbackward1 (one of groupNorm's), e.g. "new+dw1".
  */
 function variant(spec: string): Variant {
   const [head, ...mods] = spec.split("+");
   const fail = () => {
     console.error(
       `variant '${spec}': expected new, v1 or one of ${CONV2D_METHODS.join(", ")}, optionally ` +
-        `with :1 or :2 (groupNorm's backward pass), then +forward1, +dx1, +dw1 or +bias1`,
+        `with :1 or :2 (groupNorm's kernels), then +forward1, +dx1, +dw1, +bias1, +gnstats1 or ` +
+        `+gnbackward1`,
     );
     Deno.exit(2);
   };
   const gens: ImplicitGenerations = { forward: 2, dx: 2, dw: 2, bias: 2 };
-  for (const m of mods) {
-    const key = GEN_KEYS.find((k) => m === `${k}1`);
-    if (!key) fail();
-    gens[key!] = 1;
-  }
-  if (head === "new") return { name: spec, conv: "implicit", gn: 2, gens };
-  if (head === "v1") return { name: spec, conv: "implicit-v1", gn: 1, gens };
-  const [conv, gn] = head.split(":");
-  if (!(CONV2D_METHODS as readonly string[]).includes(conv) || (gn && gn !== "1" && gn !== "2")) {
+  const [conv0, g] = head === "new"
+    ? ["implicit", "2"]
+    : head === "v1"
+    ? ["implicit-v1", "1"]
+    : head.split(":");
+  if (!(CONV2D_METHODS as readonly string[]).includes(conv0) || (g && g !== "1" && g !== "2")) {
     fail();
   }
-  return {
-    name: spec,
-    conv: conv as Conv2dMethod,
-    gn: gn ? Number(gn) as GroupNormBackward : conv === "implicit" ? 2 : 1,
-    gens,
-  };
+  const conv = conv0 as Conv2dMethod;
+  const gn0 = (g ? Number(g) : conv === "implicit" ? 2 : 1) as 1 | 2;
+  const gn = { stats: gn0, backward: gn0 };
+  for (const m of mods) {
+    const key = GEN_KEYS.find((k) => m === `${k}1`);
+    if (key) gens[key] = 1;
+    else if (m === "gnstats1") gn.stats = 1;
+    else if (m === "gnbackward1") gn.backward = 1;
+    else fail();
+  }
+  return { name: spec, conv, gn, gens };
 }
 
-const single = variant(`${values.conv}:${values["gn-backward"]}`);
+const single = variant(`${values.conv}:2${values["gn-backward"] === "1" ? "+gnbackward1" : ""}`);
 await initGpu();
 const cfg = TOKENIZER_PRESETS[values.preset!];
 const batch = Number(values.batch), steps = Number(values.steps);
@@ -113,14 +123,18 @@ const x = tensor(Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37)),
 function use(v: Variant) {
   setConv2dMethod(v.conv);
   setImplicitGenerations(v.gens);
-  setGroupNormBackward(v.gn);
+  setGroupNormStats(v.gn.stats);
+  setGroupNormBackward(v.gn.backward);
 }
 
 async function profile(x: Tensor, v: Variant): Promise<number> {
   const gens = v.conv === "implicit"
     ? ` (${GEN_KEYS.map((k) => `${k} ${v.gens[k]}`).join(", ")})`
     : "";
-  console.log(`\n== ${v.name}: conv2d ${v.conv}${gens}, groupNorm backward ${v.gn}`);
+  console.log(
+    `\n== ${v.name}: conv2d ${v.conv}${gens}, groupNorm statistics ${v.gn.stats}, ` +
+      `backward ${v.gn.backward}`,
+  );
   use(v);
   await trainer.trainStep(x); // compiles every pipeline
   await sync();

@@ -17,6 +17,21 @@ const fmt = (t: Tensor) => `[${t.shape.join(", ")}]`;
 export type GroupNormBackward = 1 | 2;
 let backwardGen: GroupNormBackward = 2;
 
+/**
+ * The statistics' generation: 1 reads x twice per group (group_stats: the mean, then squared
+ * deviations); 2 (the default) once, as plane moments merged into the group's (stats_planes,
+ * stats_finish).
+ */
+export type GroupNormStats = 1 | 2;
+let statsGen: GroupNormStats = 2;
+
+/** Sets how every later groupNorm computes its statistics; returns the previous setting. */
+export function setGroupNormStats(gen: GroupNormStats): GroupNormStats {
+  const previous = statsGen;
+  statsGen = gen;
+  return previous;
+}
+
 /** Sets the backward pass of every later groupNorm (tests, benchmarks); returns the previous. */
 export function setGroupNormBackward(gen: GroupNormBackward): GroupNormBackward {
   const previous = backwardGen;
@@ -69,13 +84,27 @@ export function groupNorm(
   const uni = [B, C, HW, G, f32bits(eps), silu ? 1 : 0, planeThreads(HW % 4 === 0 ? HW / 4 : HW)];
   const stats = new Tensor([B, G, 2], "f32", undefined, "groupNorm");
   const y = new Tensor(x.shape, "f32", undefined, "groupNorm");
-  if (x.size > 0) {
+  if (x.size > 0 && statsGen === 2) {
+    const moments = new Tensor([B, C, 2], "f32", undefined, "groupNorm");
+    dispatch(
+      pipeline(groupNormWgsl, "stats_planes"),
+      [x.buffer, moments.buffer],
+      uni,
+      grid(Math.ceil((B * C) / (256 / uni[6]))),
+    );
+    dispatch(pipeline(groupNormWgsl, "stats_finish"), [moments.buffer, stats.buffer], uni, [
+      Math.ceil((B * G) / 64),
+    ]);
+    moments.dispose();
+  } else if (x.size > 0) {
     dispatch(
       pipeline(groupNormWgsl, "group_stats"),
       [x.buffer, stats.buffer],
       uni,
       grid(B * G),
     );
+  }
+  if (x.size > 0) {
     dispatch(
       pipeline(groupNormWgsl, "apply"),
       [x.buffer, stats.buffer, weight.buffer, bias.buffer, y.buffer],
