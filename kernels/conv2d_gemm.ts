@@ -12,6 +12,11 @@
 // as s² GEMMs, one per phase (iy mod s, ix mod s) over that phase's pixels and taps: no
 // multiplications by structural zeros.
 //
+// Generation 2 (ConvKernel.gen) hoists the row-only index arithmetic out of the K loop: a
+// forward thread's pixel (b, oy, ox) and a dx thread's phase pixel are fixed for the whole loop,
+// as are a dW thread's tap (ci, ky, kx), so only the K index is decomposed per element. dW's loads
+// run along K (its pixels), which is the contiguous axis of both g and x.
+//
 // Every size but the batch is a WGSL constant, so the index arithmetic divides by constants
 // (multiplies and shifts) and pipelines are cached per layer shape; M, N and K come in the
 // matmul's uniforms. Binding 1 is A's buffer, 2 B's, 3 the output, 4 the bias (forward, if any).
@@ -76,6 +81,12 @@ export interface ConvKernel {
   vecA: boolean;
   /** vec4 stores into y or dx (4 consecutive pixels of one image). */
   vecC: boolean;
+  /**
+   * The generation of the operand loads: 1 (the first, "implicit-v1") decomposes every element's
+   * pixel and tap; 2 decomposes each thread's rows once, before the K loop (GemmHooks.rowA/rowB),
+   * and loads dW's operands along K (GemmHooks.kMajor: coalesced reads of the pixel axis).
+   */
+  gen?: 1 | 2;
 }
 
 const u = (n: number) => `${n}u`;
@@ -143,12 +154,49 @@ function patchLoad(c: ConvShape, buf: string, r: string, k: string, q: string): 
   ];
 }
 
+/** Whether every tap of every output pixel lies inside x (no padding ever read). */
+function insideAlways(c: ConvShape): boolean {
+  return c.pt === 0 && c.pl === 0 && (c.Ho - 1) * c.stride + c.kh <= c.H &&
+    (c.Wo - 1) * c.stride + c.kw <= c.W;
+}
+
 /** y = w · x̂ + bias, straight into y [B, Cout, Ho, Wo]. A = w [Cout, Cin·kh·kw], B = x. */
 export function convForwardWgsl(c: ConvShape, k: ConvKernel, bias: boolean): string {
   const P = c.Ho * c.Wo;
+  const KK = c.kh * c.kw, HW = c.H * c.W, s = c.stride;
+  const hoist: GemmHooks = k.gen !== 2
+    ? { loadB: (r, row, kk) => patchLoad(c, "B", r, kk, row) }
+    : {
+      // Per pixel row: its image's base and the top-left tap's position (row, column).
+      rowB: (p, row) => [
+        `let ${p}b = ${row} / ${u(P)}; let ${p}pix = ${row} % ${u(P)};`,
+        `let ${p}iy = i32(${p}pix / ${u(c.Wo)} * ${u(s)}) - ${c.pt};`,
+        `let ${p}ix = i32(${p}pix % ${u(c.Wo)} * ${u(s)}) - ${c.pl};`,
+        `let ${p}base = ${p}b * ${u(c.Cin * HW)};`,
+        ...(insideAlways(c)
+          ? [`let ${p}at = ${p}base + u32(${p}iy) * ${u(c.W)} + u32(${p}ix);`]
+          : []),
+      ],
+      loadB: (r, _row, kk, p) => {
+        const tap = [`let ci = ${kk} / ${u(KK)}; let tap = ${kk} % ${u(KK)};`];
+        if (insideAlways(c)) {
+          return [
+            ...tap,
+            `${r} = B[${p}at + ci * ${u(HW)} + tap / ${u(c.kw)} * ${u(c.W)} + tap % ${u(c.kw)}];`,
+          ];
+        }
+        return [
+          ...tap,
+          `let iy = ${p}iy + i32(tap / ${u(c.kw)}); let ix = ${p}ix + i32(tap % ${u(c.kw)});`,
+          `if (u32(iy) < ${u(c.H)} && u32(ix) < ${u(c.W)}) {`,
+          `  ${r} = B[${p}base + ci * ${u(HW)} + u32(iy) * ${u(c.W)} + u32(ix)];`,
+          `}`,
+        ];
+      },
+    };
   return matmulWgsl(kernelOf(k, false), {
     decls: bias ? ["@group(0) @binding(4) var<storage, read> cbias: array<f32>;"] : [],
-    loadB: (r, row, kk) => patchLoad(c, "B", r, kk, row),
+    ...hoist,
     store: nchwStore(
       c.Cout,
       P,
@@ -179,6 +227,7 @@ export function convDxWgsl(c: ConvShape, ph: DxPhase, k: ConvKernel): string {
     `let iy = ${u(ph.py)} + ${u(s)} * (t_q / ${u(ph.Wp)});`,
     `let ix = ${u(ph.px)} + ${u(s)} * (t_q % ${u(ph.Wp)});`,
   ];
+  if (k.gen === 2) return convDxWgsl2(c, ph, k);
   return matmulWgsl(kernelOf({ ...k, vecA: false }, false), {
     loadA: (r, row, kk) => [
       ...tapOf(kk),
@@ -206,12 +255,61 @@ export function convDxWgsl(c: ConvShape, ph: DxPhase, k: ConvKernel): string {
   });
 }
 
+/** convDxWgsl with each thread's rows (ci of ŵ, the phase pixel of ĝ) decomposed once. */
+function convDxWgsl2(c: ConvShape, ph: DxPhase, k: ConvKernel): string {
+  const s = c.stride, KK = c.kh * c.kw, Po = c.Ho * c.Wo;
+  const T = Math.max(1, ph.nky * ph.nkx), nkx = Math.max(1, ph.nkx);
+  // A phase without pixels (H or W below the stride) dispatches nothing; no division by 0 either.
+  const PP = Math.max(1, ph.Hp * ph.Wp), Wp = Math.max(1, ph.Wp);
+  const tapOf = (kk: string) => [
+    `let co = ${kk} / ${u(T)}; let t = ${kk} % ${u(T)};`,
+    `let jy = t / ${u(nkx)}; let jx = t % ${u(nkx)};`,
+  ];
+  const pixelOf = (q: string) => [
+    `let q_b = ${q} / ${u(PP)}; let t_q = ${q} % ${u(PP)};`,
+    `let iy = ${u(ph.py)} + ${u(s)} * (t_q / ${u(Wp)});`,
+    `let ix = ${u(ph.px)} + ${u(s)} * (t_q % ${u(Wp)});`,
+  ];
+  return matmulWgsl(kernelOf({ ...k, vecA: false }, false), {
+    // ŵ[ci, (co, jy, jx)] = w[co, ci, ky0 + s·jy, kx0 + s·jx].
+    rowA: (p, row) => [`let ${p}off = ${row} * ${u(KK)} + ${u(ph.ky0 * c.kw + ph.kx0)};`],
+    loadA: (r, _row, kk, p) => [
+      ...tapOf(kk),
+      `${r} = A[co * ${u(c.Cin * KK)} + ${p}off + jy * ${u(s * c.kw)} + jx * ${u(s)}];`,
+    ],
+    // Tap (jy, jx) reaches input pixel (iy, ix) = (py + s·ty, px + s·tx) from output
+    // (oy0 − jy, ox0 − jx), oy0 = (iy + pt − ky0) / s = ty + (py + pt − ky0) / s: exact and ≥ 0,
+    // as ky0 = (py + pt) mod s.
+    rowB: (p, row) => [
+      `let ${p}q_b = ${row} / ${u(PP)}; let ${p}t = ${row} % ${u(PP)};`,
+      `let ${p}oy = i32(${p}t / ${u(Wp)} + ${u((ph.py + c.pt - ph.ky0) / s)});`,
+      `let ${p}ox = i32(${p}t % ${u(Wp)} + ${u((ph.px + c.pl - ph.kx0) / s)});`,
+      `let ${p}base = ${p}q_b * ${u(c.Cout * Po)};`,
+    ],
+    loadB: (r, _row, kk, p) => [
+      ...tapOf(kk),
+      `let oy = ${p}oy - i32(jy); let ox = ${p}ox - i32(jx);`,
+      `if (u32(oy) < ${u(c.Ho)} && u32(ox) < ${u(c.Wo)}) {`,
+      `  ${r} = B[${p}base + co * ${u(Po)} + u32(oy) * ${u(c.Wo)} + u32(ox)];`,
+      `}`,
+    ],
+    store: nchwStore(
+      c.Cin,
+      c.H * c.W,
+      k.vecC,
+      (q) => [...pixelOf(q), `let o = iy * ${u(c.W)} + ix;`],
+      false,
+    ),
+  });
+}
+
 /**
  * Partial dW sums: slab z of C [S, Cout, Cin·kh·kw] is g · x̂ᵀ over pixels q in
  * [z·kSplit, (z + 1)·kSplit). A = g [B, Cout, Ho, Wo] read as [Cout, B·Ho·Wo], B = x.
  */
 export function convDwWgsl(c: ConvShape, k: ConvKernel): string {
   const P = c.Ho * c.Wo;
+  if (k.gen === 2) return convDwWgsl2(c, k);
   return matmulWgsl(kernelOf(k, true), {
     splitK: true,
     loadA: (r, row, kk) => {
@@ -220,5 +318,49 @@ export function convDwWgsl(c: ConvShape, k: ConvKernel): string {
       return [k.vecA ? `${r} = A[(${at}) >> 2u];` : `${r} = A[${at}];`];
     },
     loadB: (r, row, kk) => patchLoad(c, "B", r, row, kk),
+  });
+}
+
+/** convDwWgsl with both operands loaded along K (the pixels) and the taps decomposed once. */
+function convDwWgsl2(c: ConvShape, k: ConvKernel): string {
+  const P = c.Ho * c.Wo, KK = c.kh * c.kw, HW = c.H * c.W, s = c.stride;
+  const inside = insideAlways(c);
+  const pixel = (kk: string) => [
+    `let b = ${kk} / ${u(P)}; let pix = ${kk} % ${u(P)};`,
+    `let oy = pix / ${u(c.Wo)}; let ox = pix % ${u(c.Wo)};`,
+  ];
+  return matmulWgsl(kernelOf({ ...k, vecA: false }, true), {
+    splitK: true,
+    kMajor: { A: true, B: true },
+    // g[b, co, pix]: a warp reads 8 consecutive pixels of 4 channels.
+    rowA: (p, row) => [`let ${p}off = ${row} * ${u(P)};`],
+    loadA: (r, _row, kk, p) => [
+      `${r} = A[${kk} / ${u(P)} * ${u(c.Cout * P)} + ${p}off + ${kk} % ${u(P)}];`,
+    ],
+    // x̂[(ci, ky, kx), (b, oy, ox)] = x[b, ci, oy·s + ky − pt, ox·s + kx − pl].
+    rowB: (p, row) => [
+      `let ${p}ci = ${row} / ${u(KK)}; let ${p}tap = ${row} % ${u(KK)};`,
+      `let ${p}ky = i32(${p}tap / ${u(c.kw)}) - ${c.pt}; let ${p}kx = i32(${p}tap % ${
+        u(c.kw)
+      }) - ${c.pl};`,
+      inside
+        ? `let ${p}off = ${p}ci * ${u(HW)} + u32(${p}ky) * ${u(c.W)} + u32(${p}kx);`
+        : `let ${p}off = ${p}ci * ${u(HW)};`,
+    ],
+    loadB: (r, _row, kk, p) => {
+      if (inside) {
+        return [
+          ...pixel(kk),
+          `${r} = B[b * ${u(c.Cin * HW)} + ${p}off + oy * ${u(s * c.W)} + ox * ${u(s)}];`,
+        ];
+      }
+      return [
+        ...pixel(kk),
+        `let iy = i32(oy * ${u(s)}) + ${p}ky; let ix = i32(ox * ${u(s)}) + ${p}kx;`,
+        `if (u32(iy) < ${u(c.H)} && u32(ix) < ${u(c.W)}) {`,
+        `  ${r} = B[b * ${u(c.Cin * HW)} + ${p}off + u32(iy) * ${u(c.W)} + u32(ix)];`,
+        `}`,
+      ];
+    },
   });
 }

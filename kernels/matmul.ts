@@ -119,9 +119,28 @@ function tileProblem(t: MatmulTile): void {
   if ((t.bm * t.bk / 4) % n || (t.bn * t.bk / 4) % n) bad("tile loads don't divide among threads");
 }
 
-/** Workgroup memory a tile needs (it must fit maxComputeWorkgroupStorageSize). */
-export function workgroupBytes(t: MatmulTile, dtype: "f32" | "f16" = "f32"): number {
-  return (t.prefetch ? 2 : 1) * (t.bm + t.bn) * t.bk * (dtype === "f16" ? 2 : 4);
+/**
+ * Workgroup memory a tile needs (it must fit maxComputeWorkgroupStorageSize), with the padding
+ * of the operands loaded along K (GemmHooks.kMajor), if any.
+ */
+export function workgroupBytes(
+  t: MatmulTile,
+  dtype: "f32" | "f16" = "f32",
+  kMajor: { A?: boolean; B?: boolean } = {},
+): number {
+  const pads = kMajorPad(t, kMajor.A, t.bm) + kMajorPad(t, kMajor.B, t.bn);
+  return (t.prefetch ? 2 : 1) * (t.bm + t.bn + 4 * pads) * t.bk * (dtype === "f16" ? 2 : 4);
+}
+
+/** kk per 32 threads of a K-major load: 8 (× 4 rows), else 4 (× 8 rows), 0 where neither fits. */
+function kMajorWidth(t: MatmulTile, rows: number): number {
+  return t.bk % 8 === 0 ? 8 : rows % 8 === 0 ? 4 : 0;
+}
+
+/** The vec4s a K-major operand's workgroup rows are padded by (0 if not K-major). */
+function kMajorPad(t: MatmulTile, on: boolean | undefined, rows: number): number {
+  const kw = on ? kMajorWidth(t, rows) : 0;
+  return kw ? 8 / kw : 0;
 }
 
 /** Words of the uniform block, in order; see packMatmulParams. */
@@ -178,8 +197,24 @@ export interface GemmHooks {
    * row < M (N) and kk < K. `r` is a vec4 of kk…kk+3 when the operand is vec and contiguous
    * along K, a scalar when it is not vec; an implicit operand's A/B binding may go unused.
    */
-  loadA?: (r: string, row: string, kk: string) => string[];
-  loadB?: (r: string, row: string, kk: string) => string[];
+  loadA?: (r: string, row: string, kk: string, pre: string) => string[];
+  loadB?: (r: string, row: string, kk: string, pre: string) => string[];
+  /**
+   * Lines run once per distinct row a thread loads, before the K loop (a thread's rows do not
+   * change with K): they define values named from prefix `pre` that the operand's load hook then
+   * reads (its 4th argument), so per-row index arithmetic leaves the inner loop. `row` may be
+   * out of range here (no reads of memory); the load is still only called where row < M (N).
+   */
+  rowA?: (pre: string, row: string) => string[];
+  rowB?: (pre: string, row: string) => string[];
+  /**
+   * Operands loaded along K: a warp's 32 threads read 8 consecutive kk of 4 rows (4 kk of 8
+   * where BK is not a multiple of 8), so an operand whose memory runs along K (a weight
+   * gradient's pixels) is read in whole sectors. Its tile's k rows are padded in workgroup
+   * memory so those stores don't collide on one bank (workgroupBytes counts the padding).
+   * Scalar loads, through the operand's hook; the operand must not be vec.
+   */
+  kMajor?: { A?: boolean; B?: boolean };
   /**
    * Lines storing `v`, the vec4<f32> of outputs (m, n…n+3) after alpha, for m < M; the hook
    * checks n + j < N itself. Replaces C, bias and beta.
@@ -216,9 +251,11 @@ export function matmulWgsl(k: MatmulKernel, hooks: GemmHooks = {}): string {
   }
   for (const d of hooks.decls ?? []) emit(d);
   // Indexed [buffer][k][row / 4]; the outer indices are constants in the unrolled inner product,
-  // so the bounds clamps naga adds there fold away.
-  emit(`var<workgroup> As: array<array<array<vec4<${w}>, ${t.bm / 4}>, ${t.bk}>, ${nbuf}>;`);
-  emit(`var<workgroup> Bs: array<array<array<vec4<${w}>, ${t.bn / 4}>, ${t.bk}>, ${nbuf}>;`);
+  // so the bounds clamps naga adds there fold away. A K-major operand's k rows are padded by
+  // 32 / kw words: the kw k rows a warp stores at once then start in different banks.
+  const padA = kMajorPad(t, hooks.kMajor?.A, t.bm), padB = kMajorPad(t, hooks.kMajor?.B, t.bn);
+  emit(`var<workgroup> As: array<array<array<vec4<${w}>, ${t.bm / 4 + padA}>, ${t.bk}>, ${nbuf}>;`);
+  emit(`var<workgroup> Bs: array<array<array<vec4<${w}>, ${t.bn / 4 + padB}>, ${t.bk}>, ${nbuf}>;`);
   emit("");
   emit(`@compute @workgroup_size(${T})`);
   emit(`fn main(@builtin(workgroup_id) wid: vec3<u32>,
@@ -242,8 +279,20 @@ export function matmulWgsl(k: MatmulKernel, hooks: GemmHooks = {}): string {
     rowsVar: string; // "M" or "N"
     base: string;
     rowBase: string;
-    load?: (r: string, row: string, kk: string) => string[];
+    load?: (r: string, row: string, kk: string, pre: string) => string[];
+    rowHook?: (pre: string, row: string) => string[];
+    /** Loads along K: kw consecutive kk of rw rows per 32 threads. */
+    km: { kw: number; rw: number } | null;
   }
+  const kMajorOf = (name: "A" | "B", vec: boolean, rows: number): Operand["km"] => {
+    if (!hooks.kMajor?.[name]) return null;
+    if (vec) throw new Error(`matmulWgsl: operand ${name} can't be both vec and K-major`);
+    if (!(name === "A" ? hooks.loadA : hooks.loadB)) {
+      throw new Error(`matmulWgsl: K-major operand ${name} needs a load hook`);
+    }
+    const kw = kMajorWidth(t, rows);
+    return kw ? { kw, rw: 32 / kw } : null;
+  };
   const ops: Operand[] = [
     {
       name: "A",
@@ -254,6 +303,8 @@ export function matmulWgsl(k: MatmulKernel, hooks: GemmHooks = {}): string {
       base: "aBase",
       rowBase: "rowBase",
       load: hooks.loadA,
+      rowHook: hooks.rowA,
+      km: kMajorOf("A", k.vecA, t.bm),
     },
     {
       name: "B",
@@ -264,6 +315,8 @@ export function matmulWgsl(k: MatmulKernel, hooks: GemmHooks = {}): string {
       base: "bBase",
       rowBase: "colBase",
       load: hooks.loadB,
+      rowHook: hooks.rowB,
+      km: kMajorOf("B", k.vecB, t.bn),
     },
   ];
   const loads = (o: Operand) => (o.vec ? (o.rows * t.bk) / 4 : o.rows * t.bk) / T;
@@ -273,18 +326,56 @@ export function matmulWgsl(k: MatmulKernel, hooks: GemmHooks = {}): string {
     for (let i = 0; i < loads(o); i++) emit(`  var ${reg(o, i)}: ${regType(o)};`);
   }
 
+  /**
+   * Where load i of a thread goes in the tile: its row (from the tile's first) and its kk (from
+   * the slice's first). Rows never depend on the slice, and offsets are reduced modulo the
+   * mapping's period so that loads of one row give one string (their hoisted values are shared).
+   */
+  const place = (o: Operand, i: number): { row: string; kk: string } => {
+    const c = i * T;
+    const idx = `(lid + ${c}u)`;
+    const plus = (off: number) => (off ? ` + ${off}u` : "");
+    if (o.km) {
+      const { kw, rw } = o.km, G = o.rows / rw;
+      const row = T % 32 === 0
+        ? `((lid / 32u${plus((c / 32) % G)}) % ${G}u) * ${rw}u + lid % ${rw}u`
+        : `((${idx} / 32u) % ${G}u) * ${rw}u + ${idx} % ${rw}u`;
+      return { row, kk: `(${idx} / ${32 * G}u) * ${kw}u + (${idx} % 32u) / ${rw}u` };
+    }
+    if (o.vec && !o.contigK) {
+      const q = o.rows / 4;
+      return { row: `((lid${plus(c % q)}) % ${q}u) * 4u`, kk: `${idx} / ${q}u` };
+    }
+    const kk = o.vec ? `(${idx} / ${o.rows}u) * 4u` : `${idx} / ${o.rows}u`;
+    return { row: `(lid${plus(c % o.rows)}) % ${o.rows}u`, kk };
+  };
+  // Hoisted rows: one variable (and the hook's values) per distinct row of an operand with a row
+  // hook, defined before the K loop.
+  const hoisted = new Map<string, string>();
+  for (const o of ops) {
+    if (!o.rowHook || !o.load) continue;
+    for (let i = 0; i < loads(o); i++) {
+      const key = `${o.name} ${place(o, i).row}`;
+      if (hoisted.has(key)) continue;
+      const pre = `${o.name.toLowerCase()}${hoisted.size}_`;
+      hoisted.set(key, pre);
+      emit(`  let ${pre}row = ${o.rowBase} + ${place(o, i).row};`);
+      for (const line of o.rowHook(pre, `${pre}row`)) emit(`  ${line}`);
+    }
+  }
+
   // Global loads of the slice starting at k0 into the registers. Out-of-range elements read as 0,
   // which makes every tile edge exact without branches in the inner product.
   const kEnd = hooks.splitK ? "kEnd" : "K";
   /** The guarded load: the operand's own hook, or `plain` (a read of the stored matrix). */
-  const guarded = (indent: string, o: Operand, r: string, plain: string) => {
+  const guarded = (indent: string, o: Operand, r: string, plain: string, pre = "") => {
     const cond = `row < ${o.rowsVar} && kk < ${kEnd}`;
     if (!o.load) {
       emit(`${indent}  if (${cond}) { ${r} = ${plain}; } }`);
       return;
     }
     emit(`${indent}  if (${cond}) {`);
-    for (const line of o.load(r, "row", "kk")) emit(`${indent}    ${line}`);
+    for (const line of o.load(r, "row", "kk", pre)) emit(`${indent}    ${line}`);
     emit(`${indent}  } }`);
   };
   const loadSlice = (indent: string) => {
@@ -292,26 +383,24 @@ export function matmulWgsl(k: MatmulKernel, hooks: GemmHooks = {}): string {
       const R = o.rowsVar;
       for (let i = 0; i < loads(o); i++) {
         const r = reg(o, i);
-        const idx = `lid + ${i * T}u`;
+        const at = place(o, i);
+        const pre = hoisted.get(`${o.name} ${at.row}`);
+        emit(`${indent}{ let row = ${pre ? `${pre}row` : `${o.rowBase} + ${at.row}`};`);
+        emit(`${indent}  let kk = k0 + ${at.kk};`);
         if (o.vec && o.contigK) {
           // vec4 along K: element (row, kq·4 .. kq·4+3) of a row-major [rows, K] matrix.
-          emit(`${indent}{ let row = ${o.rowBase} + (${idx}) % ${o.rows}u;`);
-          emit(`${indent}  let kk = k0 + ((${idx}) / ${o.rows}u) * 4u;`);
           emit(`${indent}  ${r} = vec4<${w}>(0.0);`);
-          guarded(indent, o, r, `vec4<${w}>(${o.name}[(${o.base} + row * K + kk) >> 2u])`);
+          guarded(indent, o, r, `vec4<${w}>(${o.name}[(${o.base} + row * K + kk) >> 2u])`, pre);
         } else if (o.vec) {
           // vec4 along the rows: element (k, rq·4 .. rq·4+3) of a row-major [K, rows] matrix.
-          emit(`${indent}{ let row = ${o.rowBase} + ((${idx}) % ${o.rows / 4}u) * 4u;`);
-          emit(`${indent}  let kk = k0 + (${idx}) / ${o.rows / 4}u;`);
           emit(`${indent}  ${r} = vec4<${w}>(0.0);`);
-          guarded(indent, o, r, `vec4<${w}>(${o.name}[(${o.base} + kk * ${R} + row) >> 2u])`);
+          guarded(indent, o, r, `vec4<${w}>(${o.name}[(${o.base} + kk * ${R} + row) >> 2u])`, pre);
         } else {
-          // Scalars; consecutive threads take consecutive rows so workgroup stores don't conflict.
+          // Scalars; consecutive threads take consecutive rows so workgroup stores don't conflict
+          // (or, K-major, consecutive kk: the padded tile rows keep those stores apart).
           const addr = o.contigK ? `row * K + kk` : `kk * ${R} + row`;
-          emit(`${indent}{ let row = ${o.rowBase} + (${idx}) % ${o.rows}u;`);
-          emit(`${indent}  let kk = k0 + (${idx}) / ${o.rows}u;`);
           emit(`${indent}  ${r} = 0.0;`);
-          guarded(indent, o, r, `${w}(${o.name}[${o.base} + ${addr}])`);
+          guarded(indent, o, r, `${w}(${o.name}[${o.base} + ${addr}])`, pre);
         }
       }
     }
@@ -333,7 +422,8 @@ export function matmulWgsl(k: MatmulKernel, hooks: GemmHooks = {}): string {
             `${indent}${S}[(${idx}) / ${o.rows / 4}u][(${idx}) % ${o.rows / 4}u] = ${r};`,
           );
         } else {
-          emit(`${indent}{ let row = (${idx}) % ${o.rows}u; let kk = (${idx}) / ${o.rows}u;`);
+          const at = place(o, i);
+          emit(`${indent}{ let row = ${at.row}; let kk = ${at.kk};`);
           emit(`${indent}  ${S}[kk][row >> 2u][row & 3u] = ${r}; }`);
         }
       }
@@ -363,8 +453,12 @@ export function matmulWgsl(k: MatmulKernel, hooks: GemmHooks = {}): string {
     if (half) { for (const p of accNames("p")) emit(`${indent}var ${p} = vec4<f16>(0.0);`); }
     for (let kk = 0; kk < t.bk; kk++) {
       emit(`${indent}{ // k + ${kk}`);
-      for (let g = 0; g < GM; g++) emit(`${indent}let a${g} = As[${buf}][${kk}][${g * TY}u + ty];`);
-      for (let h = 0; h < GN; h++) emit(`${indent}let b${h} = Bs[${buf}][${kk}][${h * TX}u + tx];`);
+      for (let g = 0; g < GM; g++) {
+        emit(`${indent}let a${g} = As[${buf}][${kk}][${g * TY}u + ty];`);
+      }
+      for (let h = 0; h < GN; h++) {
+        emit(`${indent}let b${h} = Bs[${buf}][${kk}][${h * TX}u + tx];`);
+      }
       if (colAcc) {
         for (const [h, j] of cols) {
           emit(`${indent}{ let s = vec4<${w}>(b${h}.${comp[j]});`);

@@ -1,5 +1,13 @@
 import { type MatmulTile, tileName, TILES } from "../kernels/matmul.ts";
-import { conv2d, type Conv2dMethod, type Conv2dOptions, DOWNSAMPLE } from "../lib/tensor/conv2d.ts";
+import {
+  conv2d,
+  type Conv2dMethod,
+  type Conv2dOptions,
+  DOWNSAMPLE,
+  setImplicitGenerations,
+} from "../lib/tensor/conv2d.ts";
+import { biasGrad } from "../lib/tensor/conv2d_im2col.ts";
+import { convBiasGrad } from "../lib/tensor/conv2d_implicit.ts";
 import { tensor, tidyAsync } from "../lib/tensor/tensor.ts";
 import {
   assertClose,
@@ -34,7 +42,8 @@ async function check(c: Case, what: string) {
   if (bias) assertClose(grads[2]!, ref.db, 1e-5, `${what} dbias`);
 }
 
-const METHODS: Conv2dMethod[] = ["implicit", "im2col"];
+const METHODS: Conv2dMethod[] = ["implicit", "implicit-v1", "im2col"];
+const IMPLICIT: Conv2dMethod[] = ["implicit", "implicit-v1"];
 
 Deno.test("conv2d forward and gradients match float64 at odd sizes, strides and paddings", async () => {
   await gpuReady;
@@ -64,6 +73,17 @@ Deno.test("conv2d forward and gradients match float64 at odd sizes, strides and 
     ["vec4 paths", { x: [2, 8, 12, 12], w: [16, 8, 3, 3], bias: true, opts: { padding: 1 } }],
     // More than one tile along every GEMM dim, K not a multiple of 4.
     ["70 channels", { x: [2, 9, 9, 11], w: [70, 9, 3, 3], bias: true, opts: { padding: 1 } }],
+    // Batch 3, odd channel counts, H ≠ W: downsampling, 1×1 (planes of 4n and not), 3×3.
+    ["downsample b3 9x7", { x: [3, 5, 9, 7], w: [7, 5, 3, 3], bias: true, opts: DOWNSAMPLE }],
+    ["1x1 b3 odd", { x: [3, 7, 5, 9], w: [5, 7, 1, 1], bias: true, opts: {} }],
+    ["1x1 b3 vec4", { x: [3, 5, 4, 6], w: [3, 5, 1, 1], bias: true, opts: {} }],
+    ["3x3 b3 p1 odd", { x: [3, 3, 6, 11], w: [5, 3, 3, 3], bias: true, opts: { padding: 1 } }],
+    // Unpadded, with taps that never leave the image (no bounds checks generated).
+    ["3x3 s2 unpadded", { x: [3, 3, 9, 11], w: [5, 3, 3, 3], bias: true, opts: { stride: 2 } }],
+    // Pixels a stride-2 phase misses (H = 1): the phase without pixels dispatches nothing.
+    ["1 row s2", { x: [2, 3, 1, 6], w: [4, 3, 3, 3], bias: true, opts: { stride: 2, padding: 1 } }],
+    // 2376 pixels: the automatic K split of the weight gradient cuts 2 slabs.
+    ["auto slabs", { x: [3, 5, 33, 24], w: [7, 5, 3, 3], bias: true, opts: { padding: 1 } }],
   ];
   for (const method of METHODS) {
     for (const [what, c] of cases) {
@@ -95,11 +115,34 @@ Deno.test("conv2d gives the same result when cut into image units, row bands and
     );
   }
   // The implicit weight gradient's K split into 5 and 7 slabs of vec4s (the last ones short).
-  for (const splits of [5, 7]) {
-    await check(
-      { ...base, x: [...base.x], w: [...base.w], opts: { padding: 1, splits } },
-      `${splits} slabs`,
-    );
+  for (const method of IMPLICIT) {
+    for (const splits of [5, 7]) {
+      await check(
+        { ...base, x: [...base.x], w: [...base.w], opts: { padding: 1, splits, method } },
+        `${method} ${splits} slabs`,
+      );
+    }
+  }
+});
+
+Deno.test("implicit conv2d with its kernels' generations mixed", async () => {
+  // Each kernel of the second generation beside the first generation's others (and the reverse),
+  // as tools/profile_tokenizer_step.ts times them.
+  await gpuReady;
+  const keys = ["forward", "dx", "dw", "bias"] as const;
+  try {
+    for (const key of keys) {
+      for (const [on, off] of [[2, 1], [1, 2]] as const) {
+        const gens = Object.fromEntries(keys.map((k) => [k, k === key ? on : off]));
+        setImplicitGenerations(gens);
+        await check(
+          { x: [3, 5, 9, 7], w: [7, 5, 3, 3], bias: true, opts: { ...DOWNSAMPLE } },
+          `${key} ${on}, others ${off}`,
+        );
+      }
+    }
+  } finally {
+    setImplicitGenerations({ forward: 2, dx: 2, dw: 2, bias: 2 });
   }
 });
 
@@ -114,12 +157,28 @@ Deno.test("implicit conv2d is right with the large matmul tiles", async () => {
     [TILES.wide, DOWNSAMPLE],
     [{ ...TILES.large, prefetch: true }, DOWNSAMPLE],
   ];
-  for (const [tile, opts] of cases) {
-    await check(
-      { x: [2, 6, 9, 10], w: [10, 6, 3, 3], bias: true, opts: { ...opts, tile } },
-      `tile ${tileName(tile)} stride ${opts.stride ?? 1}`,
-    );
+  for (const method of IMPLICIT) {
+    for (const [tile, opts] of cases) {
+      await check(
+        { x: [2, 6, 9, 10], w: [10, 6, 3, 3], bias: true, opts: { ...opts, tile, method } },
+        `${method} tile ${tileName(tile)} stride ${opts.stride ?? 1}`,
+      );
+    }
   }
+  // 1×1 at 128×128 (the generation-2 path with no bounds checks) and a 4-deep K tile.
+  await check(
+    { x: [3, 9, 7, 5], w: [11, 9, 1, 1], bias: true, opts: { tile: TILES.large } },
+    "1x1 tile 128x128",
+  );
+  await check(
+    {
+      x: [3, 5, 7, 6],
+      w: [6, 5, 3, 3],
+      bias: true,
+      opts: { ...DOWNSAMPLE, tile: { bm: 64, bn: 64, bk: 4, tm: 8, tn: 8, prefetch: false } },
+    },
+    "downsample tile 64x64x4",
+  );
 });
 
 Deno.test("the conv2d reference agrees with central differences", () => {
@@ -150,4 +209,46 @@ Deno.test("conv2d refuses shapes that disagree, naming the op and the shapes", a
     assertThrows(() => conv2d(x, w([4, 3, 3, 3]), undefined, { stride: 0 }), /stride/, "stride");
     await Promise.resolve();
   });
+});
+
+Deno.test("the conv bias gradient (plane sums, then channel sums) matches float64", async () => {
+  // Direct calls of both kernels, so a gradient the op never asks for is still checked: planes of
+  // 4n pixels (vec4 loads) and not, more pixels than a workgroup's threads, one channel.
+  await gpuReady;
+  const shapes: [number, number, number, number][] = [
+    [3, 5, 7, 9],
+    [3, 7, 4, 6],
+    [2, 3, 33, 41],
+    [1, 1, 3, 1],
+    [5, 130, 2, 2],
+  ];
+  for (const [B, C, Ho, Wo] of shapes) {
+    const n = B * C * Ho * Wo;
+    const data = f32(randn(n));
+    const ref = new Float64Array(C);
+    for (let i = 0; i < n; i++) ref[Math.floor(i / (Ho * Wo)) % C] += data[i];
+    const g = {
+      B,
+      Cin: 1,
+      H: Ho,
+      W: Wo,
+      Cout: C,
+      kh: 1,
+      kw: 1,
+      stride: 1,
+      pad: [0, 0, 0, 0] as const,
+      Ho,
+      Wo,
+    };
+    for (const [what, fn] of [["convBiasGrad", convBiasGrad], ["biasGrad", biasGrad]] as const) {
+      const out = await tidyAsync(async () => {
+        const gy = tensor(Float32Array.from(data), [B, C, Ho, Wo]);
+        const db = fn(gy, g);
+        const got = await db.toArray();
+        db.dispose();
+        return got;
+      });
+      assertClose(out, ref, 1e-5, `${what} [${B}, ${C}, ${Ho}, ${Wo}]`);
+    }
+  }
 });

@@ -1,7 +1,7 @@
 // Batched matmul and linear against a float64 CPU reference on fresh random inputs: every
 // transpose combination, sizes off the tile grid, broadcast batches, both tiles, scalar and vec4
 // paths, f16 storage, the fused epilogue, backward, and refusals of bad shapes.
-import { gpu, initGpu } from "../lib/gpu/mod.ts";
+import { dispatch, gpu, initGpu, pipeline } from "../lib/gpu/mod.ts";
 import { ShapeError } from "../lib/errors.ts";
 import { backward } from "../lib/tensor/autograd.ts";
 import {
@@ -9,7 +9,7 @@ import {
   floatToHalf,
   halfToFloat,
   parameter,
-  type Tensor,
+  Tensor,
   tensor,
   tidy,
 } from "../lib/tensor/tensor.ts";
@@ -22,7 +22,15 @@ import {
   matmulWith,
   planMatmul,
 } from "../lib/tensor/matmul.ts";
-import { type MatmulTile, parseTile, tileName, TILES } from "../kernels/matmul.ts";
+import {
+  type GemmHooks,
+  type MatmulTile,
+  matmulWgsl,
+  packMatmulParams,
+  parseTile,
+  tileName,
+  TILES,
+} from "../kernels/matmul.ts";
 
 await initGpu();
 const hasF16 = gpu().f16;
@@ -480,4 +488,102 @@ Deno.test("chooseSplitK: long K under a small output grid splits, full grids and
     const got = chooseSplitK(M, N, K);
     if (got !== want) throw new Error(`chooseSplitK(${M}, ${N}, ${K}) = ${got}, want ${want}`);
   }
+});
+
+Deno.test("matmul generator hooks: K-major loads into padded tiles, and rows hoisted out of K", async () => {
+  // A [M, K] and B [N, K] both read along K through hooks (as the convolutions' weight gradient
+  // reads its pixels), the K range split over 3 slabs; each slab against float64.
+  const [M, N, K, S] = [37, 45, 83, 3];
+  const KS = 32;
+  const aData = roundTo(random(M * K), "f32"), bData = roundTo(random(N * K), "f32");
+  const tiles: MatmulTile[] = [
+    TILES.large,
+    TILES.wide,
+    TILES.small,
+    { ...TILES.large, prefetch: true },
+    { bm: 64, bn: 64, bk: 4, tm: 8, tn: 8, prefetch: false }, // 4 kk × 8 rows a warp
+    { bm: 16, bn: 64, bk: 16, tm: 4, tn: 4, prefetch: true }, // A's 16 rows: half a bank row
+    { bm: 16, bn: 16, bk: 16, tm: 4, tn: 4, prefetch: false }, // 16 threads: warps unaligned
+  ];
+  const variants: [string, GemmHooks["kMajor"], boolean][] = [
+    ["K-major A and B, hoisted rows", { A: true, B: true }, true],
+    ["K-major B", { B: true }, false],
+    ["hoisted rows only", {}, true],
+  ];
+  const a = tensor(aData, [M, K]), b = tensor(bData, [N, K]);
+  for (const tile of tiles) {
+    for (const [what, kMajor, hoist] of variants) {
+      const label = `${tileName(tile)} ${what}`;
+      const hooks: GemmHooks = {
+        splitK: true,
+        kMajor,
+        loadA: (r, row, kk, p) => [`${r} = A[${hoist ? `${p}off` : `${row} * ${K}u`} + ${kk}];`],
+        loadB: (r, row, kk, p) => [`${r} = B[${hoist ? `${p}off` : `${row} * ${K}u`} + ${kk}];`],
+        ...(hoist
+          ? {
+            rowA: (p: string, row: string) => [`let ${p}off = ${row} * ${K}u;`],
+            rowB: (p: string, row: string) => [`let ${p}off = ${row} * ${K}u;`],
+          }
+          : {}),
+      };
+      const code = matmulWgsl({
+        tile,
+        dtype: "f32",
+        transA: false,
+        transB: true,
+        vecA: false,
+        vecB: false,
+        vecC: false,
+        bias: false,
+        accumulate: false,
+      }, hooks);
+      // The paths under test are really generated: A's tile padded by 32 / kw words when
+      // K-major, hoisted rows.
+      const pad = kMajor?.A ? (tile.bk % 8 === 0 ? 1 : 2) : 0;
+      if (!code.includes(`var<workgroup> As: array<array<array<vec4<f32>, ${tile.bm / 4 + pad}>`)) {
+        throw new Error(`${label}: A's tile not padded by ${pad} vec4s`);
+      }
+      if (hoist !== code.includes("let a0_row = rowBase")) {
+        throw new Error(`${label}: hoisted rows ${hoist ? "missing" : "unexpected"}`);
+      }
+      const c = new Tensor([S, M, N], "f32");
+      const params = packMatmulParams({
+        M,
+        N,
+        K,
+        batchInner: S,
+        offA: 0,
+        offB: 0,
+        offC: 0,
+        sA: [0, 0],
+        sB: [0, 0],
+        sC: [0, M * N],
+        alpha: 1,
+        beta: 0,
+        kSplit: KS,
+      });
+      dispatch(pipeline(code), [a.buffer, b.buffer, c.buffer], params, [
+        Math.ceil(N / tile.bn),
+        Math.ceil(M / tile.bm),
+        S,
+      ]);
+      const got = await c.toArray();
+      c.dispose();
+      for (let z = 0; z < S; z++) {
+        const ref = new Float64Array(M * N);
+        for (let m = 0; m < M; m++) {
+          for (let n = 0; n < N; n++) {
+            let acc = 0;
+            for (let k = z * KS; k < Math.min(K, (z + 1) * KS); k++) {
+              acc += aData[m * K + k] * bData[n * K + k];
+            }
+            ref[m * N + n] = acc;
+          }
+        }
+        expectClose(`${label} slab ${z}`, got.slice(z * M * N, (z + 1) * M * N), ref, 1e-5);
+      }
+    }
+  }
+  a.dispose();
+  b.dispose();
 });

@@ -3,8 +3,9 @@
 # beside PyTorch's in the same run.
 #   source .device/env.sh && tools/measure-device.sh [SECTION ...]
 # Sections (all by default):
-#   tokenizer  tiny64 tokenizer step at batch 32: implicit GEMM and im2col convolutions (GPU profile
-#              and back-to-back timing), then tools/torch_tokenizer_step.py (fp32, TF32, bf16)
+#   tokenizer  tiny64 tokenizer step at batch 32: the conv/GroupNorm kernel variants new, v1 and
+#              im2col (GPU profile and back-to-back timing), then tools/torch_tokenizer_step.py
+#              (fp32, TF32, bf16)
 #   model      VMambAR training step and generation at tiny64 (batch 64) and base256 (batch 16),
 #              then the PyTorch reference's parity check and timing (tools/reference/check.sh)
 #   default    the default model's training step (d 192, 8 layers) and `vmambar bench generate`

@@ -1,6 +1,7 @@
 // Where a tokenizer training step's dispatches go, and what recording them costs on the host.
 // Run: deno run -A tools/profile_tokenizer_step.ts [--preset tiny64] [--batch 4] [--steps 3]
-//        [--conv implicit|im2col] [--compare] [--gpu] [--gpu-tiles]
+//        [--conv implicit|implicit-v1|im2col] [--gn-backward 1|2] [--compare [--variants …]]
+//        [--gpu] [--gpu-tiles]
 // Prints dispatches per step by pipeline (its generator key or its WGSL file's first words, then
 // the entry point), and the host time of trainStep(): recording and CPU work, timed with the GPU
 // idle (a sync before each step), so a software adapter's threads don't share the CPU with it.
@@ -8,9 +9,16 @@
 // --gpu then times `steps` more steps with a timestamp around every dispatch (each in a pass of
 // its own, so the sum runs a little above a normal step) and prints GPU ms per step by pipeline.
 // --gpu-tiles: on a CPU adapter, the GEMM tiles a GPU would get instead of cpuTile's.
-// --conv picks conv2d's path (default implicit GEMMs). --compare profiles both paths in one run,
-// then times `steps` back-to-back steps of each (one sync at the end, so the GPU never waits on
-// the host between them), twice in alternation, and prints both and im2col's time over implicit's.
+// --conv picks conv2d's path (default implicit GEMMs, their second generation; implicit-v1 the
+// first), --gn-backward groupNorm's backward pass (2, one pass of plane sums, by default).
+// --compare profiles several variants in one run (--variants, comma-separated, default
+// "new,v1,im2col": new = implicit + groupNorm's one-pass statistics and backward, v1 =
+// implicit-v1 + groupNorm's first kernels (the step before the second generation), im2col =
+// im2col + groupNorm's first kernels; or any conv method, with ":1"/":2" for groupNorm's kernels,
+// then "+forward1", "+dx1", "+dw1", "+bias1", "+gnstats1", "+gnbackward1" to keep one kernel on
+// its first generation, e.g. new+dw1), then times `steps` back-to-back steps of each (one sync
+// at the end, so the GPU never waits on the host between them), twice in alternation, and
+// prints each one's time and its ratio to the first.
 import { parseArgs } from "node:util";
 import {
   gpuProfile,
@@ -20,7 +28,19 @@ import {
   stopGpuProfile,
   sync,
 } from "../lib/gpu/mod.ts";
-import { type Conv2dMethod, setConv2dMethod } from "../lib/tensor/conv2d.ts";
+import {
+  CONV2D_METHODS,
+  type Conv2dMethod,
+  type ImplicitGenerations,
+  setConv2dMethod,
+  setImplicitGenerations,
+} from "../lib/tensor/conv2d.ts";
+import {
+  type GroupNormBackward,
+  type GroupNormStats,
+  setGroupNormBackward,
+  setGroupNormStats,
+} from "../lib/tensor/group_norm.ts";
 import { setCpuTiles } from "../lib/tensor/matmul.ts";
 import { type Tensor, tensor } from "../lib/tensor/tensor.ts";
 import { TOKENIZER_PRESETS } from "../lib/tokenizer/config.ts";
@@ -32,15 +52,64 @@ const { values } = parseArgs({
     batch: { type: "string", default: "4" },
     steps: { type: "string", default: "3" },
     conv: { type: "string", default: "implicit" },
+    "gn-backward": { type: "string", default: "2" },
     compare: { type: "boolean", default: false },
+    variants: { type: "string", default: "new,v1,im2col" },
     gpu: { type: "boolean", default: false },
     "gpu-tiles": { type: "boolean", default: false },
   },
 });
-if (values.conv !== "implicit" && values.conv !== "im2col") {
-  console.error(`--conv ${values.conv}: expected implicit or im2col`);
-  Deno.exit(2);
+
+/** A configuration of the step's kernels. */
+interface Variant {
+  name: string;
+  conv: Conv2dMethod;
+  /** groupNorm's statistics and backward pass (setGroupNormStats, setGroupNormBackward). */
+  gn: { stats: GroupNormStats; backward: GroupNormBackward };
+  /** Method implicit's kernel generations (setImplicitGenerations). */
+  gens: ImplicitGenerations;
 }
+
+const GEN_KEYS = ["forward", "dx", "dw", "bias"] as const;
+
+/**
+ * "new", "v1", or METHOD[:1|:2] (groupNorm's kernels; default 2 for implicit, else 1), each
+ * optionally followed by +forward1, +dx1, +dw1, +bias1 (one of implicit's kernels on its first
+ * generation), +gnstats1 or +gnbackward1 (one of groupNorm's), e.g. "new+dw1".
+ */
+function variant(spec: string): Variant {
+  const [head, ...mods] = spec.split("+");
+  const fail = () => {
+    console.error(
+      `variant '${spec}': expected new, v1 or one of ${CONV2D_METHODS.join(", ")}, optionally ` +
+        `with :1 or :2 (groupNorm's kernels), then +forward1, +dx1, +dw1, +bias1, +gnstats1 or ` +
+        `+gnbackward1`,
+    );
+    Deno.exit(2);
+  };
+  const gens: ImplicitGenerations = { forward: 2, dx: 2, dw: 2, bias: 2 };
+  const [conv0, g] = head === "new"
+    ? ["implicit", "2"]
+    : head === "v1"
+    ? ["implicit-v1", "1"]
+    : head.split(":");
+  if (!(CONV2D_METHODS as readonly string[]).includes(conv0) || (g && g !== "1" && g !== "2")) {
+    fail();
+  }
+  const conv = conv0 as Conv2dMethod;
+  const gn0 = (g ? Number(g) : conv === "implicit" ? 2 : 1) as 1 | 2;
+  const gn = { stats: gn0, backward: gn0 };
+  for (const m of mods) {
+    const key = GEN_KEYS.find((k) => m === `${k}1`);
+    if (key) gens[key] = 1;
+    else if (m === "gnstats1") gn.stats = 1;
+    else if (m === "gnbackward1") gn.backward = 1;
+    else fail();
+  }
+  return { name: spec, conv, gn, gens };
+}
+
+const single = variant(`${values.conv}:2${values["gn-backward"] === "1" ? "+gnbackward1" : ""}`);
 await initGpu();
 if (values["gpu-tiles"]) setCpuTiles(false);
 const cfg = TOKENIZER_PRESETS[values.preset!];
@@ -55,9 +124,22 @@ const x = tensor(Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37)),
 ]);
 
 /** Dispatch counts, host and wall time, and with --gpu GPU time by pipeline; GPU ms or NaN. */
-async function profile(x: Tensor, method: Conv2dMethod): Promise<number> {
-  console.log(`\n== conv2d ${method}`);
-  setConv2dMethod(method);
+function use(v: Variant) {
+  setConv2dMethod(v.conv);
+  setImplicitGenerations(v.gens);
+  setGroupNormStats(v.gn.stats);
+  setGroupNormBackward(v.gn.backward);
+}
+
+async function profile(x: Tensor, v: Variant): Promise<number> {
+  const gens = v.conv === "implicit"
+    ? ` (${GEN_KEYS.map((k) => `${k} ${v.gens[k]}`).join(", ")})`
+    : "";
+  console.log(
+    `\n== ${v.name}: conv2d ${v.conv}${gens}, groupNorm statistics ${v.gn.stats}, ` +
+      `backward ${v.gn.backward}`,
+  );
+  use(v);
   await trainer.trainStep(x); // compiles every pipeline
   await sync();
   recorderStats.byLabel = new Map();
@@ -109,8 +191,8 @@ async function profile(x: Tensor, method: Conv2dMethod): Promise<number> {
 }
 
 /** ms per step over `steps` steps recorded back to back, with one sync at the end. */
-async function stepTime(method: Conv2dMethod): Promise<number> {
-  setConv2dMethod(method);
+async function stepTime(v: Variant): Promise<number> {
+  use(v);
   await trainer.trainStep(x);
   await sync();
   const t0 = performance.now();
@@ -120,20 +202,33 @@ async function stepTime(method: Conv2dMethod): Promise<number> {
 }
 
 if (values.compare) {
-  const gpuMs = { implicit: await profile(x, "implicit"), im2col: await profile(x, "im2col") };
-  const best = { implicit: Infinity, im2col: Infinity };
-  for (let round = 0; round < 2; round++) {
-    for (const m of ["implicit", "im2col"] as const) best[m] = Math.min(best[m], await stepTime(m));
+  const vs = values.variants!.split(",").map(variant);
+  // Two steps of each first: every pipeline compiled and the host code JIT-warm, so the first
+  // variant's host time isn't the warm-up's.
+  for (const v of vs) {
+    use(v);
+    for (let s = 0; s < 2; s++) await trainer.trainStep(x);
   }
-  const line = (what: string, a: number, b: number) =>
+  await sync();
+  const gpuMs: number[] = [];
+  for (const v of vs) gpuMs.push(await profile(x, v));
+  const best = vs.map(() => Infinity);
+  for (let round = 0; round < 2; round++) {
+    for (let i = 0; i < vs.length; i++) best[i] = Math.min(best[i], await stepTime(vs[i]));
+  }
+  const line = (what: string, ms: number[]) =>
     console.log(
-      `${what}: implicit ${a.toFixed(2)} ms, im2col ${b.toFixed(2)} ms, im2col / implicit ${
-        (b / a).toFixed(2)
-      }×`,
+      `${what}: ` +
+        vs.map((v, i) => `${v.name} ${ms[i].toFixed(2)} ms (${(ms[i] / ms[0]).toFixed(2)}×)`)
+          .join(", "),
     );
-  console.log(`\n${values.preset} batch ${batch}, ${steps} steps each, best of 2 rounds`);
-  line("step (wall, back to back)", best.implicit, best.im2col);
-  if (values.gpu) line("GPU time (a pass per dispatch)", gpuMs.implicit, gpuMs.im2col);
-} else await profile(x, values.conv);
+  console.log(
+    `\n${values.preset} batch ${batch}, ${steps} steps each, best of 2 rounds; ratios to ${
+      vs[0].name
+    }`,
+  );
+  line("step (wall, back to back)", best);
+  if (values.gpu) line("GPU time (a pass per dispatch)", gpuMs);
+} else await profile(x, single);
 trainer.dispose();
 x.dispose();

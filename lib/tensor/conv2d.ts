@@ -1,19 +1,31 @@
-// conv2d over NCHW tensors (VQGAN's convolutions, DESIGN §3), by one of two paths:
-//   implicit  the tiled matmul reads patches straight from the maps (lib/tensor/conv2d_implicit.ts)
-//   im2col    column buffers + the plain matmul (lib/tensor/conv2d_im2col.ts), the reference
-// Both compute y = w · patches + bias, dx = the transposed convolution of g, dw = g · patchesᵀ and
-// db = Σ g; the implicit path is the default, im2col stays for comparison and timing.
+// conv2d over NCHW tensors (VQGAN's convolutions, DESIGN §3), by one of three paths:
+//   implicit     the tiled matmul reads patches straight from the maps
+//                (lib/tensor/conv2d_implicit.ts), its GEMMs' second generation
+//   implicit-v1  the same with the first generation of those GEMMs and the bias gradient
+//   im2col       column buffers + the plain matmul (lib/tensor/conv2d_im2col.ts), the reference
+// All compute y = w · patches + bias, dx = the transposed convolution of g, dw = g · patchesᵀ and
+// db = Σ g; "implicit" is the default, the others stay for comparison and timing.
 import { ShapeError } from "../errors.ts";
 import type { MatmulTile } from "../../kernels/matmul.ts";
 import { biasGrad, im2colBackward, im2colForward } from "./conv2d_im2col.ts";
-import { implicitBackward, implicitFits, implicitForward } from "./conv2d_implicit.ts";
+import {
+  convBiasGrad,
+  implicitBackward,
+  implicitFits,
+  implicitForward,
+} from "./conv2d_implicit.ts";
 import { noGrad, record, type Tensor } from "./tensor.ts";
 
 /** [top, bottom, left, right], as F.pad's (left, right, top, bottom) reordered to rows first. */
 export type Padding = number | readonly [number, number, number, number];
 
-/** How conv2d computes: implicit GEMMs, or im2col + matmul (the reference to time against). */
-export type Conv2dMethod = "implicit" | "im2col";
+/**
+ * How conv2d computes: implicit GEMMs (their first generation: "implicit-v1"), or im2col +
+ * matmul (the reference to time against).
+ */
+export type Conv2dMethod = "implicit" | "implicit-v1" | "im2col";
+
+export const CONV2D_METHODS: readonly Conv2dMethod[] = ["implicit", "implicit-v1", "im2col"];
 
 export interface Conv2dOptions {
   stride?: number;
@@ -33,6 +45,27 @@ export interface Conv2dOptions {
 export const DOWNSAMPLE = { stride: 2, padding: [0, 1, 0, 1] } as const satisfies Conv2dOptions;
 
 let defaultMethod: Conv2dMethod = "implicit";
+
+/**
+ * The generation of each kernel method "implicit" runs (2 unless changed; 1 is implicit-v1's):
+ * the forward GEMM, the dx GEMMs, the dW GEMM, and the bias gradient (2: plane sums, then
+ * channel sums; 1: kernels/conv2d.wgsl's bias_grad). For timing one change at a time.
+ */
+export interface ImplicitGenerations {
+  forward: 1 | 2;
+  dx: 1 | 2;
+  dw: 1 | 2;
+  bias: 1 | 2;
+}
+const GEN1: ImplicitGenerations = { forward: 1, dx: 1, dw: 1, bias: 1 };
+let implicitGens: ImplicitGenerations = { forward: 2, dx: 2, dw: 2, bias: 2 };
+
+/** Sets some of method "implicit"'s kernel generations; returns the previous ones. */
+export function setImplicitGenerations(g: Partial<ImplicitGenerations>): ImplicitGenerations {
+  const previous = implicitGens;
+  implicitGens = { ...implicitGens, ...g };
+  return previous;
+}
 
 /** Sets the path of every conv2d that doesn't name one (benchmarks); returns the previous one. */
 export function setConv2dMethod(method: Conv2dMethod): Conv2dMethod {
@@ -96,18 +129,26 @@ function geometry(x: Tensor, w: Tensor, bias: Tensor | undefined, o: Conv2dOptio
  */
 export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, opts: Conv2dOptions = {}): Tensor {
   const g = geometry(x, w, bias, opts);
+  const method = opts.method ?? defaultMethod;
+  const gen = method === "implicit" ? implicitGens : GEN1;
   // A batch too wide for one dispatch's grid takes the im2col path, which cuts it into units.
-  const implicit = (opts.method ?? defaultMethod) === "implicit" && implicitFits(g);
+  const implicit = method !== "im2col" && implicitFits(g);
   const y = noGrad(() =>
-    implicit ? implicitForward(x, w, bias, g, opts) : im2colForward(x, w, bias, g, opts)
+    implicit
+      ? implicitForward(x, w, bias, g, opts, gen.forward)
+      : im2colForward(x, w, bias, g, opts)
   );
   const inputs = bias ? [x, w, bias] : [x, w];
   return record(y, "conv2d", inputs, (gy) => {
     const { dx, dw } = implicit
-      ? implicitBackward(x, w, gy, g, opts)
+      ? implicitBackward(x, w, gy, g, opts, gen)
       : im2colBackward(x, w, gy, g, opts);
     const grads = [dx, dw];
-    if (bias) grads.push(bias.requiresGrad ? biasGrad(gy, g) : null);
+    if (bias) {
+      grads.push(
+        bias.requiresGrad ? (gen.bias === 2 ? convBiasGrad(gy, g) : biasGrad(gy, g)) : null,
+      );
+    }
     return grads;
   });
 }

@@ -3,8 +3,13 @@
 //   y  = w · x̂ + bias              one GEMM, bias and the NCHW layout in its epilogue
 //   dx = ŵ · ĝ                     the transposed convolution as a gather, one GEMM per phase
 //   dw = Σ_z g · x̂ᵀ over pixels    K = the pixel count, split over z when the tiles are few
-// The WGSL: kernels/conv2d_gemm.ts.
-import { dispatch, generated, gpu, pipeline } from "../gpu/mod.ts";
+//   db = Σ g                       a sum per (image, channel) plane, then per channel
+// The WGSL: kernels/conv2d_gemm.ts and kernels/conv2d_bias.wgsl. Method "implicit" generates the
+// GEMMs' second generation (ConvKernel.gen 2: rows decomposed once, dW loaded along its pixels
+// and split for ~512 workgroups); "implicit-v1" the first (and kernels/conv2d.wgsl's bias_grad),
+// kept to time one against the other.
+import { dispatch, generated, gpu, grid, pipeline } from "../gpu/mod.ts";
+import convBiasWgsl from "../../kernels/conv2d_bias.wgsl" with { type: "text" };
 import {
   convDwWgsl,
   convDxWgsl,
@@ -13,7 +18,13 @@ import {
   type ConvShape,
   dxPhases,
 } from "../../kernels/conv2d_gemm.ts";
-import { type MatmulTile, packMatmulParams, tileName } from "../../kernels/matmul.ts";
+import {
+  type MatmulTile,
+  packMatmulParams,
+  tileName,
+  tileValid,
+  workgroupBytes,
+} from "../../kernels/matmul.ts";
 import type { Conv2dOptions, ConvGeometry } from "./conv2d.ts";
 import { chooseTile, fitTile } from "./matmul.ts";
 import { sum } from "./ops.ts";
@@ -38,9 +49,9 @@ function convPipeline(
   extra: unknown,
   make: () => string,
 ) {
-  const name = `conv2d.${what} ${c.Cin}>${c.Cout} ${c.H}x${c.W} k${c.kh}s${c.stride} ${
-    tileName(k.tile)
-  }`;
+  const name = `conv2d.${what}${
+    k.gen === 2 ? "2" : ""
+  } ${c.Cin}>${c.Cout} ${c.H}x${c.W} k${c.kh}s${c.stride} ${tileName(k.tile)}`;
   return pipeline(generated(`${name} ${JSON.stringify([c, k, extra])}`, make));
 }
 
@@ -76,16 +87,56 @@ function run(
   dispatch(pipe, buffers, params, [Math.ceil(N / k.tile.bn), Math.ceil(M / k.tile.bm), z]);
 }
 
+/** The GEMMs' generation: 1 for "implicit-v1", else 2. */
+export type ConvGen = 1 | 2;
+
+/**
+ * Threads that sum one plane of n loads in a 256-thread workgroup: about 4 loads each, a power
+ * of two from 16 to 256, so small planes share a workgroup instead of idling most of one.
+ */
+export function planeThreads(n: number): number {
+  let tp = 16;
+  while (tp < 256 && tp * 4 < n) tp *= 2;
+  return tp;
+}
+
+/** db = Σ gy over images and pixels: plane sums [B, Cout], then their sum per channel. */
+export function convBiasGrad(gy: Tensor, g: ConvGeometry): Tensor {
+  const P = g.Ho * g.Wo, planes = g.B * g.Cout;
+  const db = new Tensor([g.Cout], "f32", undefined, "conv2d");
+  const partial = new Tensor([g.B, g.Cout], "f32", undefined, "conv2d");
+  const vec = P % 4 === 0;
+  const tp = planeThreads(vec ? P / 4 : P);
+  const uni = [g.B, g.Cout, P, tp];
+  dispatch(
+    pipeline(convBiasWgsl, vec ? "plane_sums4" : "plane_sums"),
+    [gy.buffer, partial.buffer],
+    uni,
+    grid(Math.ceil(planes / (256 / tp))),
+  );
+  dispatch(pipeline(convBiasWgsl, "channel_sums"), [partial.buffer, db.buffer], uni, [
+    Math.ceil(g.Cout / 64),
+  ]);
+  partial.dispose();
+  return db;
+}
+
 export function implicitForward(
   x: Tensor,
   w: Tensor,
   bias: Tensor | undefined,
   g: ConvGeometry,
   opts: Conv2dOptions,
+  gen: ConvGen = 2,
 ): Tensor {
   const c = shapeOf(g), P = g.Ho * g.Wo;
   const [M, N, K] = [g.Cout, g.B * P, g.Cin * g.kh * g.kw];
-  const k: ConvKernel = { tile: tileFor(opts, M, N, 1), vecA: K % 4 === 0, vecC: P % 4 === 0 };
+  const k: ConvKernel = {
+    tile: tileFor(opts, M, N, 1),
+    vecA: K % 4 === 0,
+    vecC: P % 4 === 0,
+    ...(gen === 2 ? { gen } : {}),
+  };
   const pipe = convPipeline("forward", c, k, Boolean(bias), () => {
     return convForwardWgsl(c, k, Boolean(bias));
   });
@@ -101,7 +152,9 @@ export function implicitBackward(
   gy: Tensor,
   g: ConvGeometry,
   opts: Conv2dOptions,
+  gens: { dx: ConvGen; dw: ConvGen } = { dx: 2, dw: 2 },
 ): { dx: Tensor | null; dw: Tensor | null } {
+  const v2 = { gen: 2 } as const;
   const c = shapeOf(g), P = g.Ho * g.Wo, R = g.Cin * g.kh * g.kw;
   let dx: Tensor | null = null, dw: Tensor | null = null;
   if (x.requiresGrad) {
@@ -110,25 +163,50 @@ export function implicitBackward(
     for (const ph of dxPhases(c)) {
       const [M, N, K] = [g.Cin, g.B * ph.Hp * ph.Wp, g.Cout * ph.nky * ph.nkx];
       const vecC = g.stride === 1 && (g.H * g.W) % 4 === 0;
-      const k: ConvKernel = { tile: tileFor(opts, M, N, 1), vecA: false, vecC };
+      if (N === 0) continue;
+      const k: ConvKernel = {
+        tile: tileFor(opts, M, N, 1),
+        vecA: false,
+        vecC,
+        ...(gens.dx === 2 ? v2 : {}),
+      };
       const pipe = convPipeline("dx", c, k, ph, () => convDxWgsl(c, ph, k));
       run(pipe, k, [M, N, K], [w.buffer, gy.buffer, dx.buffer]);
     }
   }
   if (w.requiresGrad) {
     // K is every pixel of the batch: split it over z into slabs of whole 128-pixel blocks (or
-    // vec4s), enough for ~256 workgroups of 128×128 tiles, each slab at least 1024 pixels.
+    // vec4s), each slab at least 1024 pixels, enough for ~256 workgroups of 128×128 tiles (v1)
+    // or ~512 of the tile the split GEMM gets (v2: deeper splits keep more of a big GPU busy).
     const Kp = g.B * P;
-    const tiles = Math.ceil(g.Cout / 128) * Math.ceil(R / 128);
-    const auto = Math.min(Math.ceil(256 / tiles), Math.floor(Kp / 1024));
+    let tiles = Math.ceil(g.Cout / 128) * Math.ceil(R / 128), target = 256;
+    const gen = gens.dw;
+    if (gen === 2) {
+      const t = tileFor(opts, g.Cout, R, Math.max(1, Math.floor(Kp / 1024)));
+      tiles = Math.ceil(g.Cout / t.bm) * Math.ceil(R / t.bn);
+      target = 512;
+    }
+    const auto = Math.min(Math.ceil(target / tiles), Math.floor(Kp / 1024));
     const want = Math.max(1, Math.min(opts.splits ?? auto, Kp));
     const align = Kp >= 128 * want ? 128 : 4;
     const KS = Math.ceil(Kp / want / align) * align;
     const S = Math.ceil(Kp / KS);
+    let tile = tileFor(opts, g.Cout, R, S);
+    // Generation 2's tiles are padded (K-major loads): where that outgrows workgroup memory,
+    // prefetch goes, then BK halves (as fitTile does), else this GEMM stays on generation 1.
+    const kMajor = { A: true, B: true };
+    const fits = (t: MatmulTile) =>
+      tileValid(t) &&
+      workgroupBytes(t, "f32", kMajor) <= gpu().limits.maxComputeWorkgroupStorageSize;
+    if (gen === 2 && !fits(tile) && tile.prefetch) tile = { ...tile, prefetch: false };
+    while (gen === 2 && !fits(tile) && tile.bk > 8) tile = { ...tile, bk: tile.bk / 2 };
+    const dwGen = gen === 2 && fits(tile) ? 2 : 1;
+    if (dwGen === 1) tile = tileFor(opts, g.Cout, R, S);
     const k: ConvKernel = {
-      tile: tileFor(opts, g.Cout, R, S),
-      vecA: P % 4 === 0,
+      tile,
+      vecA: dwGen === 1 && P % 4 === 0,
       vecC: R % 4 === 0,
+      ...(dwGen === 2 ? v2 : {}),
     };
     const pipe = convPipeline("dw", c, k, null, () => convDwWgsl(c, k));
     const slabs = new Tensor([S, g.Cout, R], "f32", undefined, "conv2d");

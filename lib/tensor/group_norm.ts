@@ -2,9 +2,42 @@
 import { ShapeError } from "../errors.ts";
 import { dispatch, f32bits, grid, pipeline } from "../gpu/mod.ts";
 import groupNormWgsl from "../../kernels/group_norm.wgsl" with { type: "text" };
+import { planeThreads } from "./conv2d_implicit.ts";
 import { record, Tensor } from "./tensor.ts";
 
 const fmt = (t: Tensor) => `[${t.shape.join(", ")}]`;
+
+/**
+ * The backward pass's generation: 1 sums each group (backward_sums) and each channel
+ * (backward_params, a workgroup per channel over the batch) in passes of their own; 2 (the
+ * default) takes every sum from one pass over each (image, channel) plane (backward_planes,
+ * several planes a workgroup where they are small), then backward_finish. Both then write dx
+ * in backward_input.
+ */
+export type GroupNormBackward = 1 | 2;
+let backwardGen: GroupNormBackward = 2;
+
+/**
+ * The statistics' generation: 1 reads x twice per group (group_stats: the mean, then squared
+ * deviations); 2 (the default) once, as plane moments merged into the group's (stats_planes,
+ * stats_finish).
+ */
+export type GroupNormStats = 1 | 2;
+let statsGen: GroupNormStats = 2;
+
+/** Sets how every later groupNorm computes its statistics; returns the previous setting. */
+export function setGroupNormStats(gen: GroupNormStats): GroupNormStats {
+  const previous = statsGen;
+  statsGen = gen;
+  return previous;
+}
+
+/** Sets the backward pass of every later groupNorm (tests, benchmarks); returns the previous. */
+export function setGroupNormBackward(gen: GroupNormBackward): GroupNormBackward {
+  const previous = backwardGen;
+  backwardGen = gen;
+  return previous;
+}
 const groups = (n: number) => grid(Math.ceil(n / 256));
 
 /**
@@ -48,16 +81,30 @@ export function groupNorm(
     throw fail(`weight and bias must be [${C}]`);
   }
   const G = groupsCount;
-  const uni = [B, C, HW, G, f32bits(eps), silu ? 1 : 0];
+  const uni = [B, C, HW, G, f32bits(eps), silu ? 1 : 0, planeThreads(HW % 4 === 0 ? HW / 4 : HW)];
   const stats = new Tensor([B, G, 2], "f32", undefined, "groupNorm");
   const y = new Tensor(x.shape, "f32", undefined, "groupNorm");
-  if (x.size > 0) {
+  if (x.size > 0 && statsGen === 2) {
+    const moments = new Tensor([B, C, 2], "f32", undefined, "groupNorm");
+    dispatch(
+      pipeline(groupNormWgsl, "stats_planes"),
+      [x.buffer, moments.buffer],
+      uni,
+      grid(Math.ceil((B * C) / (256 / uni[6]))),
+    );
+    dispatch(pipeline(groupNormWgsl, "stats_finish"), [moments.buffer, stats.buffer], uni, [
+      Math.ceil((B * G) / 64),
+    ]);
+    moments.dispose();
+  } else if (x.size > 0) {
     dispatch(
       pipeline(groupNormWgsl, "group_stats"),
       [x.buffer, stats.buffer],
       uni,
       grid(B * G),
     );
+  }
+  if (x.size > 0) {
     dispatch(
       pipeline(groupNormWgsl, "apply"),
       [x.buffer, stats.buffer, weight.buffer, bias.buffer, y.buffer],
@@ -65,7 +112,9 @@ export function groupNorm(
       groups(x.size),
     );
   }
+  const gen = backwardGen;
   const out = record(y, "groupNorm", [x, weight, bias], (dy) => {
+    if (gen === 2) return backward2(x, dy, stats, weight, bias, uni);
     let dx: Tensor | null = null;
     if (x.requiresGrad) {
       const sums = new Tensor([B, G, 2], "f32");
@@ -104,4 +153,49 @@ export function groupNorm(
   // The statistics live as long as the tape needs them.
   if (!out.node) stats.dispose();
   return out;
+}
+
+/** setGroupNormBackward(2)'s gradients: plane sums in one pass, then dx. */
+function backward2(
+  x: Tensor,
+  dy: Tensor,
+  stats: Tensor,
+  weight: Tensor,
+  bias: Tensor,
+  uni: number[],
+): (Tensor | null)[] {
+  const [B, C, HW, G] = uni;
+  const planes = new Tensor([B, C, 2], "f32");
+  const sums = new Tensor([B, G, 2], "f32");
+  const dx: Tensor | null = x.requiresGrad ? new Tensor(x.shape, "f32") : null;
+  let dw: Tensor | null = new Tensor([C], "f32");
+  let db: Tensor | null = new Tensor([C], "f32");
+  // Planes of no pixels still write their (zero) sums.
+  if (B * C > 0) {
+    dispatch(
+      pipeline(groupNormWgsl, HW % 4 === 0 ? "backward_planes4" : "backward_planes"),
+      [x.buffer, dy.buffer, stats.buffer, weight.buffer, bias.buffer, planes.buffer],
+      uni,
+      grid(Math.ceil((B * C) / (256 / uni[6]))),
+    );
+  }
+  dispatch(
+    pipeline(groupNormWgsl, "backward_finish"),
+    [planes.buffer, weight.buffer, sums.buffer, dw.buffer, db.buffer],
+    uni,
+    [Math.max(1, Math.ceil(Math.max(B * G, C) / 64))],
+  );
+  if (dx && x.size > 0) {
+    dispatch(
+      pipeline(groupNormWgsl, "backward_input"),
+      [x.buffer, dy.buffer, stats.buffer, weight.buffer, bias.buffer, sums.buffer, dx.buffer],
+      uni,
+      groups(x.size),
+    );
+  }
+  planes.dispose();
+  sums.dispose();
+  if (!weight.requiresGrad) dw.dispose(), dw = null;
+  if (!bias.requiresGrad) db.dispose(), db = null;
+  return [dx, dw, db];
 }
