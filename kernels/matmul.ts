@@ -185,6 +185,28 @@ export function packMatmulParams(p: MatmulParams): number[] {
 }
 
 /**
+ * The parameters of an M×N GEMM over K split into `slabs` slabs of `kSplit` (0: one slab), each
+ * slab's C its own [M, N] block: the convolutions' weight gradients.
+ */
+export function slabMatmulParams(M: number, N: number, K: number, slabs = 1, kSplit = 0): number[] {
+  return packMatmulParams({
+    M,
+    N,
+    K,
+    batchInner: slabs,
+    offA: 0,
+    offB: 0,
+    offC: 0,
+    sA: [0, 0],
+    sB: [0, 0],
+    sC: [0, M * N],
+    alpha: 1,
+    beta: 0,
+    kSplit,
+  });
+}
+
+/**
  * What an implicit GEMM (a convolution's, kernels/conv2d_gemm.ts) changes in the tiled matmul:
  * where an operand's elements come from, where C's go, and how K is shared out. The tile, the
  * workgroup memory and the inner product stay the matmul's.

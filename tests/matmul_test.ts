@@ -26,8 +26,8 @@ import {
   type GemmHooks,
   type MatmulTile,
   matmulWgsl,
-  packMatmulParams,
   parseTile,
+  slabMatmulParams,
   tileName,
   TILES,
 } from "../kernels/matmul.ts";
@@ -547,21 +547,7 @@ Deno.test("matmul generator hooks: K-major loads into padded tiles, and rows hoi
         throw new Error(`${label}: hoisted rows ${hoist ? "missing" : "unexpected"}`);
       }
       const c = new Tensor([S, M, N], "f32");
-      const params = packMatmulParams({
-        M,
-        N,
-        K,
-        batchInner: S,
-        offA: 0,
-        offB: 0,
-        offC: 0,
-        sA: [0, 0],
-        sB: [0, 0],
-        sC: [0, M * N],
-        alpha: 1,
-        beta: 0,
-        kSplit: KS,
-      });
+      const params = slabMatmulParams(M, N, K, S, KS);
       dispatch(pipeline(code), [a.buffer, b.buffer, c.buffer], params, [
         Math.ceil(N / tile.bn),
         Math.ceil(M / tile.bm),

@@ -12,6 +12,7 @@ import { DEFAULT_SAMPLING, samplingPicker, scaleTemperature } from "../lib/model
 import { SAMPLING_OPTIONS, samplingFlags, samplingText } from "../lib/cli/sampling.ts";
 import { UserError } from "../lib/errors.ts";
 import { VMambAR } from "../lib/model/vmambar.ts";
+import { fittedSteps } from "../lib/train/schedule.ts";
 import { sampleTokens } from "../lib/tensor/sample.ts";
 import { keep, noGrad, type Tensor, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
 import { loadTokenizer } from "../lib/tokenizer/load.ts";
@@ -399,6 +400,11 @@ Deno.test("train and generate: bad input is one clear line, nothing written", as
     /--set wings: unknown field/,
     "set",
   );
+  oneLine(
+    await runCli(...trainArgs(r, out, "--fit")),
+    /--fit needs --max-minutes/,
+    "fit without a time limit",
+  );
   // Shards made by another tokenizer.
   const other = join(r.dir, "other.safetensors");
   const vq = new VQVAE(TINY_TOKENIZER, 2);
@@ -532,4 +538,13 @@ Deno.test("train: SIGINT finishes the step, saves, says how to resume, and --res
   assert(step >= 1 && step < 12, `saved at step ${step}`);
   const rest = await runCli(...args, "--resume");
   assert(rest.code === 0 && /trained to step 12/.test(rest.stdout), rest.stderr);
+});
+
+Deno.test("fittedSteps: the schedule ends within the time limit, keeping a reserve", () => {
+  const s = { steps: 1000, warmup: 20 };
+  // 0.5 s a step from step 10 (at 5 s) to 40 (at 20 s); 1 minute: 57 − 20 − 30 = 7 s → 14 steps.
+  const fit = fittedSteps(s, 40, { step: 10, time: 5 }, 20, 1);
+  assert(fit === 54, `1 minute: ${fit}`);
+  assert(fittedSteps(s, 40, { step: 10, time: 5 }, 20, 60) === 1000, "an hour: unchanged");
+  assert(fittedSteps(s, 40, { step: 10, time: 5 }, 20, 0.5) === 21, "too little time: warmup + 1");
 });

@@ -78,6 +78,7 @@ export const spec: CommandSpec = {
     "sample-every": str("steps between sample grids (0: only at the end)", "N", "1000"),
     "checkpoint-every": str("steps between checkpoints (0: only at the end)", "N", "500"),
     "max-minutes": str("stop and save after this many minutes", "M"),
+    fit: { type: "boolean", help: "shorten --steps so the schedule ends within --max-minutes" },
     "stop-after": str("stop and save after this many steps of this run (resume later)", "N"),
     world: str(
       "data parallel: run as N processes under mpirun (one per GPU; README: Several GPUs)",
@@ -168,6 +169,8 @@ export async function main(argv: string[]): Promise<void> {
     settings.microBatch = Math.min(settings.microBatch, settings.batchSize / world);
   }
   const maxMinutes = v["max-minutes"] === undefined ? Infinity : numberFlag(v, "max-minutes");
+  if (v.fit && !Number.isFinite(maxMinutes)) throw new UserError("--fit needs --max-minutes");
+  if (v.fit && world > 1) throw new UserError("--fit is for one process (not with --world)");
   const out = String(v.out);
   // --resume rewrites --out; a fresh run refuses an existing one without --force.
   prepareOutputFile(out, { force: v.force === true || v.resume === true, flag: "--out" });
@@ -262,6 +265,7 @@ export async function main(argv: string[]): Promise<void> {
       sampleEvery: intFlag(v, "sample-every", 0),
       checkpointEvery: intFlag(v, "checkpoint-every", 0),
       maxMinutes,
+      fitSchedule: v.fit === true,
       stopAfter: v["stop-after"] === undefined ? Infinity : intFlag(v, "stop-after", 1),
       sampleGrid: sampleGridWriter(tok.vq, prompts),
       extra: {

@@ -20,7 +20,7 @@ import {
 } from "../../kernels/conv2d_gemm.ts";
 import {
   type MatmulTile,
-  packMatmulParams,
+  slabMatmulParams,
   tileName,
   tileValid,
   workgroupBytes,
@@ -69,21 +69,7 @@ function run(
   kSplit = 0,
 ) {
   if (M === 0 || N === 0) return;
-  const params = packMatmulParams({
-    M,
-    N,
-    K,
-    batchInner: z,
-    offA: 0,
-    offB: 0,
-    offC: 0,
-    sA: [0, 0],
-    sB: [0, 0],
-    sC: [0, M * N],
-    alpha: 1,
-    beta: 0,
-    kSplit,
-  });
+  const params = slabMatmulParams(M, N, K, z, kSplit);
   dispatch(pipe, buffers, params, [Math.ceil(N / k.tile.bn), Math.ceil(M / k.tile.bm), z]);
 }
 

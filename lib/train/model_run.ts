@@ -20,6 +20,7 @@ import { tensorsToHost } from "../io/checkpoint.ts";
 import { listenForStop } from "./interrupt.ts";
 import { formatDuration, keepMetricsUpTo, MetricsLog } from "./metrics.ts";
 import { clearForFreshRun, runFiles } from "./run_files.ts";
+import { fittedSteps } from "./schedule.ts";
 import {
   ModelTrainer,
   type ModelTrainingSettings,
@@ -45,6 +46,8 @@ export interface ModelRunOptions {
   sampleEvery: number;
   checkpointEvery: number;
   maxMinutes: number;
+  /** With maxMinutes: shorten the schedule once the speed is known so that it ends in time. */
+  fitSchedule?: boolean;
   stopAfter: number;
   /** Draws the sample grid (the CLI supplies it: it needs the tokenizer's decoder). */
   sampleGrid?: (ema: VMambAR, path: string) => Promise<void>;
@@ -292,6 +295,15 @@ export async function runModelTraining(o: ModelRunOptions): Promise<ModelRunResu
       if (step === firstStep + 10) {
         await sync();
         timedFrom = { step, time: elapsed() };
+      }
+      // Fitted once, 10 steps after the timing starts; a resumed run keeps the saved length.
+      if (o.fitSchedule && !o.resume && step === firstStep + 20 && Number.isFinite(o.maxMinutes)) {
+        await sync();
+        const fits = fittedSteps(settings, step, timedFrom, elapsed(), o.maxMinutes);
+        if (fits < settings.steps) {
+          settings.steps = fits;
+          if (lead) console.error(`fitting the schedule to --max-minutes: ${fits} steps`);
+        }
       }
       if (logged) {
         last = await trainer.readStats();

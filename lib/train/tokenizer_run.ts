@@ -13,6 +13,7 @@ import { readCheckpoint, saveCheckpoint } from "../io/checkpoint.ts";
 import { listenForStop } from "./interrupt.ts";
 import { formatDuration, keepMetricsUpTo, MetricsLog } from "./metrics.ts";
 import { clearForFreshRun, runFiles } from "./run_files.ts";
+import { fittedSteps } from "./schedule.ts";
 export { runFiles } from "./run_files.ts";
 import {
   evaluateReconstruction,
@@ -290,9 +291,8 @@ function refuseBadData(loader: Loader, o: TokenizerRunOptions, pastAnEpoch: bool
 }
 
 /**
- * Shortens the cosine schedule to end within the time limit, from the speed measured so far,
- * keeping a reserve for validation and the last checkpoint. The new length is part of the
- * settings saved in the train-state, so a resumed run keeps it.
+ * Shortens the cosine schedule to end within the time limit (fittedSteps). The new length is part
+ * of the settings saved in the train-state, so a resumed run keeps it.
  */
 function fitSchedule(
   trainer: TokenizerTrainer,
@@ -300,12 +300,10 @@ function fitSchedule(
   now: number,
   maxMinutes: number,
 ) {
-  const perStep = (now - timed.time) / Math.max(1, trainer.step - timed.step);
-  const left = maxMinutes * 60 * 0.95 - now - 30;
-  const fits = trainer.step + Math.floor(left / perStep);
   const s = trainer.settings;
+  const fits = fittedSteps(s, trainer.step, timed, now, maxMinutes);
   if (fits < s.steps) {
-    s.steps = Math.max(s.warmup + 1, fits);
+    s.steps = fits;
     console.error(`fitting the schedule to --max-minutes: ${s.steps} steps`);
   }
 }
