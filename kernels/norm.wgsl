@@ -4,7 +4,7 @@
 //   dx = rstd·(gw - mean(gw) - x̂·mean(gw·x̂))       (the mean(gw) term only for LayerNorm)
 //   dweight = Σ_rows dy·x̂,  dbias = Σ_rows dy
 // forward and input_grad give each row one workgroup and reduce in workgroup memory (no subgroups,
-// so llvmpipe runs it). The forward saves (mean, rstd) per row for the backward. weight_grad sums
+// so llvmpipe runs it); on CPU adapters forward_rows and input_grad_rows give it one invocation. The forward saves (mean, rstd) per row for the backward. weight_grad sums
 // columns over chunks of rows into partials [chunks, d] that the host sums in a fixed order, so the
 // result is deterministic without float atomics.
 //
@@ -85,6 +85,58 @@ fn input_grad(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
   let means = workgroup_sum(acc, lid.x) / f32(p.d);
   let mean_gw = select(0.0, means.x, p.centered == 1u);
   for (var j = lid.x; j < p.d; j += WG) {
+    let xhat = (x[base + j] - st.x) * st.y;
+    dx[base + j] = st.y * (dy[base + j] * weight[j] - mean_gw - xhat * means.y);
+  }
+}
+
+// forward_rows and input_grad_rows: the same results with one invocation per row, walking it
+// alone (no workgroup memory, no barriers), for CPU adapters, where a workgroup's barriers cost far
+// more than a short row's loop. Row r = workgroup · 64 + local id.
+const RWG = 64u;
+
+@compute @workgroup_size(64)
+fn forward_rows(@builtin(local_invocation_id) lid: vec3<u32>,
+                @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+  let row = (wid.x + wid.y * nw.x) * RWG + lid.x;
+  if (row >= p.rows) { return; }
+  let base = row * p.d;
+  let n = f32(p.d);
+  var mean = 0.0;
+  if (p.centered == 1u) {
+    var s = 0.0;
+    for (var j = 0u; j < p.d; j++) { s += x[base + j]; }
+    mean = s / n;
+  }
+  var ss = 0.0;
+  for (var j = 0u; j < p.d; j++) {
+    let c = x[base + j] - mean;
+    ss += c * c;
+  }
+  let rstd = inverseSqrt(ss / n + p.eps);
+  stats[row] = vec2(mean, rstd);
+  for (var j = 0u; j < p.d; j++) {
+    var v = (x[base + j] - mean) * rstd * weight[j];
+    if (p.centered == 1u) { v += bias[j]; }
+    y[base + j] = v;
+  }
+}
+
+@compute @workgroup_size(64)
+fn input_grad_rows(@builtin(local_invocation_id) lid: vec3<u32>,
+                   @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+  let row = (wid.x + wid.y * nw.x) * RWG + lid.x;
+  if (row >= p.rows) { return; }
+  let base = row * p.d;
+  let st = stats[row];
+  var acc = vec2(0.0);
+  for (var j = 0u; j < p.d; j++) {
+    let gw = dy[base + j] * weight[j];
+    acc += vec2(gw, gw * (x[base + j] - st.x) * st.y);
+  }
+  let means = acc / f32(p.d);
+  let mean_gw = select(0.0, means.x, p.centered == 1u);
+  for (var j = 0u; j < p.d; j++) {
     let xhat = (x[base + j] - st.x) * st.y;
     dx[base + j] = st.y * (dy[base + j] * weight[j] - mean_gw - xhat * means.y);
   }

@@ -11,7 +11,9 @@ import {
   layerNorm,
   logSoftmax,
   NORM_EPS,
+  type NormKernels,
   rmsNorm,
+  setNormKernels,
   softmax,
   softmaxCrossEntropy,
   tokenNll,
@@ -167,10 +169,21 @@ Deno.test("nn kernels compile on this adapter", async () => {
 
 const NORM_SHAPES = [[5, 1], [5, 7], [70, 7], [3, 11, 257], [2, 1030]];
 
-Deno.test("rmsNorm and layerNorm match float64, forward and backward", async () => {
+Deno.test("rmsNorm and layerNorm match float64, forward and backward, a row a workgroup or an invocation", async () => {
   await gpuReady;
+  for (const kernels of ["workgroup", "rows"] as const) {
+    const previous = setNormKernels(kernels);
+    try {
+      await checkNorms(kernels);
+    } finally {
+      setNormKernels(previous);
+    }
+  }
+});
+
+async function checkNorms(kernels: NormKernels) {
   for (const centered of [false, true]) {
-    const name = centered ? "layerNorm" : "rmsNorm";
+    const name = `${centered ? "layerNorm" : "rmsNorm"} (${kernels})`;
     for (const shape of NORM_SHAPES) {
       const d = shape.at(-1)!, n = prod(shape);
       // An offset mean tests LayerNorm's centring; RMSNorm sees it as signal.
@@ -217,7 +230,7 @@ Deno.test("rmsNorm and layerNorm match float64, forward and backward", async () 
       if (centered) assertCloseToMass(grads[2]!, g[2], massB, 1e-5, `${where} dbias`);
     }
   }
-});
+}
 
 // ---------------------------------------------------------------------------------------------
 // Softmax

@@ -3,7 +3,7 @@
 // embedding lookup (kernels/embedding.wgsl). Each op validates shapes and dtypes before dispatching
 // and records its backward; backward kernels are deterministic (no float atomics).
 import { ShapeError } from "../errors.ts";
-import { dispatch, f32bits, grid, pipeline } from "../gpu/mod.ts";
+import { dispatch, f32bits, gpu, grid, pipeline } from "../gpu/mod.ts";
 import normWgsl from "../../kernels/norm.wgsl" with { type: "text" };
 import softmaxWgsl from "../../kernels/softmax.wgsl" with { type: "text" };
 import crossEntropyWgsl from "../../kernels/cross_entropy.wgsl" with { type: "text" };
@@ -75,6 +75,25 @@ function normParamGrad(
   return g;
 }
 
+/** How RMSNorm and LayerNorm walk a row: "auto" is a workgroup on a GPU, one invocation on a CPU. */
+export type NormKernels = "auto" | "workgroup" | "rows";
+let normKernels: NormKernels = "auto";
+
+/** Sets how the norms walk their rows (tests, benchmarks); returns the previous setting. */
+export function setNormKernels(k: NormKernels): NormKernels {
+  const previous = normKernels;
+  normKernels = k;
+  return previous;
+}
+
+/** The entry point and grid of a norm pass over `rows` rows: forward or input_grad. */
+function normPass(entry: "forward" | "input_grad", rows: number) {
+  const perRow = normKernels === "rows" || (normKernels === "auto" && gpu().isCpu);
+  return perRow
+    ? { pipe: pipeline(normWgsl, `${entry}_rows`), groups: grid(Math.ceil(rows / 64)) }
+    : { pipe: pipeline(normWgsl, entry), groups: grid(rows) };
+}
+
 function normalize(
   op: string,
   x: Tensor,
@@ -90,11 +109,12 @@ function normalize(
   const y = new Tensor(x.shape, "f32");
   const stats = new Tensor([rows, 2], "f32"); // (mean, rstd) per row
   if (rows > 0) {
+    const { pipe, groups } = normPass("forward", rows);
     dispatch(
-      pipeline(normWgsl, "forward"),
+      pipe,
       [x.buffer, stats.buffer, weight.buffer, (bias ?? weight).buffer, y.buffer],
       u,
-      grid(rows),
+      groups,
     );
   }
   const inputs = bias ? [x, weight, bias] : [x, weight];
@@ -103,12 +123,8 @@ function normalize(
     if (x.requiresGrad) {
       dx = new Tensor(x.shape, "f32");
       if (rows > 0) {
-        dispatch(
-          pipeline(normWgsl, "input_grad"),
-          [x.buffer, stats.buffer, weight.buffer, dy.buffer, dx.buffer],
-          u,
-          grid(rows),
-        );
+        const { pipe, groups } = normPass("input_grad", rows);
+        dispatch(pipe, [x.buffer, stats.buffer, weight.buffer, dy.buffer, dx.buffer], u, groups);
       }
     }
     const dweight = weight.requiresGrad ? normParamGrad(x, stats, dy, rows, d, false) : null;
