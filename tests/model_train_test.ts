@@ -14,7 +14,7 @@ import { UserError } from "../lib/errors.ts";
 import { VMambAR } from "../lib/model/vmambar.ts";
 import { fittedSteps } from "../lib/train/schedule.ts";
 import { sampleTokens } from "../lib/tensor/sample.ts";
-import { keep, noGrad, type Tensor, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
+import { keep, noGrad, type Tensor, tensor, tidy, tidyAsync } from "../lib/tensor/tensor.ts";
 import { loadTokenizer } from "../lib/tokenizer/load.ts";
 import { VQVAE } from "../lib/tokenizer/vqvae.ts";
 import {
@@ -547,4 +547,80 @@ Deno.test("fittedSteps: the schedule ends within the time limit, keeping a reser
   assert(fit === 54, `1 minute: ${fit}`);
   assert(fittedSteps(s, 40, { step: 10, time: 5 }, 20, 60) === 1000, "an hour: unchanged");
   assert(fittedSteps(s, 40, { step: 10, time: 5 }, 20, 0.5) === 21, "too little time: warmup + 1");
+});
+
+Deno.test("scaleWeightedLoss: Σ_k c_k·CE_k in float64; equal weights give the plain loss", async () => {
+  await gpuReady;
+  const scales = [1, 2, 3], B = 3, V = 11, L = 14;
+  const logits = randn(B * L * V);
+  const indices = Int32Array.from({ length: B * L }, (_, i) => (i * 7 + 3) % V);
+  // float64: each token's −log softmax, averaged per scale, then weighted by w_k·n_k.
+  const nll = (r: number) => {
+    const row = Array.from(logits.slice(r * V, (r + 1) * V));
+    const m = Math.max(...row);
+    return m + Math.log(row.reduce((a, v) => a + Math.exp(v - m), 0)) - row[indices[r]];
+  };
+  const ref = (w: number[]) => {
+    const n = scales.map((p) => p * p);
+    const wk = scales.map((_, k) => w[Math.min(k, w.length - 1)]);
+    const total = n.reduce((a, nk, k) => a + wk[k] * nk, 0);
+    let loss = 0, start = 0;
+    n.forEach((nk, k) => {
+      let s = 0;
+      for (let b = 0; b < B; b++) for (let i = 0; i < nk; i++) s += nll(b * L + start + i);
+      loss += (wk[k] * nk / total) * (s / (B * nk));
+      start += nk;
+    });
+    return loss;
+  };
+  for (const w of [[1], [8, 4, 1], [0, 1], [2, 0, 0]]) {
+    const got = await tidyAsync(async () =>
+      await VMambAR.scaleWeightedLoss(tensor(logits, [B, L, V]), indices, scales, w).item()
+    );
+    const want = ref(w);
+    assert(Math.abs(got - want) < 1e-5 * Math.max(1, want), `weights [${w}]: ${got}, want ${want}`);
+  }
+  const plain = await tidyAsync(async () => [
+    await VMambAR.loss(tensor(logits, [B, L, V]), indices).item(),
+    await VMambAR.scaleWeightedLoss(tensor(logits, [B, L, V]), indices, scales, [3]).item(),
+  ]);
+  assert(Math.abs(plain[0] - plain[1]) < 1e-6, `equal weights ${plain[1]}, plain ${plain[0]}`);
+  assert(Math.abs(plain[0] - ref([8, 4, 1])) > 1e-3, "the weights change the loss");
+  for (const bad of [[0], [-1, 1], [1, Number.NaN]]) {
+    let threw = false;
+    tidy(() => {
+      try {
+        VMambAR.scaleWeightedLoss(tensor(logits, [B, L, V]), indices, scales, bad);
+      } catch {
+        threw = true;
+      }
+    });
+    assert(threw, `weights [${bad}] accepted`);
+  }
+});
+
+Deno.test("train --scale-weights: the weights reach the trainer's loss; bad lists are one line", async () => {
+  await gpuReady;
+  const r = await tinyRun("scale-weights");
+  const out = join(r.dir, "m.safetensors");
+  const bad = await runCli(...trainArgs(r, out, "--scale-weights", "1,x"));
+  assert(bad.code !== 0 && /--scale-weights must be non-negative/.test(bad.stderr), bad.stderr);
+  const many = await runCli(...trainArgs(r, out, "--scale-weights", "1,1,1,1,1,1,1,1,1,1,1,1"));
+  assert(many.code !== 0 && /the model has \d+ scales/.test(many.stderr), many.stderr);
+  // The first step's trained loss is the weighted one (here the first scale alone); `ce` is not.
+  const firstStep = async (...more: string[]) => {
+    const res = await runCli(...trainArgs(r, out, "--steps", "1", "--log-every", "1", ...more));
+    assert(res.code === 0, res.stderr);
+    const line = (await Deno.readTextFile(join(r.dir, "m.metrics.jsonl"))).split("\n")
+      .map((l) => l && JSON.parse(l)).find((m) => m && m.kind === "train");
+    return line as { loss: number; ce: number };
+  };
+  const plain = await firstStep("--force");
+  assert(Math.abs(plain.loss - plain.ce) < 1e-6, `unweighted: loss ${plain.loss}, ce ${plain.ce}`);
+  const weighted = await firstStep("--force", "--scale-weights", "1,0");
+  assert(Math.abs(weighted.ce - plain.ce) < 1e-5, `same weights, same ce: ${weighted.ce}`);
+  assert(Math.abs(weighted.loss - weighted.ce) > 1e-3, `weighted loss ${weighted.loss} = ce`);
+  const state = await readSafetensors(join(r.dir, "m.train-state.safetensors"));
+  const settings = JSON.parse(state.metadata.settings);
+  assert(settings.scaleWeights?.join() === "1,0", `saved settings ${state.metadata.settings}`);
 });

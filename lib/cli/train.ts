@@ -72,6 +72,11 @@ export const spec: CommandSpec = {
     seed: str("seed of the weights, data order and caption dropout", "S", String(D.seed)),
     teacher: str("distil from this model checkpoint (e.g. --set arch=transformer)", "FILE"),
     "kd-alpha": str("distillation weight α (with --teacher)", "A", "0.5"),
+    "scale-weights": str(
+      "loss weight of each scale's tokens, coarsest first, the last repeating, e.g. 8,4,2,1 " +
+        "(default: every token alike)",
+      "W,…",
+    ),
     "kd-temp": str("distillation temperature τ", "T", "1"),
     "log-every": str("steps between metrics lines (one GPU readback each)", "N", "50"),
     "val-every": str("steps between validations (0: only at the end)", "N", "500"),
@@ -123,7 +128,19 @@ function readSettings(v: Values, recipe?: (typeof RECIPES)[string]): ModelTraini
     seed: intFlag(v, "seed", 0),
     kdAlpha: v.teacher ? unit("kd-alpha") : 0,
     kdTemp: positive("kd-temp"),
+    ...(v["scale-weights"] === undefined ? {} : { scaleWeights: scaleWeights(v["scale-weights"]) }),
   };
+}
+
+/** `--scale-weights W1,W2,…`: non-negative numbers, at least one above 0. */
+function scaleWeights(text: unknown): number[] {
+  const parts = String(text).split(",");
+  const w = parts.map((x) => Number(x.trim()));
+  if (parts.some((x) => x.trim() === "") || w.some((x) => !(x >= 0) || !Number.isFinite(x))) {
+    throw new UserError(`--scale-weights must be non-negative numbers W1,W2,…, got '${text}'`);
+  }
+  if (!w.some((x) => x > 0)) throw new UserError("--scale-weights needs a weight above 0");
+  return w;
 }
 
 export async function main(argv: string[]): Promise<void> {

@@ -8,9 +8,10 @@ import { Mamba, type MambaCache } from "../nn/mamba.ts";
 import { Init, Module } from "../nn/module.ts";
 import { type AttentionMask, blockCausalMask, KVCache, rope2dTable } from "../tensor/attention.ts";
 import { softmaxCrossEntropy } from "../tensor/nn_ops.ts";
-import { add, concat, slice, zeros } from "../tensor/ops.ts";
+import { add, concat, scale, slice, zeros } from "../tensor/ops.ts";
 import { keep, type Tensor, tensor } from "../tensor/tensor.ts";
 import { PAD } from "../data/text.ts";
+import { ShapeError } from "../errors.ts";
 import { gsaCalls, imageTokens, type ModelConfig } from "./config.ts";
 import { TextEncoder, TransformerBlock } from "./text_encoder.ts";
 
@@ -223,6 +224,46 @@ export class VMambAR extends Module {
   static loss(logits: Tensor, indices: Int32Array): Tensor {
     const [B, L, V] = logits.shape;
     return softmaxCrossEntropy(logits.reshape([B * L, V]), { data: indices, shape: [B * L] });
+  }
+
+  /**
+   * The cross-entropy with each scale's tokens weighted: Σ_k c_k·CE_k over the scales' mean losses
+   * CE_k, c_k = w_k·n_k / Σ_j w_j·n_j (n_k = pn_k² tokens; the last weight repeats). Equal weights
+   * give `loss`; a weight of 0 leaves its scale out.
+   */
+  static scaleWeightedLoss(
+    logits: Tensor,
+    indices: Int32Array,
+    scales: readonly number[],
+    weights: readonly number[],
+  ): Tensor {
+    const [B, L, V] = logits.shape;
+    const n = scales.map((pn) => pn * pn);
+    const w = scales.map((_, k) => weights[Math.min(k, weights.length - 1)]);
+    const total = n.reduce((a, nk, k) => a + w[k] * nk, 0);
+    if (n.reduce((a, b) => a + b, 0) !== L || !(total > 0) || w.some((x) => !(x >= 0))) {
+      throw new ShapeError(
+        `scaleWeightedLoss: weights [${weights}] over scales [${scales}] for ${L} tokens`,
+      );
+    }
+    let loss: Tensor | null = null;
+    let start = 0;
+    n.forEach((nk, k) => {
+      if (w[k] > 0) {
+        const ids = new Int32Array(B * nk);
+        for (let b = 0; b < B; b++) {
+          ids.set(indices.subarray(b * L + start, b * L + start + nk), b * nk);
+        }
+        const rows = slice(logits, 1, start, start + nk).reshape([B * nk, V]);
+        const term = scale(
+          softmaxCrossEntropy(rows, { data: ids, shape: [B * nk] }),
+          (w[k] * nk) / total,
+        );
+        loss = loss ? add(loss, term) : term;
+      }
+      start += nk;
+    });
+    return loss!;
   }
 
   /** Parameters, excluding nothing (the count `info` and the presets quote). */

@@ -42,6 +42,11 @@ export interface ModelTrainingSettings {
   /** Distillation: loss = (1 − α)·CE + α·τ²·KL(teacher_τ ‖ student_τ); α 0 is off. */
   kdAlpha: number;
   kdTemp: number;
+  /**
+   * Loss weight of each scale's tokens, coarsest first, the last repeating
+   * (VMambAR.scaleWeightedLoss); absent: every token alike. The metrics' `ce` stays unweighted.
+   */
+  scaleWeights?: number[];
 }
 
 export const DEFAULT_MODEL_SETTINGS: ModelTrainingSettings = {
@@ -103,6 +108,12 @@ export class ModelTrainer {
     readonly quantizer: ResidualQuantizer,
     readonly teacher: VMambAR | null = null,
   ) {
+    const sw = settings.scaleWeights;
+    if (sw && sw.length > cfg.scales.length) {
+      throw new UserError(
+        `--scale-weights has ${sw.length} weights; the model has ${cfg.scales.length} scales`,
+      );
+    }
     if (settings.batchSize % settings.microBatch !== 0) {
       throw new UserError(
         `--batch ${settings.batchSize} is not a multiple of --micro-batch ${settings.microBatch}`,
@@ -157,11 +168,13 @@ export class ModelTrainer {
       const features = teacherFeatures(this.quantizer, batch.indices, batch.size);
       const logits = this.model.forward(seq, features);
       const ce = VMambAR.loss(logits, batch.indices);
-      let loss = ce, kd = zeros([1]);
+      const sw = this.settings.scaleWeights;
+      const fit = sw ? VMambAR.scaleWeightedLoss(logits, batch.indices, this.cfg.scales, sw) : ce;
+      let loss = fit, kd = zeros([1]);
       if (this.teacher && alpha > 0) {
         const t = noGrad(() => this.teacher!.forward(seq, features));
         kd = distillationLoss(t, logits, tau);
-        loss = add(scale(ce, 1 - alpha), scale(kd, alpha));
+        loss = add(scale(fit, 1 - alpha), scale(kd, alpha));
       }
       const share = batch.size / batchSize;
       backward(scale(loss, share));
