@@ -208,6 +208,20 @@ export function convForwardWgsl(c: ConvShape, k: ConvKernel, bias: boolean): str
 }
 
 /**
+ * dx's epilogue: the GEMM's rows are input channels, its columns the phase's input pixels (whose
+ * (q_b, iy, ix) `pixelOf` declares), stored NCHW.
+ */
+function dxStore(c: ConvShape, k: ConvKernel, pixelOf: (q: string) => string[]) {
+  return nchwStore(
+    c.Cin,
+    c.H * c.W,
+    k.vecC,
+    (q) => [...pixelOf(q), `let o = iy * ${u(c.W)} + ix;`],
+    false,
+  );
+}
+
+/**
  * One phase of dx = ŵ · ĝ into dx [B, Cin, H, W]: M = Cin, N = B·Hp·Wp, K = Cout·nky·nkx.
  * A = w [Cout, Cin, kh, kw] read as ŵ[ci, (co, jy, jx)], B = g [B, Cout, Ho, Wo].
  */
@@ -245,13 +259,7 @@ export function convDxWgsl(c: ConvShape, ph: DxPhase, k: ConvKernel): string {
       `  }`,
       `}`,
     ],
-    store: nchwStore(
-      c.Cin,
-      c.H * c.W,
-      k.vecC,
-      (q) => [...pixelOf(q), `let o = iy * ${u(c.W)} + ix;`],
-      false,
-    ),
+    store: dxStore(c, k, pixelOf),
   });
 }
 
@@ -293,13 +301,7 @@ function convDxWgsl2(c: ConvShape, ph: DxPhase, k: ConvKernel): string {
       `  ${r} = B[${p}base + co * ${u(Po)} + u32(oy) * ${u(c.Wo)} + u32(ox)];`,
       `}`,
     ],
-    store: nchwStore(
-      c.Cin,
-      c.H * c.W,
-      k.vecC,
-      (q) => [...pixelOf(q), `let o = iy * ${u(c.W)} + ix;`],
-      false,
-    ),
+    store: dxStore(c, k, pixelOf),
   });
 }
 
