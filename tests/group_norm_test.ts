@@ -16,6 +16,15 @@ import {
   runWithGrads,
 } from "./helpers.ts";
 
+/** float64 mean and 1/√(var + eps) (biased, two passes) of x[at, at + n). */
+function groupStatsRef(x: ArrayLike<number>, at: number, n: number, eps: number) {
+  let mean = 0, v = 0;
+  for (let i = 0; i < n; i++) mean += x[at + i];
+  mean /= n;
+  for (let i = 0; i < n; i++) v += (x[at + i] - mean) ** 2;
+  return { mean, rstd: 1 / Math.sqrt(v / n + eps) };
+}
+
 /** float64 F.group_norm over x [B, C, ...] with n = C/G · HW per group. */
 function groupNormRef(
   x: ArrayLike<number>,
@@ -31,11 +40,7 @@ function groupNormRef(
   const n = (C / G) * HW;
   const y = new Float64Array(x.length);
   for (let bg = 0; bg < B * G; bg++) {
-    let mean = 0, v = 0;
-    for (let i = 0; i < n; i++) mean += x[bg * n + i];
-    mean /= n;
-    for (let i = 0; i < n; i++) v += (x[bg * n + i] - mean) ** 2;
-    const rstd = 1 / Math.sqrt(v / n + eps);
+    const { mean, rstd } = groupStatsRef(x, bg * n, n, eps);
     for (let i = 0; i < n; i++) {
       const c = (bg % G) * (C / G) + Math.floor(i / HW);
       const v = (x[bg * n + i] - mean) * rstd * w[c] + b[c];
@@ -61,11 +66,7 @@ function groupNormGradRef(
   const n = (C / G) * HW;
   const dx = new Float64Array(x.length), dw = new Float64Array(C), db = new Float64Array(C);
   for (let bg = 0; bg < B * G; bg++) {
-    let mean = 0, v = 0;
-    for (let i = 0; i < n; i++) mean += x[bg * n + i];
-    mean /= n;
-    for (let i = 0; i < n; i++) v += (x[bg * n + i] - mean) ** 2;
-    const rstd = 1 / Math.sqrt(v / n + eps);
+    const { mean, rstd } = groupStatsRef(x, bg * n, n, eps);
     const xhat = new Float64Array(n), dyw = new Float64Array(n);
     let m1 = 0, m2 = 0;
     for (let i = 0; i < n; i++) {

@@ -607,6 +607,9 @@ Deno.test("train --scale-weights: the weights reach the trainer's loss; bad list
   assert(bad.code !== 0 && /--scale-weights must be non-negative/.test(bad.stderr), bad.stderr);
   const many = await runCli(...trainArgs(r, out, "--scale-weights", "1,1,1,1,1,1,1,1,1,1,1,1"));
   assert(many.code !== 0 && /the model has \d+ scales/.test(many.stderr), many.stderr);
+  for (const f of ["m.safetensors", "m.metrics.jsonl", "m.train-state.safetensors"]) {
+    assert(!(await exists(join(r.dir, f))), `a refused run wrote ${f}`);
+  }
   // The first step's trained loss is the weighted one (here the first scale alone); `ce` is not.
   const firstStep = async (...more: string[]) => {
     const res = await runCli(...trainArgs(r, out, "--steps", "1", "--log-every", "1", ...more));

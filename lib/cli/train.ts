@@ -132,6 +132,15 @@ function readSettings(v: Values, recipe?: (typeof RECIPES)[string]): ModelTraini
   };
 }
 
+/** Refuses more scale weights than the model has scales (before any file is written). */
+function checkScaleWeights(weights: number[] | undefined, scales: number): void {
+  if (weights && weights.length > scales) {
+    throw new UserError(
+      `--scale-weights has ${weights.length} weights; the model has ${scales} scales`,
+    );
+  }
+}
+
 /** `--scale-weights W1,W2,…`: non-negative numbers, at least one above 0. */
 function scaleWeights(text: unknown): number[] {
   const parts = String(text).split(",");
@@ -212,6 +221,7 @@ export async function main(argv: string[]): Promise<void> {
     `--preset ${preset}`,
   );
   if (start) checkTokenGrid(cfg, tok.cfg, `--init ${init}`);
+  checkScaleWeights(settings.scaleWeights, cfg.scales.length);
   const want = {
     tokenizerSha256: tok.sha256,
     tokenizer: tokenizerPath,

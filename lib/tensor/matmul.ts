@@ -115,12 +115,6 @@ export function chooseTile(
   return fitTile(tile, dtype);
 }
 
-/**
- * On a CPU adapter (lavapipe, llvmpipe) a workgroup runs on one core with its invocations in SIMD
- * lanes, and rows of padding cost as much as real ones: the tile's rows follow M (16, 32 or 64)
- * and its columns stay at 64, 4×4 outputs a thread. On lavapipe this ran the tokenizer's convs
- * 1.4–2.9× faster than 64×64 (tools/BENCHMARKS.md, "A first run on the CPU").
- */
 let cpuTilesOn = true;
 
 /** Whether a CPU adapter takes cpuTile's tiles (default) or a GPU's (benchmarks); returns the old. */
@@ -130,6 +124,12 @@ export function setCpuTiles(on: boolean): boolean {
   return previous;
 }
 
+/**
+ * On a CPU adapter (lavapipe, llvmpipe) a workgroup runs on one core with its invocations in SIMD
+ * lanes, and rows of padding cost as much as real ones: the tile's rows follow M (16, 32 or 64)
+ * and its columns stay at 64, 4×4 outputs a thread. On lavapipe this ran the tokenizer's convs
+ * 1.4–2.9× faster than 64×64 (tools/BENCHMARKS.md, "A first run on the CPU").
+ */
 export function cpuTile(M: number, dtype: "f32" | "f16" = "f32"): MatmulTile {
   const bm = M <= 16 ? 16 : M <= 32 ? 32 : 64;
   return fitTile({ bm, bn: 64, bk: 16, tm: 4, tn: 4, prefetch: false }, dtype);

@@ -108,12 +108,6 @@ export class ModelTrainer {
     readonly quantizer: ResidualQuantizer,
     readonly teacher: VMambAR | null = null,
   ) {
-    const sw = settings.scaleWeights;
-    if (sw && sw.length > cfg.scales.length) {
-      throw new UserError(
-        `--scale-weights has ${sw.length} weights; the model has ${cfg.scales.length} scales`,
-      );
-    }
     if (settings.batchSize % settings.microBatch !== 0) {
       throw new UserError(
         `--batch ${settings.batchSize} is not a multiple of --micro-batch ${settings.microBatch}`,
