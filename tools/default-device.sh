@@ -15,6 +15,8 @@
 # seed); SHIP=1 writes the f16 checkpoints of models/ (tools/ship_default.ts) to $OUT/models.
 # BUDGET_S=N: the model trains for what is left of N seconds after the data and tokenizing, less
 # RESERVE_S (default 60) for eval and shipping; MODEL_MINUTES is then ignored.
+# TRAIN_FLAGS="…" adds flags to `vmambar train` (e.g. "--scale-weights 16,8,4,2,1"; not with RESUME=1,
+# which keeps the run's own settings).
 # Back in $OUT: the tokenizer and model checkpoints (f32, unless SHIP=1), their metrics, the grids.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,7 +67,7 @@ fi
 vm train --data $run/tokens --val $run/tokens-val --tokenizer $run/tokenizer.safetensors \
   --out $run/model.safetensors "${mode[@]}" --batch 64 --lr "${LR:-1e-3}" \
   --warmup "${WARMUP:-300}" --max-minutes "$model_minutes" --log-every 100 --val-every 500 \
-  --sample-every 500 --checkpoint-every 500 || true
+  --sample-every 500 --checkpoint-every 500 ${TRAIN_FLAGS:-} || true
 stamp model
 if [[ ${EVAL:-0} == 1 ]]; then
   for seed in ${EVAL_SEEDS:-0}; do

@@ -16,6 +16,9 @@
 #   scan       tools/bench_scan.ts: the one-pass selective scan against the chunked kernels (per-kernel
 #              GPU time, cross-checked), then tools/torch_scan.py (PyTorch's parallel scan, the
 #              ratio table); the mamba_ssm figure is tools/BENCHMARKS.md's
+#   generate   generation latency, tokens only, 1 and 16 images, tiny64 and base256: VMambAR
+#              (profile_model_step.ts --generate) beside the PyTorch reference's scale-by-scale
+#              generation (tools/reference/check.py --time-only --generate), fp32 and bf16
 #   sampling   `vmambar eval --set shapes` under a few sampling settings (SAMPLING_OPTS, SAMPLING_MODELS,
 #              SAMPLING_SEEDS: see below); one line per setting: [count relation all-right] per seed
 # Logs land in $OUT (the device tool's output folder) or ./out.
@@ -77,6 +80,17 @@ for s in $sections; do
       tee "$out/scan.log"
     python3 tools/torch_scan.py --dump /tmp/scan-dump.safetensors --wgsl /tmp/scan.json 2>&1 |
       tee -a "$out/scan.log"
+    ;;
+  generate)
+    # Generation, tokens only (cfg 3, top-k 100), 1 and 16 images: VMambAR's profile beside the
+    # PyTorch reference's scale-by-scale generation (fp32 and bf16) on the same random weights.
+    for p in tiny64 base256; do
+      ts tools/profile_model_step.ts --preset $p --batch 1 --steps 1 --generate 1,16 2>&1 |
+        grep -E "^generate" | sed "s/^/VMambAR $p: /" | tee -a "$out/generate.log"
+      ts tools/reference/dump_case.ts --preset $p --out /tmp/case-$p.safetensors >/dev/null
+      python3 tools/reference/check.py --time --time-only --generate 1,16 /tmp/case-$p.safetensors \
+        2>&1 | grep -E "==|generation" | tee -a "$out/generate.log"
+    done
     ;;
   sampling)
     # SAMPLING_OPTS: option sets separated by ';' (VMAMBAR_RERANK_PMI=λ in one sets the reranking's

@@ -13,7 +13,8 @@ judged against float64:
 
 where error = max|a − b| / max|b| (b the float64 value); ‖a − b‖ / ‖b‖ is printed beside it.
 --time also measures a PyTorch eager training step (forward + backward) for the case's config and
-batch, fp32 (TF32 off) and bf16 autocast, as tokens/s (B·L per step).
+batch, fp32 (TF32 off) and bf16 autocast, as tokens/s (B·L per step); with --generate 1,16, the
+reference's scale-by-scale generation at those batches too (ms from text ids to indices).
 
   python3 tools/reference/check.py [--time] CASE.safetensors [CASE2 ...]   # exit 1 on any FAIL
 """
@@ -112,6 +113,43 @@ def time_training(cfg, state, text_ids, indices, device, batch=None):
         torch.cuda.empty_cache()
 
 
+def time_generation(cfg, state, text_ids, device, batches):
+    """The [Speed] generation baseline: the reference's scale-by-scale generation (carried Mamba
+    states and KV caches, each scale's scan by doubling, tokens drawn on the GPU) with cfg 3 and
+    top-k 100 as tools/profile_model_step.ts --generate, from the text ids to the indices on the
+    host; fp32 (TF32 off) and bf16 autocast; median wall-clock ms of 5 runs after a warm-up."""
+    import time
+    for label, bf16 in (("fp32 (TF32 off)", False), ("bf16 autocast", True)):
+        model = VMambAR(cfg).to(device)
+        model.load_state(state)
+        for n in batches:
+            ids = text_ids.repeat(-(-n // text_ids.shape[0]), 1)[:n].to(device)
+            g = torch.Generator(device=device).manual_seed(1)
+
+            def run():
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+                    return model.generate(ids, cfg=3.0, top_k=100, generator=g).cpu()
+
+            try:
+                torch.cuda.reset_peak_memory_stats()
+                run()
+                times = []
+                for _ in range(5):
+                    torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    run()
+                    times.append((time.perf_counter() - t0) * 1e3)
+                peak = torch.cuda.max_memory_allocated() / 2**20
+                print(f"  PyTorch eager generation {label}: {n} image{'s' if n > 1 else ''} "
+                      f"(tokens only, cfg 3): median {statistics.median(times):.1f} ms, peak memory "
+                      f"{peak:,.0f} MiB")
+            except RuntimeError as e:
+                print(f"  PyTorch eager generation {label}, {n} images: failed "
+                      f"({str(e).splitlines()[0]})")
+        del model
+        torch.cuda.empty_cache()
+
+
 def describe(cfg, B):
     L = sum(pn * pn for pn in cfg["scales"])
     return (f"{cfg['arch']} d {cfg['d']}, {cfg['n_layers']} layers, gsa_every {cfg.get('gsa_every')}, "
@@ -119,8 +157,8 @@ def describe(cfg, B):
             f"L {L}, V {cfg['vocab']}")
 
 
-def check_case(path, device, time_it, time_batch=None):
-    """Prints the case's table; returns the number of FAIL rows."""
+def check_case(path, device, time_it, time_batch=None, generate=(), judge=True):
+    """Prints the case's table; returns the number of FAIL rows. judge=False: only the timings."""
     tensors, meta = read_safetensors(path)
     if "config" not in meta:
         print(f"{path}: no config in __metadata__; not a case file")
@@ -129,6 +167,14 @@ def check_case(path, device, time_it, time_batch=None):
     text_ids, indices = tensors["input.text_ids"], tensors["input.indices"]
     print(f"\n== {os.path.basename(path)}: {describe(model_config(cfg), indices.shape[0])}")
     state = {k: v for k, v in tensors.items() if not k.startswith(("input.", "out.", "grad."))}
+    if not judge:
+        if device.type != "cuda":
+            print("  no CUDA device, no timing")
+        elif generate:
+            time_generation(cfg, state, text_ids, device, generate)
+        else:
+            time_training(cfg, state, text_ids, indices, device, time_batch)
+        return 0
     r64 = reference(cfg, state, text_ids, indices, torch.float64, device)
     r32 = reference(cfg, state, text_ids, indices, torch.float32, device)
 
@@ -172,6 +218,8 @@ def check_case(path, device, time_it, time_batch=None):
     if time_it:
         if device.type == "cuda":
             time_training(cfg, state, text_ids, indices, device, time_batch)
+            if generate:
+                time_generation(cfg, state, text_ids, device, generate)
         else:
             print("  --time: no CUDA device, no timing")
     return fails
@@ -183,6 +231,10 @@ def main(argv=None):
     ap.add_argument("--time", action="store_true", help="also time a PyTorch eager training step")
     ap.add_argument("--time-batch", type=int, action="append", default=[],
                     help="with --time: the batch to time each case at (in case order)")
+    ap.add_argument("--generate", default="",
+                    help="with --time: also time generation at these batches, e.g. 1,16")
+    ap.add_argument("--time-only", action="store_true",
+                    help="skip the judging: only the timings (--generate's alone when given)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
     # Plain f32: no TF32 in matrix products or convolutions.
@@ -192,9 +244,12 @@ def main(argv=None):
     device = torch.device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"PyTorch {torch.__version__} on {where}")
-    print(RULE)
+    if not args.time_only:
+        print(RULE)
     batches = args.time_batch + [None] * len(args.cases)
-    fails = sum(check_case(path, device, args.time, batches[i]) for i, path in enumerate(args.cases))
+    generate = [int(n) for n in args.generate.split(",") if n.strip()]
+    fails = sum(check_case(path, device, args.time, batches[i], generate, not args.time_only)
+                for i, path in enumerate(args.cases))
     print(f"\n{'FAIL' if fails else 'PASS'}: {fails} failing rows over {len(args.cases)} case(s)")
     return 1 if fails else 0
 

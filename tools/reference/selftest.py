@@ -6,8 +6,12 @@ side: properties that a wrong reference would break, on a small random model of 
   phi_index     against numpy's linspace + argmin for every (k, K, n ≤ 6), ties included
   rope          table values by hand, adjacent pairs, the 2D halves, relative-position invariance
   attention     against a per-query loop; a query that sees no key gives 0
-  scan          the loop against the closed form Σ_τ exp(A·Σ_(τ,t] Δ) Δ_τ B_τ u_τ · C_t
-  mamba         a PAD prefix changes nothing after it (state carried through) and outputs 0
+  scan          the loop against the closed form Σ_τ exp(A·Σ_(τ,t] Δ) Δ_τ B_τ u_τ · C_t; the
+                doubling scan in chunks from a carried state against the loop
+  generate      scale by scale with carried states and KV caches, guided and not: the full pass
+                over the drawn indices gives the logits each scale saw; top-k 1 is the argmax
+  mamba         a PAD prefix changes nothing after it (state carried through) and outputs 0;
+                chunks carrying the conv and SSM states (generation) give the whole's outputs
   model (hybrid and transformer, float64):
     names       every parameter name and shape as the case file's (DESIGN §4, the brief's list)
     pad         junk in the PAD embedding row leaves the logits unchanged
@@ -40,8 +44,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import check  # noqa: E402
 from vmambar import (BOS, EOS, PAD, Mamba, VMambAR, attend, block_causal_visibility,  # noqa: E402
-                     gsa_calls, phi_index, read_safetensors, rope_table, rotate, scale_positions,
-                     selective_scan, text_positions, write_safetensors)
+                     gsa_calls, parallel_scan, phi_index, read_safetensors, rope_table, rotate,
+                     scale_positions, selective_scan, text_positions, write_safetensors)
 
 SMALL = dict(d=32, n_layers=4, gsa_every=2, heads=2, text_layers=1, text_length=8,
              scales=[1, 2, 3], vocab=17, cvae=4, d_state=16, d_conv=4, expand=2, quant_resi=0.5,
@@ -254,6 +258,10 @@ def test_scan():
     decay = torch.exp(gap[..., None] * A) * torch.ones(S, S, dtype=torch.float64).tril()[..., None, None]
     want = torch.einsum("btsdn,bsd,bsn,btn->btd", decay, delta * u, Bm, Cm)
     expect(maxdiff(y, want) < 1e-12, "loop = closed form")
+    # By doubling, in two chunks (the second from the first's last state) = the loop.
+    y1, s1 = parallel_scan(u[:, :5], delta[:, :5], A, Bm[:, :5], Cm[:, :5], u.new_zeros(B, D, N))
+    y2, _ = parallel_scan(u[:, 5:], delta[:, 5:], A, Bm[:, 5:], Cm[:, 5:], s1)
+    expect(maxdiff(torch.cat([y1, y2], 1), y) < 1e-12, "doubling in chunks from a state = the loop")
 
 
 def test_mamba():
@@ -271,9 +279,42 @@ def test_mamba():
     y_short = mamba(x[:, 3:], torch.ones(2, 8, 1, dtype=torch.float64))
     expect(maxdiff(y[:, 3:], y_short) < 1e-12, "a PAD prefix (junk inputs) changes nothing after it")
     expect(float(y[:, :3].abs().max()) == 0, "PAD positions output 0")
+    # Chunks of 4, 1 and 6 positions (fewer than d_conv − 1 = 3 in one) carrying the conv and SSM
+    # states give the whole sequence's outputs.
+    state, parts, at = {}, [], 0
+    for n in (4, 1, 6):
+        parts.append(mamba(x_junk[:, at:at + n], m[:, at:at + n], state))
+        at += n
+    expect(maxdiff(torch.cat(parts, 1), y) < 1e-12, "chunks with carried states = the whole")
 
 
 # ------------------------------------------------------------------------------------ the model
+
+def test_generate(arch):
+    """Generation's carried states, KV caches and per-scale inputs against the full pass: the full
+    forward over the indices it drew gives the logits it saw, scale by scale."""
+    print(f"generate ({arch})")
+    cfg = dict(SMALL, arch=arch)
+    model = random_model(cfg, 21)
+    text_ids, _ = random_inputs(cfg, 22)
+    for guidance in (0.0, 1.5):
+        trace = []
+        g = torch.Generator().manual_seed(23)
+        idx = model.generate(text_ids, cfg=guidance, temperature=1.0, top_k=5, generator=g,
+                             trace=trace)
+        L = sum(pn * pn for pn in cfg["scales"])
+        expect(tuple(idx.shape) == (text_ids.shape[0], L) and int(idx.min()) >= 0
+               and int(idx.max()) < cfg["vocab"], f"cfg {guidance}: indices [B, L] in the vocabulary")
+        logits, _ = model(text_ids, idx)
+        seen = torch.cat([t.reshape(t.shape[0], -1, cfg["vocab"]) for t in trace], 1)
+        expect(maxdiff(seen, logits) < 1e-9,
+               f"cfg {guidance}: each scale's logits = the full pass's ({maxdiff(seen, logits):.1e})")
+    # top-k 1 picks the argmax of the guided logits whatever the temperature.
+    trace = []
+    idx = model.generate(text_ids, cfg=0.0, temperature=5.0, top_k=1, trace=trace)
+    want = torch.cat([t.argmax(-1).reshape(t.shape[0], -1) for t in trace], 1)
+    expect(torch.equal(idx, want), "top-k 1 draws the argmax")
+
 
 def expected_shapes(cfg):
     """The case file's names and shapes, written out from the spec independently of the model."""
@@ -500,6 +541,8 @@ def main():
     test_mamba()
     test_model("hybrid")
     test_model("transformer")
+    test_generate("hybrid")
+    test_generate("transformer")
     test_check()
     print(f"\n{len(failures)} failure(s)" + (": " + "; ".join(failures) if failures else ""))
     return 1 if failures else 0

@@ -213,10 +213,16 @@ class Attention(nn.Module):
         self.q_proj, self.k_proj, self.v_proj = linear(din, din), linear(din, din), linear(din, din)
         self.o_proj = linear(din, dout or din)
 
-    def forward(self, x, visible, rope):
+    def forward(self, x, visible, rope, cache=None):
+        """x [B, S, din]. With `cache` (a dict, generation): x is the next S positions, `rope` and
+        `visible` [B, S, S_cached + S] are theirs, and their keys and values are appended."""
         B, S, _ = x.shape
         q, k, v = (p(x).reshape(B, S, self.heads, -1) for p in (self.q_proj, self.k_proj, self.v_proj))
         q, k = rotate(q, *rope), rotate(k, *rope)
+        if cache is not None:
+            if "k" in cache:
+                k, v = torch.cat([cache["k"], k], 1), torch.cat([cache["v"], v], 1)
+            cache["k"], cache["v"] = k, v
         return self.o_proj(attend(q, k, v, visible).reshape(B, S, -1))
 
 
@@ -228,8 +234,8 @@ class TransformerBlock(nn.Module):
         self.attn_norm, self.attn = RMSNorm(d), Attention(d, heads)
         self.mlp_norm, self.mlp = RMSNorm(d), SwiGLU(d)
 
-    def forward(self, x, visible, rope):
-        x = x + self.attn(self.attn_norm(x), visible, rope)
+    def forward(self, x, visible, rope, cache=None):
+        x = x + self.attn(self.attn_norm(x), visible, rope, cache)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -242,8 +248,8 @@ class GSA(nn.Module):
         self.norm_in, self.attn = RMSNorm(2 * d), Attention(2 * d, heads, d)
         self.norm_mlp, self.mlp = RMSNorm(d), SwiGLU(d)
 
-    def forward(self, h, x0, visible, rope):
-        a = self.attn(self.norm_in(torch.cat([h, x0], -1)), visible, rope)
+    def forward(self, h, x0, visible, rope, cache=None):
+        a = self.attn(self.norm_in(torch.cat([h, x0], -1)), visible, rope, cache)
         return self.mlp(self.norm_mlp(a))
 
 
@@ -262,6 +268,20 @@ def selective_scan(u, delta, A, B, C):
     return torch.einsum("bsdn,bsn->bsd", torch.stack(states, 1), C.to(a.dtype))
 
 
+def parallel_scan(u, delta, A, B, C, s0):
+    """The same recurrence from the state s0 [B, di, n], by doubling (Hillis–Steele: log2 S steps
+    of whole-tensor ops, not S small ones) → (y [B, S, di], the last state). For generation."""
+    a = torch.exp(delta.unsqueeze(-1) * A)
+    b = (delta * u).unsqueeze(-1) * B.unsqueeze(2)
+    b = torch.cat([b[:, :1] + a[:, :1] * s0[:, None], b[:, 1:]], 1)
+    S, step = u.shape[1], 1
+    while step < S:
+        b = torch.cat([b[:, :step], torch.addcmul(b[:, step:], a[:, step:], b[:, :-step])], 1)
+        a = torch.cat([a[:, :step], a[:, step:] * a[:, :-step]], 1)
+        step *= 2
+    return torch.einsum("bsdn,bsn->bsd", b, C.to(b.dtype)), b[:, -1]
+
+
 class Mamba(nn.Module):
     """mamba_simple's reference path, with the PAD mask m [B, S, 1] (0 at PAD): PAD inputs are
     zeroed and Δ = 0 there, so the scan carries its state through them."""
@@ -278,16 +298,29 @@ class Mamba(nn.Module):
         self.D = nn.Parameter(torch.ones(di))
         self.out_proj = linear(di, d)
 
-    def forward(self, x, m):
+    def forward(self, x, m, state=None):
+        """x [B, S, d], m [B, S, 1]. With `state` (a dict, generation): x is the next S positions
+        after those whose conv inputs and SSM state it holds, and it is updated to include them."""
         S, n = x.shape[1], self.d_state
         xs, z = self.in_proj(x * m).chunk(2, -1)
-        xc = self.conv1d(xs.transpose(1, 2))[..., :S].transpose(1, 2)  # causal: left padding only
-        u = F.silu(xc) * m
+        if state is None:
+            xc = self.conv1d(xs.transpose(1, 2))[..., :S]  # causal: left padding only
+        else:
+            w = self.conv1d.weight
+            prev = state.get("conv", xs.new_zeros(x.shape[0], self.d_inner, w.shape[-1] - 1))
+            window = torch.cat([prev, xs.transpose(1, 2)], -1)
+            state["conv"] = window[..., window.shape[-1] - prev.shape[-1]:]
+            xc = F.conv1d(window, w, self.conv1d.bias, groups=self.d_inner)
+        u = F.silu(xc.transpose(1, 2)) * m
         dt, Bm, Cm = self.x_proj(u).split([self.dt_rank, n, n], -1)
         delta = F.softplus(self.dt_proj(dt)) * m
         A = -torch.exp(self.A_log)
-        y = selective_scan(u, delta, A, Bm, Cm) + u * self.D
-        return self.out_proj(y * F.silu(z))
+        if state is None:
+            y = selective_scan(u, delta, A, Bm, Cm)
+        else:
+            s0 = state.get("ssm", u.new_zeros(x.shape[0], self.d_inner, n))
+            y, state["ssm"] = parallel_scan(u, delta, A, Bm, Cm, s0)
+        return self.out_proj((y + u * self.D) * F.silu(z))
 
 
 class MambaBlock(nn.Module):
@@ -296,8 +329,8 @@ class MambaBlock(nn.Module):
         self.norm = RMSNorm(d)
         self.mamba = Mamba(d, cfg["d_state"], cfg["d_conv"], cfg["expand"])
 
-    def forward(self, u, m):
-        return self.mamba(self.norm(u), m)
+    def forward(self, u, m, state=None):
+        return self.mamba(self.norm(u), m, state)
 
 
 # ----------------------------------------------------------------------- tokenizer's quantizer
@@ -429,25 +462,39 @@ class VMambAR(nn.Module):
             return checkpoint(fn, *args, use_reentrant=False)
         return fn(*args)
 
-    def backbone(self, x, text_valid):
-        B, T, d, H = x.shape[0], self.T, self.cfg["d"], self.cfg["heads"]
-        visible = block_causal_visibility(self.scales, text_valid)
-        positions = scale_positions(self.scales, T)
+    def attention_inputs(self, text_valid):
+        """(visibility [B, S, S], RoPE (cos, sin) [S, Dh/2] in float64) of the whole sequence."""
+        d, H = self.cfg["d"], self.cfg["heads"]
+        width = d if self.arch == "transformer" else 2 * d
+        return (block_causal_visibility(self.scales, text_valid),
+                rope_table(scale_positions(self.scales, self.T), width // H))
+
+    def backbone(self, x, text_valid, start=0, state=None, inputs=None):
+        """x [B, n, d] → h: the blocks over positions [start, start + n) of the sequence (all of it
+        in training). With `state` (a dict, generation) the positions before `start` come from it,
+        each block's Mamba state and each attention's keys and values, and it takes in these.
+        `inputs`: attention_inputs(text_valid), when the caller keeps them."""
+        B, T, n = x.shape[0], self.T, x.shape[1]
+        visible, (cos, sin) = inputs or self.attention_inputs(text_valid)
+        visible, rope = visible[:, start:start + n, :start + n], (cos[start:start + n], sin[start:start + n])
+
+        def cache(key):
+            return None if state is None else state.setdefault(key, {})
+
         if self.arch == "transformer":
-            rope = rope_table(positions, d // H)
             h = x
-            for block in self.blocks:
-                h = self.run(block, h, visible, rope)
+            for i, block in enumerate(self.blocks):
+                h = self.run(block, h, visible, rope, cache(("block", i)))
             return h
-        rope = rope_table(positions, 2 * d // H)
-        m = torch.cat([text_valid, text_valid.new_ones(B, x.shape[1] - T)], 1)[..., None].to(x.dtype)
+        L = sum(pn * pn for pn in self.scales)
+        m = torch.cat([text_valid, text_valid.new_ones(B, L)], 1)[:, start:start + n, None].to(x.dtype)
         x0 = x
 
         def layer(h, x0, i, j):
             u = h
             if j is not None:  # the shared GSA's j-th call
-                u = h + self.gsa_out[j](self.gsa(h, x0, visible, rope))
-            return h + self.blocks[i](u, m)
+                u = h + self.gsa_out[j](self.gsa(h, x0, visible, rope, cache(("gsa", j))))
+            return h + self.blocks[i](u, m, cache(("mamba", i)))
 
         h, j = x, 0
         for i in range(len(self.blocks)):
@@ -466,3 +513,50 @@ class VMambAR(nn.Module):
         logits = self.head(self.norm(h[:, self.T:]))
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), indices.reshape(-1))
         return logits, loss
+
+    @torch.no_grad()
+    def generate(self, text_ids, cfg=3.0, temperature=1.0, top_k=0, generator=None, trace=None):
+        """Scale by scale, as `vmambar generate` (DESIGN §4): the text and scale 1 first, then each
+        scale's tokens alone, with the Mamba conv and SSM states and the attention keys and values
+        carried (the Mamba state's scan over a scale by doubling). Guidance doubles the batch with
+        the null caption; scale k's logits are (1 + t)·cond − t·uncond, t = cfg·k/(K − 1). Tokens
+        are drawn on the device. text_ids [B, T] → indices [B, L]. `trace` (a list) receives each
+        scale's conditional logits [B, pn², V], before guidance."""
+        ids = text_ids.long()
+        B, K, P, V = ids.shape[0], len(self.scales), self.scales[-1], self.cfg["vocab"]
+        guided = cfg != 0
+        if guided:
+            null = torch.full_like(ids, PAD)
+            null[:, -2:] = torch.tensor([BOS, EOS])
+            ids = torch.cat([ids, null])
+        valid = ids != PAD
+        visible, (cos, sin) = self.attention_inputs(valid)
+        inputs = (visible, (cos.to(self.sos), sin.to(self.sos)))
+        text = self.text(ids, valid)
+        f_hat = self.sos.new_zeros(B, self.cfg["cvae"], P, P)
+        state, out, start = {}, [], 0
+        for k, pn in enumerate(self.scales):
+            if k == 0:
+                sos = (self.sos + self.lvl_embed.weight[0]).expand(ids.shape[0], 1, -1)
+                x = torch.cat([text, sos], 1)
+            else:
+                z = f_hat if pn == P else F.adaptive_avg_pool2d(f_hat, pn)
+                x = self.word_embed(z.flatten(2).transpose(1, 2)) + self.lvl_embed.weight[k]
+                x = torch.cat([x, x]) if guided else x
+            h = self.backbone(x, valid, start, state, inputs)
+            start += x.shape[1]
+            logits = self.head(self.norm(h[:, -pn * pn:]))
+            if trace is not None:
+                trace.append(logits[:B])
+            logits = logits.float()  # bf16 under autocast
+            if guided:
+                t = cfg * k / (K - 1) if K > 1 else 0.0
+                logits = (1 + t) * logits[:B] - t * logits[B:]
+            logits = logits.reshape(B * pn * pn, V) / temperature
+            if top_k:
+                kth = logits.topk(top_k, -1).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            idx = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).reshape(B, pn, pn)
+            out.append(idx.reshape(B, -1))
+            f_hat = f_hat + self.tokenizer.quantize.scale_term(idx, k, K, P).to(f_hat)
+        return torch.cat(out, 1)
