@@ -23,6 +23,7 @@ import json
 import os
 import statistics
 import sys
+import time
 
 import torch
 
@@ -118,7 +119,6 @@ def time_generation(cfg, state, text_ids, device, batches):
     states and KV caches, each scale's scan by doubling, tokens drawn on the GPU) with cfg 3 and
     top-k 100 as tools/profile_model_step.ts --generate, from the text ids to the indices on the
     host; fp32 (TF32 off) and bf16 autocast; median wall-clock ms of 5 runs after a warm-up."""
-    import time
     for label, bf16 in (("fp32 (TF32 off)", False), ("bf16 autocast", True)):
         model = VMambAR(cfg).to(device)
         model.load_state(state)
@@ -225,13 +225,24 @@ def check_case(path, device, time_it, time_batch=None, generate=(), judge=True):
     return fails
 
 
+def batch_list(text):
+    """--generate's value: batches N1,N2,… (positive integers)."""
+    try:
+        out = [int(n) for n in text.split(",")]
+    except ValueError:
+        out = []
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"batches must be positive integers N1,N2,…, got '{text}'")
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("cases", nargs="+", help="case .safetensors files from dump_case.ts")
     ap.add_argument("--time", action="store_true", help="also time a PyTorch eager training step")
     ap.add_argument("--time-batch", type=int, action="append", default=[],
                     help="with --time: the batch to time each case at (in case order)")
-    ap.add_argument("--generate", default="",
+    ap.add_argument("--generate", type=batch_list, default=[],
                     help="with --time: also time generation at these batches, e.g. 1,16")
     ap.add_argument("--time-only", action="store_true",
                     help="skip the judging: only the timings (--generate's alone when given)")
@@ -247,8 +258,7 @@ def main(argv=None):
     if not args.time_only:
         print(RULE)
     batches = args.time_batch + [None] * len(args.cases)
-    generate = [int(n) for n in args.generate.split(",") if n.strip()]
-    fails = sum(check_case(path, device, args.time, batches[i], generate, not args.time_only)
+    fails = sum(check_case(path, device, args.time, batches[i], args.generate, not args.time_only)
                 for i, path in enumerate(args.cases))
     print(f"\n{'FAIL' if fails else 'PASS'}: {fails} failing rows over {len(args.cases)} case(s)")
     return 1 if fails else 0
