@@ -158,13 +158,14 @@ type Kernels = ScanOptions["kernels"];
   );
   if (!errs.every((e) => e < 1e-4)) throw new Error("sequence and chunked kernels disagree");
 }
+// Each timed call frees what it made (tidy with nothing returned), as a training step does: a call
+// that kept its outputs would allocate fresh buffers every time and time the allocator instead.
 const forwardOnly = (kernels: Kernels) => () =>
-  tidy(() => noGrad(() => selectiveScan(u, delta, A, Bm, Cm, { kernels }).y));
+  tidy(() => void noGrad(() => selectiveScan(u, delta, A, Bm, Cm, { kernels })));
 const forwardBackward = (kernels: Kernels) => () =>
   tidy(() => {
-    const y = selectiveScan(u, delta, A, Bm, Cm, { kernels }).y;
-    return y.node!.backward(dy) as Tensor[];
-  }) && undefined;
+    selectiveScan(u, delta, A, Bm, Cm, { kernels }).y.node!.backward(dy);
+  });
 // JSON keys: scan_fwd and scan_fwd_bwd are the default (sequence) kernels, as tools/torch_scan.py
 // reads them; the chunked kernels' figures carry a _chunked suffix.
 for (const kernels of KERNELS) {
@@ -205,11 +206,11 @@ if (startGpuProfile()) {
 } else {
   console.log("per kernel: no timestamp-query on this device");
 }
-results.conv_fwd_bwd = await time("conv1d forward+backward", iters, () =>
-  tidy(() => {
-    const y = causalConv1d(u, convW, convB).y;
-    return y.node!.backward(dy) as Tensor[];
-  }) && undefined);
+results.conv_fwd_bwd = await time(
+  "conv1d forward+backward",
+  iters,
+  () => tidy(() => void causalConv1d(u, convW, convB).y.node!.backward(dy)),
+);
 if (values.json) {
   await Deno.writeTextFile(
     values.json,
