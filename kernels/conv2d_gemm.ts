@@ -87,6 +87,12 @@ export interface ConvKernel {
    * and loads dW's operands along K (GemmHooks.kMajor: coalesced reads of the pixel axis).
    */
   gen?: 1 | 2;
+  /**
+   * Forward and dx (generation 2): K is split over z, slab z summing K range [z·kSplit,
+   * (z + 1)·kSplit) into its own copy of the output (C offset z·M·N, the bias in slab 0 only),
+   * which the caller sums. For grids too small to fill the GPU (the 8×8 256-channel layers).
+   */
+  splitK?: boolean;
 }
 
 const u = (n: number) => `${n}u`;
@@ -115,15 +121,19 @@ function nchwStore(
   vec: boolean,
   pixel: (q: string) => string[],
   bias: boolean,
+  split = false,
 ): GemmHooks["store"] {
+  // Split over K: slab z's copy starts at cBase (a multiple of 4 where vec), the bias in slab 0.
+  const at = split ? "cBase + " : "";
+  const b = split ? "select(0.0, cbias[m], wid.z == 0u)" : "cbias[m]";
   return (m, n, v) => {
     if (vec) {
       // 4 consecutive columns of one image (planes % 4 == 0): one vec4 store.
       return [
         `if (${n} < N) {`,
         ...pixel(n).map((l) => `  ${l}`),
-        `  C[((q_b * ${u(channels)} + ${m}) * ${u(planes)} + o) >> 2u] = ${v}${
-          bias ? " + vec4<f32>(cbias[m])" : ""
+        `  C[(${at}(q_b * ${u(channels)} + ${m}) * ${u(planes)} + o) >> 2u] = ${v}${
+          bias ? ` + vec4<f32>(${b})` : ""
         };`,
         `}`,
       ];
@@ -131,8 +141,8 @@ function nchwStore(
     return ["x", "y", "z", "w"].flatMap((c, j) => [
       `if (${n} + ${j}u < N) {`,
       ...pixel(`(${n} + ${j}u)`).map((l) => `  ${l}`),
-      `  C[(q_b * ${u(channels)} + ${m}) * ${u(planes)} + o] = ${v}.${c}${
-        bias ? " + cbias[m]" : ""
+      `  C[${at}(q_b * ${u(channels)} + ${m}) * ${u(planes)} + o] = ${v}.${c}${
+        bias ? ` + ${b}` : ""
       };`,
       `}`,
     ]);
@@ -197,12 +207,14 @@ export function convForwardWgsl(c: ConvShape, k: ConvKernel, bias: boolean): str
   return matmulWgsl(kernelOf(k, false), {
     decls: bias ? ["@group(0) @binding(4) var<storage, read> cbias: array<f32>;"] : [],
     ...hoist,
+    splitK: Boolean(k.splitK),
     store: nchwStore(
       c.Cout,
       P,
       k.vecC,
       (q) => [`let q_b = ${q} / ${u(P)}; let o = ${q} % ${u(P)};`],
       bias,
+      k.splitK,
     ),
   });
 }
@@ -218,6 +230,7 @@ function dxStore(c: ConvShape, k: ConvKernel, pixelOf: (q: string) => string[]) 
     k.vecC,
     (q) => [...pixelOf(q), `let o = iy * ${u(c.W)} + ix;`],
     false,
+    k.splitK,
   );
 }
 
@@ -301,6 +314,7 @@ function convDxWgsl2(c: ConvShape, ph: DxPhase, k: ConvKernel): string {
       `  ${r} = B[${p}base + co * ${u(Po)} + u32(oy) * ${u(c.Wo)} + u32(ox)];`,
       `}`,
     ],
+    splitK: Boolean(k.splitK),
     store: dxStore(c, k, pixelOf),
   });
 }

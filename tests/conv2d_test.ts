@@ -125,6 +125,20 @@ Deno.test("conv2d gives the same result when cut into image units, row bands and
   }
 });
 
+Deno.test("implicit conv2d's forward and dx with K split into slabs", async () => {
+  // K = Cin·9 = 108 (forward) and Cout·9 = 90 (dx) in slabs of 32 or 64: the last ones short, the
+  // bias in slab 0 only. Stride 2 splits the forward only (dx has four phases there).
+  await gpuReady;
+  for (const kSplits of [2, 3, 4]) {
+    for (const stride of [1, 2]) {
+      await check(
+        { x: [2, 12, 7, 9], w: [10, 12, 3, 3], bias: true, opts: { padding: 1, stride, kSplits } },
+        `${kSplits} slabs, stride ${stride}`,
+      );
+    }
+  }
+});
+
 Deno.test("implicit conv2d with its kernels' generations mixed", async () => {
   // Each kernel of the second generation beside the first generation's others (and the reverse),
   // as tools/profile_tokenizer_step.ts times them.

@@ -39,6 +39,11 @@ export interface Conv2dOptions {
   tile?: MatmulTile;
   /** Blocks the weight gradient's K (the pixels) is split into (default: enough to fill a GPU). */
   splits?: number;
+  /**
+   * implicit: slabs the forward and dx GEMMs' K is split into, summed after (default: on a GPU,
+   * enough for ~512 workgroups where the grid is small; else 1). dx splits only at stride 1.
+   */
+  kSplits?: number;
 }
 
 /** VQGAN's Downsample: F.pad(x, (0, 1, 0, 1)) then a 3×3 stride-2 conv without padding. */

@@ -59,6 +59,45 @@ function tileFor(opts: Conv2dOptions, M: number, N: number, slabs: number): Matm
   return opts.tile ? fitTile(opts.tile) : chooseTile(M, N, slabs);
 }
 
+let splitKOn = true;
+
+/** Whether forward and dx GEMMs split K on small grids (default on; for timing); returns the old. */
+export function setConvSplitK(on: boolean): boolean {
+  const previous = splitKOn;
+  splitKOn = on;
+  return previous;
+}
+
+/**
+ * The slabs a forward or dx GEMM's K is split into, and each slab's K (a multiple of 32): a grid of
+ * under 256 workgroups (the 256-channel 8×8 layers at batch 32: 128) leaves most of a big GPU idle,
+ * so K is split for about 512, each slab at least 256 long. Only generation 2, only on a GPU
+ * unless opts.kSplits forces it (tests).
+ */
+function kSlabs(
+  opts: Conv2dOptions,
+  tile: MatmulTile,
+  [M, N, K]: [number, number, number],
+  gen: ConvGen,
+): { S: number; KS: number } {
+  const workgroups = Math.ceil(M / tile.bm) * Math.ceil(N / tile.bn);
+  const auto = splitKOn && !gpu().isCpu && workgroups < 256
+    ? Math.min(Math.round(512 / workgroups), Math.floor(K / 256))
+    : 1;
+  const want = gen === 2 ? Math.max(1, Math.min(opts.kSplits ?? auto, Math.ceil(K / 32))) : 1;
+  if (want === 1) return { S: 1, KS: 0 };
+  const KS = Math.ceil(K / want / 32) * 32;
+  return { S: Math.ceil(K / KS), KS };
+}
+
+/** A split GEMM's output: the sum of its slabs [S, ...] (the tensor itself when S is 1). */
+function sumSlabs(slabs: Tensor, S: number): Tensor {
+  if (S === 1) return slabs;
+  const total = sum(slabs, 0);
+  slabs.dispose();
+  return total;
+}
+
 /** Dispatches an M×N (×z slabs) GEMM over its tile grid. */
 function run(
   pipe: GPUComputePipeline,
@@ -117,18 +156,23 @@ export function implicitForward(
 ): Tensor {
   const c = shapeOf(g), P = g.Ho * g.Wo;
   const [M, N, K] = [g.Cout, g.B * P, g.Cin * g.kh * g.kw];
+  const tile = tileFor(opts, M, N, 1);
+  const { S, KS } = kSlabs(opts, tile, [M, N, K], gen);
   const k: ConvKernel = {
-    tile: tileFor(opts, M, N, 1),
+    tile,
     vecA: K % 4 === 0,
     vecC: P % 4 === 0,
     ...(gen === 2 ? { gen } : {}),
+    ...(S > 1 ? { splitK: true } : {}),
   };
   const pipe = convPipeline("forward", c, k, Boolean(bias), () => {
     return convForwardWgsl(c, k, Boolean(bias));
   });
-  const y = new Tensor([g.B, g.Cout, g.Ho, g.Wo], "f32", undefined, "conv2d");
-  run(pipe, k, [M, N, K], [w.buffer, x.buffer, y.buffer, ...(bias ? [bias.buffer] : [])]);
-  return y;
+  const shape = [g.B, g.Cout, g.Ho, g.Wo];
+  const y = new Tensor(S > 1 ? [S, ...shape] : shape, "f32", undefined, "conv2d");
+  const buffers = [w.buffer, x.buffer, y.buffer, ...(bias ? [bias.buffer] : [])];
+  run(pipe, k, [M, N, K], buffers, S, KS);
+  return sumSlabs(y, S);
 }
 
 /** dx (when x needs it) and dw (when w does) for the output gradient gy. */
@@ -145,8 +189,19 @@ export function implicitBackward(
   let dx: Tensor | null = null, dw: Tensor | null = null;
   if (x.requiresGrad) {
     // The phases partition dx's pixels, so together they write every element.
-    dx = new Tensor(x.shape, "f32", undefined, "conv2d");
-    for (const ph of dxPhases(c)) {
+    const phases = dxPhases(c);
+    // K is split only where one phase covers dx (stride 1): each slab is then a whole copy.
+    const one = phases.length === 1 ? phases[0] : null;
+    const { S, KS } = one
+      ? kSlabs(
+        opts,
+        tileFor(opts, g.Cin, g.B * one.Hp * one.Wp, 1),
+        [g.Cin, g.B * one.Hp * one.Wp, g.Cout * one.nky * one.nkx],
+        gens.dx,
+      )
+      : { S: 1, KS: 0 };
+    const out = new Tensor(S > 1 ? [S, ...x.shape] : x.shape, "f32", undefined, "conv2d");
+    for (const ph of phases) {
       const [M, N, K] = [g.Cin, g.B * ph.Hp * ph.Wp, g.Cout * ph.nky * ph.nkx];
       const vecC = g.stride === 1 && (g.H * g.W) % 4 === 0;
       if (N === 0) continue;
@@ -155,10 +210,12 @@ export function implicitBackward(
         vecA: false,
         vecC,
         ...(gens.dx === 2 ? v2 : {}),
+        ...(S > 1 ? { splitK: true } : {}),
       };
       const pipe = convPipeline("dx", c, k, ph, () => convDxWgsl(c, ph, k));
-      run(pipe, k, [M, N, K], [w.buffer, gy.buffer, dx.buffer]);
+      run(pipe, k, [M, N, K], [w.buffer, gy.buffer, out.buffer], S, KS);
     }
+    dx = sumSlabs(out, S);
   }
   if (w.requiresGrad) {
     // K is every pixel of the batch: split it over z into slabs of whole 128-pixel blocks (or
