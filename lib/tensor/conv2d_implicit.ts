@@ -254,10 +254,9 @@ export function implicitBackward(
     const pipe = convPipeline("dw", c, k, null, () => convDwWgsl(c, k));
     const slabs = new Tensor([S, g.Cout, R], "f32", undefined, "conv2d");
     run(pipe, k, [g.Cout, R, Kp], [gy.buffer, x.buffer, slabs.buffer], S, KS);
-    const total = S === 1 ? slabs : sum(slabs, 0);
+    const total = sumSlabs(slabs, S);
     dw = total.reshape(w.shape);
     total.dispose();
-    if (total !== slabs) slabs.dispose();
   }
   return { dx, dw };
 }
