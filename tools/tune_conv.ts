@@ -31,18 +31,30 @@ const CANDIDATES = [
   "32x128x32-4x8",
 ].join(",");
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    preset: { type: "string", default: "tiny64" },
-    batch: { type: "string", default: "32" },
-    reps: { type: "string", default: "3" },
-    tiles: { type: "string", default: CANDIDATES },
-    layers: { type: "string" },
-    json: { type: "string" },
-    help: { type: "boolean", short: "h" },
-  },
-});
+/** One line on a bad command line, no stack trace. */
+function usageError(e: unknown): never {
+  console.error(`tune_conv: ${(e as Error).message}`);
+  Deno.exit(2);
+}
+
+const { values } = (() => {
+  try {
+    return parseArgs({
+      args: Deno.args,
+      options: {
+        preset: { type: "string", default: "tiny64" },
+        batch: { type: "string", default: "32" },
+        reps: { type: "string", default: "3" },
+        tiles: { type: "string", default: CANDIDATES },
+        layers: { type: "string" },
+        json: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    });
+  } catch (e) {
+    usageError(e);
+  }
+})();
 if (values.help) {
   console.log(
     "usage: deno run -A tools/tune_conv.ts [--preset tiny64] [--batch 32] [--reps 3]\n" +
@@ -56,9 +68,12 @@ if (!cfg || !(batch >= 1) || !(reps >= 1)) {
   console.error(`tune_conv: bad --preset, --batch or --reps`);
   Deno.exit(2);
 }
-const tiles: (MatmulTile | undefined)[] = values.tiles!.split(",").map((s) =>
-  s === "default" ? undefined : parseTile(s)
-);
+let tiles: (MatmulTile | undefined)[] = [];
+try {
+  tiles = values.tiles!.split(",").map((s) => s === "default" ? undefined : parseTile(s));
+} catch (e) {
+  usageError(e);
+}
 
 const g = await initGpu();
 setCpuTiles(false);
