@@ -1,4 +1,5 @@
-import { type MatmulTile, tileName, TILES } from "../kernels/matmul.ts";
+import convTiles from "../kernels/conv_tiles.json" with { type: "json" };
+import { type MatmulTile, parseTile, tileName, TILES, tileValid } from "../kernels/matmul.ts";
 import {
   conv2d,
   type Conv2dMethod,
@@ -170,6 +171,8 @@ Deno.test("implicit conv2d is right with the large matmul tiles", async () => {
     [TILES.small, DOWNSAMPLE],
     [TILES.wide, DOWNSAMPLE],
     [{ ...TILES.large, prefetch: true }, DOWNSAMPLE],
+    // Three vec4 accumulators a thread row (a 192-wide tile fits 64 input channels' 576 = 3 × 192).
+    [{ bm: 64, bn: 192, bk: 32, tm: 4, tn: 12, prefetch: false }, { padding: 1 }],
   ];
   for (const method of IMPLICIT) {
     for (const [tile, opts] of cases) {
@@ -193,6 +196,28 @@ Deno.test("implicit conv2d is right with the large matmul tiles", async () => {
     },
     "downsample tile 64x64x4",
   );
+});
+
+Deno.test("every tile of the measured table (kernels/conv_tiles.json) is well formed and right", async () => {
+  // The table is read when conv2d_implicit.ts loads: a misspelt tile would stop every command,
+  // and a tile the tests never ran would reach users' GPUs unchecked (the table applies on GPUs
+  // only, so the tiles are forced here).
+  await gpuReady;
+  const KEY = /^(forward|dx|dw) \d+>\d+ \d+x\d+ k\d+s\d+$/;
+  const names = new Set<string>();
+  for (const [key, name] of Object.entries(convTiles.tiles as Record<string, string>)) {
+    if (!KEY.test(key)) throw new Error(`conv_tiles.json: key '${key}'`);
+    if (!tileValid(parseTile(name))) throw new Error(`conv_tiles.json: tile ${name} of ${key}`);
+    names.add(name);
+  }
+  // One convolution a tile, stride 1 and VQGAN's downsample in turn (each costs its compiles).
+  for (const [i, name] of [...names].entries()) {
+    const opts: Conv2dOptions = i % 2 ? DOWNSAMPLE : { padding: 1 };
+    await check(
+      { x: [2, 6, 9, 10], w: [10, 6, 3, 3], bias: true, opts: { ...opts, tile: parseTile(name) } },
+      `table tile ${name} stride ${opts.stride ?? 1}`,
+    );
+  }
 });
 
 Deno.test("the conv2d reference agrees with central differences", () => {

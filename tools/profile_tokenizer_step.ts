@@ -16,8 +16,8 @@
 // implicit-v1 + groupNorm's first kernels (the step before the second generation), im2col =
 // im2col + groupNorm's first kernels; or any conv method, with ":1"/":2" for groupNorm's kernels,
 // then "+forward1", "+dx1", "+dw1", "+bias1", "+gnstats1", "+gnbackward1" to keep one kernel on
-// its first generation, e.g. new+dw1, or "+split" for forward and dx GEMMs with their K split
-// on small grids, setConvSplitK), then times `steps` back-to-back steps of each (one sync
+// its first generation, e.g. new+dw1, or "+nosplit" for forward and dx GEMMs without their K
+// split on small grids (setConvSplitK; on by default), then times `steps` back-to-back steps of each (one sync
 // at the end, so the GPU never waits on the host between them), twice in alternation, and
 // prints each one's time and its ratio to the first.
 import { parseArgs } from "node:util";
@@ -87,7 +87,7 @@ function variant(spec: string): Variant {
     console.error(
       `variant '${spec}': expected new, v1 or one of ${CONV2D_METHODS.join(", ")}, optionally ` +
         `with :1 or :2 (groupNorm's kernels), then +forward1, +dx1, +dw1, +bias1, +gnstats1, ` +
-        `+gnbackward1 or +split`,
+        `+gnbackward1, +nosplit or +split`,
     );
     Deno.exit(2);
   };
@@ -103,13 +103,14 @@ function variant(spec: string): Variant {
   const conv = conv0 as Conv2dMethod;
   const gn0 = (g ? Number(g) : conv === "implicit" ? 2 : 1) as 1 | 2;
   const gn = { stats: gn0, backward: gn0 };
-  let splitK = false;
+  let splitK = true;
   for (const m of mods) {
     const key = GEN_KEYS.find((k) => m === `${k}1`);
     if (key) gens[key] = 1;
     else if (m === "gnstats1") gn.stats = 1;
     else if (m === "gnbackward1") gn.backward = 1;
     else if (m === "split") splitK = true;
+    else if (m === "nosplit") splitK = false;
     else fail();
   }
   return { name: spec, conv, gn, gens, splitK };

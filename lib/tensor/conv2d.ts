@@ -40,9 +40,9 @@ export interface Conv2dOptions {
   /** Blocks the weight gradient's K (the pixels) is split into (default: enough to fill a GPU). */
   splits?: number;
   /**
-   * implicit: slabs the forward and dx GEMMs' K is split into, summed after (default 1; with
-   * setConvSplitK(true), on a GPU, enough for ~512 workgroups where the grid is small). dx splits
-   * only at stride 1.
+   * implicit: slabs the forward and dx GEMMs' K is split into, summed after (default: on a GPU,
+   * enough for ~512 workgroups where the grid is under 256, else 1; setConvSplitK(false) turns
+   * that off). dx splits only at stride 1.
    */
   kSplits?: number;
 }

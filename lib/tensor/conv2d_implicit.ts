@@ -18,8 +18,10 @@ import {
   type ConvShape,
   dxPhases,
 } from "../../kernels/conv2d_gemm.ts";
+import convTiles from "../../kernels/conv_tiles.json" with { type: "json" };
 import {
   type MatmulTile,
+  parseTile,
   slabMatmulParams,
   tileName,
   tileValid,
@@ -55,14 +57,55 @@ function convPipeline(
   return pipeline(generated(`${name} ${JSON.stringify([c, k, extra])}`, make));
 }
 
-function tileFor(opts: Conv2dOptions, M: number, N: number, slabs: number): MatmulTile {
-  return opts.tile ? fitTile(opts.tile) : chooseTile(M, N, slabs);
+/** A convolution GEMM's pass and layer shape, as tools/tune_conv.ts and conv_tiles.json key it. */
+export function convTileKey(pass: "forward" | "dx" | "dw", g: ConvGeometry): string {
+  return `${pass} ${g.Cin}>${g.Cout} ${g.H}x${g.W} k${g.kh}s${g.stride}`;
 }
 
-// Off until timed on a GPU (profile_tokenizer_step --variants new,new+split); the tests force it.
-let splitKOn = false;
+/**
+ * A GEMM's tile: opts.tile, else one forced by setConvTile, else the measured table's for this
+ * layer and pass (on a GPU), else chooseTile's.
+ */
+function tileFor(
+  opts: Conv2dOptions,
+  M: number,
+  N: number,
+  slabs: number,
+  key?: string,
+): MatmulTile {
+  const forced = forcing && (!forcing.keys || (key && forcing.keys.has(key)))
+    ? forcing.tile
+    : undefined;
+  const tuned = key && !gpu().isCpu ? tileTable.get(key) : undefined;
+  const t = opts.tile ?? forced ?? tuned;
+  return t ? fitTile(t) : chooseTile(M, N, slabs);
+}
 
-/** Whether forward and dx GEMMs split K on small grids (default off); returns the old. */
+// tools/tune_conv.ts times whole steps with one tile forced on some layers (keys) or all.
+let forcing: { tile: MatmulTile; keys?: Set<string> } | undefined;
+
+/** Forces a tile on the GEMMs whose convTileKey is in keys (all when absent); undefined: none. */
+export function setConvTile(tile: MatmulTile | undefined, keys?: Iterable<string>): void {
+  forcing = tile ? { tile, keys: keys ? new Set(keys) : undefined } : undefined;
+}
+
+// Tiles per layer and pass, measured on a GPU by tools/tune_conv.ts (kernels/conv_tiles.json).
+let tileTable = new Map<string, MatmulTile>(
+  Object.entries(convTiles.tiles as Record<string, string>).map(([k, t]) => [k, parseTile(t)]),
+);
+
+/** Replaces the measured table (tools/tune_conv.ts checks one); returns the old. */
+export function setConvTileTable(table: Map<string, MatmulTile>): Map<string, MatmulTile> {
+  const previous = tileTable;
+  tileTable = table;
+  return previous;
+}
+
+// On: the tokenizer step measured 62.5 → 61.2 ms on an H100 (profile_tokenizer_step --variants
+// new+nosplit,new; tools/BENCHMARKS.md). Only on a GPU; the tests force slabs with opts.kSplits.
+let splitKOn = true;
+
+/** Whether forward and dx GEMMs split K on small grids (default on); returns the old. */
 export function setConvSplitK(on: boolean): boolean {
   const previous = splitKOn;
   splitKOn = on;
@@ -157,7 +200,7 @@ export function implicitForward(
 ): Tensor {
   const c = shapeOf(g), P = g.Ho * g.Wo;
   const [M, N, K] = [g.Cout, g.B * P, g.Cin * g.kh * g.kw];
-  const tile = tileFor(opts, M, N, 1);
+  const tile = tileFor(opts, M, N, 1, convTileKey("forward", g));
   const { S, KS } = kSlabs(opts, tile, [M, N, K], gen);
   const k: ConvKernel = {
     tile,
@@ -196,7 +239,7 @@ export function implicitBackward(
     const { S, KS } = one
       ? kSlabs(
         opts,
-        tileFor(opts, g.Cin, g.B * one.Hp * one.Wp, 1),
+        tileFor(opts, g.Cin, g.B * one.Hp * one.Wp, 1, convTileKey("dx", g)),
         [g.Cin, g.B * one.Hp * one.Wp, g.Cout * one.nky * one.nkx],
         gens.dx,
       )
@@ -207,7 +250,7 @@ export function implicitBackward(
       const vecC = g.stride === 1 && (g.H * g.W) % 4 === 0;
       if (N === 0) continue;
       const k: ConvKernel = {
-        tile: tileFor(opts, M, N, 1),
+        tile: tileFor(opts, M, N, 1, convTileKey("dx", g)),
         vecA: false,
         vecC,
         ...(gens.dx === 2 ? v2 : {}),
@@ -226,7 +269,7 @@ export function implicitBackward(
     let tiles = Math.ceil(g.Cout / 128) * Math.ceil(R / 128), target = 256;
     const gen = gens.dw;
     if (gen === 2) {
-      const t = tileFor(opts, g.Cout, R, Math.max(1, Math.floor(Kp / 1024)));
+      const t = tileFor(opts, g.Cout, R, Math.max(1, Math.floor(Kp / 1024)), convTileKey("dw", g));
       tiles = Math.ceil(g.Cout / t.bm) * Math.ceil(R / t.bn);
       target = 512;
     }
@@ -235,7 +278,7 @@ export function implicitBackward(
     const align = Kp >= 128 * want ? 128 : 4;
     const KS = Math.ceil(Kp / want / align) * align;
     const S = Math.ceil(Kp / KS);
-    let tile = tileFor(opts, g.Cout, R, S);
+    let tile = tileFor(opts, g.Cout, R, S, convTileKey("dw", g));
     // Generation 2's tiles are padded (K-major loads): where that outgrows workgroup memory,
     // prefetch goes, then BK halves (as fitTile does), else this GEMM stays on generation 1.
     const kMajor = { A: true, B: true };
@@ -245,7 +288,7 @@ export function implicitBackward(
     if (gen === 2 && !fits(tile) && tile.prefetch) tile = { ...tile, prefetch: false };
     while (gen === 2 && !fits(tile) && tile.bk > 8) tile = { ...tile, bk: tile.bk / 2 };
     const dwGen = gen === 2 && fits(tile) ? 2 : 1;
-    if (dwGen === 1) tile = tileFor(opts, g.Cout, R, S);
+    if (dwGen === 1) tile = tileFor(opts, g.Cout, R, S, convTileKey("dw", g));
     const k: ConvKernel = {
       tile,
       vecA: dwGen === 1 && P % 4 === 0,
