@@ -64,7 +64,8 @@ export function convTileKey(pass: "forward" | "dx" | "dw", g: ConvGeometry): str
 
 /**
  * A GEMM's tile: opts.tile, else one forced by setConvTile, else the measured table's for this
- * layer and pass (on a GPU), else chooseTile's.
+ * layer and pass (on a GPU, batches of 8 or more: it was measured at 32, and a small batch's grid
+ * wants chooseTile's smaller tiles), else chooseTile's.
  */
 function tileFor(
   opts: Conv2dOptions,
@@ -72,11 +73,12 @@ function tileFor(
   N: number,
   slabs: number,
   key?: string,
+  batch = 0,
 ): MatmulTile {
   const forced = forcing && (!forcing.keys || (key && forcing.keys.has(key)))
     ? forcing.tile
     : undefined;
-  const tuned = key && !gpu().isCpu ? tileTable.get(key) : undefined;
+  const tuned = key && batch >= 8 && !gpu().isCpu ? tileTable.get(key) : undefined;
   const t = opts.tile ?? forced ?? tuned;
   return t ? fitTile(t) : chooseTile(M, N, slabs);
 }
@@ -200,7 +202,7 @@ export function implicitForward(
 ): Tensor {
   const c = shapeOf(g), P = g.Ho * g.Wo;
   const [M, N, K] = [g.Cout, g.B * P, g.Cin * g.kh * g.kw];
-  const tile = tileFor(opts, M, N, 1, convTileKey("forward", g));
+  const tile = tileFor(opts, M, N, 1, convTileKey("forward", g), g.B);
   const { S, KS } = kSlabs(opts, tile, [M, N, K], gen);
   const k: ConvKernel = {
     tile,
@@ -239,7 +241,7 @@ export function implicitBackward(
     const { S, KS } = one
       ? kSlabs(
         opts,
-        tileFor(opts, g.Cin, g.B * one.Hp * one.Wp, 1, convTileKey("dx", g)),
+        tileFor(opts, g.Cin, g.B * one.Hp * one.Wp, 1, convTileKey("dx", g), g.B),
         [g.Cin, g.B * one.Hp * one.Wp, g.Cout * one.nky * one.nkx],
         gens.dx,
       )
@@ -250,7 +252,7 @@ export function implicitBackward(
       const vecC = g.stride === 1 && (g.H * g.W) % 4 === 0;
       if (N === 0) continue;
       const k: ConvKernel = {
-        tile: tileFor(opts, M, N, 1, convTileKey("dx", g)),
+        tile: tileFor(opts, M, N, 1, convTileKey("dx", g), g.B),
         vecA: false,
         vecC,
         ...(gens.dx === 2 ? v2 : {}),
@@ -269,7 +271,14 @@ export function implicitBackward(
     let tiles = Math.ceil(g.Cout / 128) * Math.ceil(R / 128), target = 256;
     const gen = gens.dw;
     if (gen === 2) {
-      const t = tileFor(opts, g.Cout, R, Math.max(1, Math.floor(Kp / 1024)), convTileKey("dw", g));
+      const t = tileFor(
+        opts,
+        g.Cout,
+        R,
+        Math.max(1, Math.floor(Kp / 1024)),
+        convTileKey("dw", g),
+        g.B,
+      );
       tiles = Math.ceil(g.Cout / t.bm) * Math.ceil(R / t.bn);
       target = 512;
     }
@@ -278,7 +287,7 @@ export function implicitBackward(
     const align = Kp >= 128 * want ? 128 : 4;
     const KS = Math.ceil(Kp / want / align) * align;
     const S = Math.ceil(Kp / KS);
-    let tile = tileFor(opts, g.Cout, R, S, convTileKey("dw", g));
+    let tile = tileFor(opts, g.Cout, R, S, convTileKey("dw", g), g.B);
     // Generation 2's tiles are padded (K-major loads): where that outgrows workgroup memory,
     // prefetch goes, then BK halves (as fitTile does), else this GEMM stays on generation 1.
     const kMajor = { A: true, B: true };
@@ -288,7 +297,7 @@ export function implicitBackward(
     if (gen === 2 && !fits(tile) && tile.prefetch) tile = { ...tile, prefetch: false };
     while (gen === 2 && !fits(tile) && tile.bk > 8) tile = { ...tile, bk: tile.bk / 2 };
     const dwGen = gen === 2 && fits(tile) ? 2 : 1;
-    if (dwGen === 1) tile = tileFor(opts, g.Cout, R, S, convTileKey("dw", g));
+    if (dwGen === 1) tile = tileFor(opts, g.Cout, R, S, convTileKey("dw", g), g.B);
     const k: ConvKernel = {
       tile,
       vecA: dwGen === 1 && P % 4 === 0,
