@@ -9,6 +9,7 @@
 // --layers small there.
 import { parseArgs } from "node:util";
 import { gpuProfile, initGpu, startGpuProfile, stopGpuProfile, sync } from "../lib/gpu/mod.ts";
+import { prepareOutputFile } from "../lib/cli/output.ts";
 import { setConvTile, setConvTileTable } from "../lib/tensor/conv2d_implicit.ts";
 import { setCpuTiles } from "../lib/tensor/matmul.ts";
 import { tensor } from "../lib/tensor/tensor.ts";
@@ -77,6 +78,19 @@ try {
   tiles = values.tiles!.split(",").map((s) => s === "default" ? undefined : parseTile(s));
 } catch (e) {
   usageError(e);
+}
+
+// Both outputs are checked before any GPU work (one line each), and written whole or not at all.
+try {
+  for (const [flag, path] of [["--json", values.json], ["--table", values.table]]) {
+    if (path) prepareOutputFile(path, { force: true, flag: flag! });
+  }
+} catch (e) {
+  usageError(e);
+}
+async function writeWhole(path: string, text: string) {
+  await Deno.writeTextFile(`${path}.partial`, text);
+  await Deno.rename(`${path}.partial`, path);
 }
 
 const g = await initGpu();
@@ -168,7 +182,7 @@ const results: Record<string, Record<string, number>> = Object.fromEntries(
 );
 const report = async (extra: Record<string, unknown> = {}) => {
   if (!values.json) return;
-  await Deno.writeTextFile(
+  await writeWhole(
     values.json,
     JSON.stringify(
       { device: g.name, batch, stepMs: def.stepMs, convMs, results, ...extra },
@@ -230,4 +244,4 @@ const tableJson = {
   tiles: Object.fromEntries([...table].map(([k, t]) => [k, tileName(t)])),
 };
 await report({ table: tableJson, wall: { wallDefault, wallTable, wallShipped } });
-if (values.table) await Deno.writeTextFile(values.table, JSON.stringify(tableJson, null, 2) + "\n");
+if (values.table) await writeWhole(values.table, JSON.stringify(tableJson, null, 2) + "\n");

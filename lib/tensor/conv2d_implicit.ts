@@ -72,13 +72,13 @@ function tileFor(
   M: number,
   N: number,
   slabs: number,
-  key?: string,
-  batch = 0,
+  layer?: { pass: "forward" | "dx" | "dw"; g: ConvGeometry },
 ): MatmulTile {
+  const key = layer && convTileKey(layer.pass, layer.g);
   const forced = forcing && (!forcing.keys || (key && forcing.keys.has(key)))
     ? forcing.tile
     : undefined;
-  const tuned = key && batch >= 8 && !gpu().isCpu ? tileTable.get(key) : undefined;
+  const tuned = key && layer.g.B >= 8 && !gpu().isCpu ? tileTable.get(key) : undefined;
   const t = opts.tile ?? forced ?? tuned;
   return t ? fitTile(t) : chooseTile(M, N, slabs);
 }
@@ -202,7 +202,7 @@ export function implicitForward(
 ): Tensor {
   const c = shapeOf(g), P = g.Ho * g.Wo;
   const [M, N, K] = [g.Cout, g.B * P, g.Cin * g.kh * g.kw];
-  const tile = tileFor(opts, M, N, 1, convTileKey("forward", g), g.B);
+  const tile = tileFor(opts, M, N, 1, { pass: "forward", g });
   const { S, KS } = kSlabs(opts, tile, [M, N, K], gen);
   const k: ConvKernel = {
     tile,
@@ -241,7 +241,7 @@ export function implicitBackward(
     const { S, KS } = one
       ? kSlabs(
         opts,
-        tileFor(opts, g.Cin, g.B * one.Hp * one.Wp, 1, convTileKey("dx", g), g.B),
+        tileFor(opts, g.Cin, g.B * one.Hp * one.Wp, 1, { pass: "dx", g }),
         [g.Cin, g.B * one.Hp * one.Wp, g.Cout * one.nky * one.nkx],
         gens.dx,
       )
@@ -252,7 +252,7 @@ export function implicitBackward(
       const vecC = g.stride === 1 && (g.H * g.W) % 4 === 0;
       if (N === 0) continue;
       const k: ConvKernel = {
-        tile: tileFor(opts, M, N, 1, convTileKey("dx", g), g.B),
+        tile: tileFor(opts, M, N, 1, { pass: "dx", g }),
         vecA: false,
         vecC,
         ...(gens.dx === 2 ? v2 : {}),
@@ -276,8 +276,7 @@ export function implicitBackward(
         g.Cout,
         R,
         Math.max(1, Math.floor(Kp / 1024)),
-        convTileKey("dw", g),
-        g.B,
+        { pass: "dw", g },
       );
       tiles = Math.ceil(g.Cout / t.bm) * Math.ceil(R / t.bn);
       target = 512;
@@ -287,7 +286,7 @@ export function implicitBackward(
     const align = Kp >= 128 * want ? 128 : 4;
     const KS = Math.ceil(Kp / want / align) * align;
     const S = Math.ceil(Kp / KS);
-    let tile = tileFor(opts, g.Cout, R, S, convTileKey("dw", g), g.B);
+    let tile = tileFor(opts, g.Cout, R, S, { pass: "dw", g });
     // Generation 2's tiles are padded (K-major loads): where that outgrows workgroup memory,
     // prefetch goes, then BK halves (as fitTile does), else this GEMM stays on generation 1.
     const kMajor = { A: true, B: true };
@@ -297,7 +296,7 @@ export function implicitBackward(
     if (gen === 2 && !fits(tile) && tile.prefetch) tile = { ...tile, prefetch: false };
     while (gen === 2 && !fits(tile) && tile.bk > 8) tile = { ...tile, bk: tile.bk / 2 };
     const dwGen = gen === 2 && fits(tile) ? 2 : 1;
-    if (dwGen === 1) tile = tileFor(opts, g.Cout, R, S, convTileKey("dw", g), g.B);
+    if (dwGen === 1) tile = tileFor(opts, g.Cout, R, S, { pass: "dw", g });
     const k: ConvKernel = {
       tile,
       vecA: dwGen === 1 && P % 4 === 0,
