@@ -84,9 +84,13 @@ export interface ConvKernel {
   /**
    * The generation of the operand loads: 1 (the first, "implicit-v1") decomposes every element's
    * pixel and tap; 2 decomposes each thread's rows once, before the K loop (GemmHooks.rowA/rowB),
-   * and loads dW's operands along K (GemmHooks.kMajor: coalesced reads of the pixel axis).
+   * and loads dW's operands along K (GemmHooks.kMajor: coalesced reads of the pixel axis); 3
+   * also moves what is uniform over a K slice out of the per-element loads (GemmHooks.step):
+   * forward and dx order K tap-major, (tap, channel), so a slice is one tap and a pixel's bounds
+   * check and address are made once a slice (conv3Fits says where), and dW's slices lie in one
+   * output row.
    */
-  gen?: 1 | 2;
+  gen?: 1 | 2 | 3;
   /**
    * Forward and dx (generation 2): K is split over z, slab z summing K range [z·kSplit,
    * (z + 1)·kSplit) into its own copy of the output (C offset z·M·N, the bias in slab 0 only),
@@ -172,6 +176,7 @@ function insideAlways(c: ConvShape): boolean {
 
 /** y = w · x̂ + bias, straight into y [B, Cout, Ho, Wo]. A = w [Cout, Cin·kh·kw], B = x. */
 export function convForwardWgsl(c: ConvShape, k: ConvKernel, bias: boolean): string {
+  if (k.gen === 3) return convForwardWgsl3(c, k, bias);
   const P = c.Ho * c.Wo;
   const KK = c.kh * c.kw, HW = c.H * c.W, s = c.stride;
   const hoist: GemmHooks = k.gen !== 2
@@ -204,9 +209,14 @@ export function convForwardWgsl(c: ConvShape, k: ConvKernel, bias: boolean): str
         ];
       },
     };
-  return matmulWgsl(kernelOf(k, false), {
+  return matmulWgsl(kernelOf(k, false), { ...hoist, ...forwardEpilogue(c, k, bias) });
+}
+
+/** The forward's bias binding, K split and NCHW store into y (every generation's). */
+function forwardEpilogue(c: ConvShape, k: ConvKernel, bias: boolean): GemmHooks {
+  const P = c.Ho * c.Wo;
+  return {
     decls: bias ? ["@group(0) @binding(4) var<storage, read> cbias: array<f32>;"] : [],
-    ...hoist,
     splitK: Boolean(k.splitK),
     store: nchwStore(
       c.Cout,
@@ -216,7 +226,7 @@ export function convForwardWgsl(c: ConvShape, k: ConvKernel, bias: boolean): str
       bias,
       k.splitK,
     ),
-  });
+  };
 }
 
 /**
@@ -255,6 +265,7 @@ export function convDxWgsl(c: ConvShape, ph: DxPhase, k: ConvKernel): string {
     `let ix = ${u(ph.px)} + ${u(s)} * (t_q % ${u(ph.Wp)});`,
   ];
   if (k.gen === 2) return convDxWgsl2(c, ph, k);
+  if (k.gen === 3) return convDxWgsl3(c, k);
   return matmulWgsl(kernelOf({ ...k, vecA: false }, false), {
     loadA: (r, row, kk) => [
       ...tapOf(kk),
@@ -326,6 +337,7 @@ function convDxWgsl2(c: ConvShape, ph: DxPhase, k: ConvKernel): string {
 export function convDwWgsl(c: ConvShape, k: ConvKernel): string {
   const P = c.Ho * c.Wo;
   if (k.gen === 2) return convDwWgsl2(c, k);
+  if (k.gen === 3) return convDwWgsl3(c, k);
   return matmulWgsl(kernelOf(k, true), {
     splitK: true,
     loadA: (r, row, kk) => {
@@ -378,5 +390,122 @@ function convDwWgsl2(c: ConvShape, k: ConvKernel): string {
         `}`,
       ];
     },
+  });
+}
+
+// ---------------------------------------------------------------- generation 3
+
+/**
+ * Whether generation 3 can run a pass with this tile (else the caller uses 2): forward and dx
+ * need each K slice inside one tap (channels summed over a multiple of BK; dx only at stride 1,
+ * one phase), dW needs each slice inside one output row (Wo a multiple of BK). `kSplit` (0: no
+ * split) must keep the slices aligned too.
+ */
+export function conv3Fits(
+  pass: "forward" | "dx" | "dw",
+  c: ConvShape,
+  tile: MatmulTile,
+  kSplit = 0,
+): boolean {
+  const bk = tile.bk;
+  if (kSplit % bk !== 0) return false;
+  if (pass === "forward") return c.Cin % bk === 0;
+  if (pass === "dx") return c.stride === 1 && c.Cout % bk === 0;
+  return c.Wo % bk === 0;
+}
+
+/**
+ * y = w' · x̂ + bias with K ordered (tap, ci): A = w' [Cout, kh·kw, Cin] (w permuted), B = x.
+ * A slice is one tap (Cin % BK == 0), so each pixel row's tap position, bounds check and address
+ * are made once a slice, and an element's load is one add.
+ */
+function convForwardWgsl3(c: ConvShape, k: ConvKernel, bias: boolean): string {
+  const P = c.Ho * c.Wo, HW = c.H * c.W, s = c.stride;
+  return matmulWgsl(kernelOf(k, false), {
+    rowB: (p, row) => [
+      `let ${p}b = ${row} / ${u(P)}; let ${p}pix = ${row} % ${u(P)};`,
+      `let ${p}iy = i32(${p}pix / ${u(c.Wo)} * ${u(s)}) - ${c.pt};`,
+      `let ${p}ix = i32(${p}pix % ${u(c.Wo)} * ${u(s)}) - ${c.pl};`,
+      `let ${p}base = ${p}b * ${u(c.Cin * HW)};`,
+    ],
+    step: () => [
+      `let s_tap = k0 / ${u(c.Cin)}; let s_ci = k0 % ${u(c.Cin)};`,
+      `let s_ky = i32(s_tap / ${u(c.kw)}); let s_kx = i32(s_tap % ${u(c.kw)});`,
+    ],
+    stepRowB: (p) => [
+      `let ${p}y = ${p}iy + s_ky; let ${p}x = ${p}ix + s_kx;`,
+      `let ${p}ok = u32(${p}y) < ${u(c.H)} && u32(${p}x) < ${u(c.W)};`,
+      `let ${p}at = ${p}base + s_ci * ${u(HW)} + u32(${p}y) * ${u(c.W)} + u32(${p}x);`,
+    ],
+    loadB: (r, _row, _kk, p, kOff) => [`if (${p}ok) { ${r} = B[${p}at + (${kOff}) * ${u(HW)}]; }`],
+    ...forwardEpilogue(c, k, bias),
+  });
+}
+
+/**
+ * dx = ŵ · ĝ at stride 1 with K ordered (tap, co): A = w'' [Cin, kh·kw, Cout] (w permuted),
+ * B = g. Input pixel (iy, ix) takes g at (iy + pt − ky, ix + pl − kx); a slice is one tap.
+ */
+function convDxWgsl3(c: ConvShape, k: ConvKernel): string {
+  if (c.stride !== 1) throw new Error("convDxWgsl3: stride 1 only");
+  const Po = c.Ho * c.Wo, HW = c.H * c.W;
+  return matmulWgsl(kernelOf(k, false), {
+    rowB: (p, row) => [
+      `let ${p}q_b = ${row} / ${u(HW)}; let ${p}t = ${row} % ${u(HW)};`,
+      `let ${p}oy = i32(${p}t / ${u(c.W)}) + ${c.pt}; let ${p}ox = i32(${p}t % ${
+        u(c.W)
+      }) + ${c.pl};`,
+      `let ${p}base = ${p}q_b * ${u(c.Cout * Po)};`,
+    ],
+    step: () => [
+      `let s_tap = k0 / ${u(c.Cout)}; let s_co = k0 % ${u(c.Cout)};`,
+      `let s_ky = i32(s_tap / ${u(c.kw)}); let s_kx = i32(s_tap % ${u(c.kw)});`,
+    ],
+    stepRowB: (p) => [
+      `let ${p}y = ${p}oy - s_ky; let ${p}x = ${p}ox - s_kx;`,
+      `let ${p}ok = u32(${p}y) < ${u(c.Ho)} && u32(${p}x) < ${u(c.Wo)};`,
+      `let ${p}at = ${p}base + s_co * ${u(Po)} + u32(${p}y) * ${u(c.Wo)} + u32(${p}x);`,
+    ],
+    loadB: (r, _row, _kk, p, kOff) => [`if (${p}ok) { ${r} = B[${p}at + (${kOff}) * ${u(Po)}]; }`],
+    splitK: Boolean(k.splitK),
+    store: dxStore(c, k, (q) => [
+      `let q_b = ${q} / ${u(HW)}; let t_q = ${q} % ${u(HW)};`,
+      `let iy = t_q / ${u(c.W)}; let ix = t_q % ${u(c.W)};`,
+    ]),
+  });
+}
+
+/**
+ * convDwWgsl2 with each K slice inside one output row (Wo % BK == 0): the slice's image, row and
+ * first column are made once, and so is each tap row's bounds check along y.
+ */
+function convDwWgsl3(c: ConvShape, k: ConvKernel): string {
+  const P = c.Ho * c.Wo, KK = c.kh * c.kw, HW = c.H * c.W, s = c.stride;
+  return matmulWgsl(kernelOf({ ...k, vecA: false }, true), {
+    splitK: true,
+    kMajor: { A: true, B: true },
+    step: () => [
+      `let s_b = k0 / ${u(P)}; let s_pix = k0 % ${u(P)};`,
+      `let s_oy = s_pix / ${u(c.Wo)}; let s_ox = s_pix % ${u(c.Wo)};`,
+      `let s_a = s_b * ${u(c.Cout * P)} + s_pix; let s_x = s_b * ${u(c.Cin * HW)};`,
+    ],
+    rowA: (p, row) => [`let ${p}off = ${row} * ${u(P)};`],
+    loadA: (r, _row, _kk, p, kOff) => [`${r} = A[s_a + ${p}off + ${kOff}];`],
+    rowB: (p, row) => [
+      `let ${p}ci = ${row} / ${u(KK)}; let ${p}tap = ${row} % ${u(KK)};`,
+      `let ${p}ky = i32(${p}tap / ${u(c.kw)}) - ${c.pt}; let ${p}kx = i32(${p}tap % ${
+        u(c.kw)
+      }) - ${c.pl};`,
+      `let ${p}off = ${p}ci * ${u(HW)};`,
+    ],
+    stepRowB: (p) => [
+      `let ${p}y = i32(s_oy * ${u(s)}) + ${p}ky; let ${p}x0 = i32(s_ox * ${u(s)}) + ${p}kx;`,
+      `let ${p}yok = u32(${p}y) < ${u(c.H)};`,
+      `let ${p}at = s_x + ${p}off + u32(${p}y) * ${u(c.W)};`,
+    ],
+    loadB: (r, _row, _kk, p, kOff) => [
+      `let ix = ${p}x0 + i32((${kOff}) * ${u(s)});`,
+      `if (${p}yok && u32(ix) < ${u(c.W)}) { ${r} = B[${p}at + u32(ix)]; }`,
+    ],
   });
 }

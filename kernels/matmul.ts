@@ -219,16 +219,29 @@ export interface GemmHooks {
    * row < M (N) and kk < K. `r` is a vec4 of kk…kk+3 when the operand is vec and contiguous
    * along K, a scalar when it is not vec; an implicit operand's A/B binding may go unused.
    */
-  loadA?: (r: string, row: string, kk: string, pre: string) => string[];
-  loadB?: (r: string, row: string, kk: string, pre: string) => string[];
+  loadA?: (r: string, row: string, kk: string, pre: string, kOff: string) => string[];
+  loadB?: (r: string, row: string, kk: string, pre: string, kOff: string) => string[];
   /**
    * Lines run once per distinct row a thread loads, before the K loop (a thread's rows do not
    * change with K): they define values named from prefix `pre` that the operand's load hook then
    * reads (its 4th argument), so per-row index arithmetic leaves the inner loop. `row` may be
    * out of range here (no reads of memory); the load is still only called where row < M (N).
+   * `kOff` is the load's kk − k0, the same in every slice (a WGSL expression of lid).
    */
   rowA?: (pre: string, row: string) => string[];
   rowB?: (pre: string, row: string) => string[];
+  /**
+   * Lines run once per K slice, before its loads, with `k0` (the slice's first kk, a multiple of
+   * BK) in scope: values uniform over the slice (e.g. a convolution's tap when BK divides the
+   * channels) that the load hooks then read.
+   */
+  step?: () => string[];
+  /**
+   * Lines run once per K slice and hoisted row (after `step`), defining values from prefix `pre`
+   * that hold for the row over the whole slice; needs the operand's row hook.
+   */
+  stepRowA?: (pre: string) => string[];
+  stepRowB?: (pre: string) => string[];
   /**
    * Operands loaded along K: a warp's 32 threads read 8 consecutive kk of 4 rows (4 kk of 8
    * where BK is not a multiple of 8), so an operand whose memory runs along K (a weight
@@ -301,8 +314,9 @@ export function matmulWgsl(k: MatmulKernel, hooks: GemmHooks = {}): string {
     rowsVar: string; // "M" or "N"
     base: string;
     rowBase: string;
-    load?: (r: string, row: string, kk: string, pre: string) => string[];
+    load?: (r: string, row: string, kk: string, pre: string, kOff: string) => string[];
     rowHook?: (pre: string, row: string) => string[];
+    stepRow?: (pre: string) => string[];
     /** Loads along K: kw consecutive kk of rw rows per 32 threads. */
     km: { kw: number; rw: number } | null;
   }
@@ -326,6 +340,7 @@ export function matmulWgsl(k: MatmulKernel, hooks: GemmHooks = {}): string {
       rowBase: "rowBase",
       load: hooks.loadA,
       rowHook: hooks.rowA,
+      stepRow: hooks.stepRowA,
       km: kMajorOf("A", k.vecA, t.bm),
     },
     {
@@ -338,6 +353,7 @@ export function matmulWgsl(k: MatmulKernel, hooks: GemmHooks = {}): string {
       rowBase: "colBase",
       load: hooks.loadB,
       rowHook: hooks.rowB,
+      stepRow: hooks.stepRowB,
       km: kMajorOf("B", k.vecB, t.bn),
     },
   ];
@@ -390,17 +406,33 @@ export function matmulWgsl(k: MatmulKernel, hooks: GemmHooks = {}): string {
   // which makes every tile edge exact without branches in the inner product.
   const kEnd = hooks.splitK ? "kEnd" : "K";
   /** The guarded load: the operand's own hook, or `plain` (a read of the stored matrix). */
-  const guarded = (indent: string, o: Operand, r: string, plain: string, pre = "") => {
+  const guarded = (
+    indent: string,
+    o: Operand,
+    r: string,
+    plain: string,
+    pre = "",
+    kOff = "0u",
+  ) => {
     const cond = `row < ${o.rowsVar} && kk < ${kEnd}`;
     if (!o.load) {
       emit(`${indent}  if (${cond}) { ${r} = ${plain}; } }`);
       return;
     }
     emit(`${indent}  if (${cond}) {`);
-    for (const line of o.load(r, "row", "kk", pre)) emit(`${indent}    ${line}`);
+    for (const line of o.load(r, "row", "kk", pre, kOff)) emit(`${indent}    ${line}`);
     emit(`${indent}  } }`);
   };
   const loadSlice = (indent: string) => {
+    for (const line of hooks.step?.() ?? []) emit(`${indent}${line}`);
+    for (const o of ops) {
+      if (!o.stepRow) continue;
+      if (!o.rowHook) throw new Error(`matmulWgsl: stepRow${o.name} needs row${o.name}`);
+      for (const [key, pre] of hoisted) {
+        if (!key.startsWith(`${o.name} `)) continue;
+        for (const line of o.stepRow(pre)) emit(`${indent}${line}`);
+      }
+    }
     for (const o of ops) {
       const R = o.rowsVar;
       for (let i = 0; i < loads(o); i++) {
@@ -412,7 +444,14 @@ export function matmulWgsl(k: MatmulKernel, hooks: GemmHooks = {}): string {
         if (o.vec && o.contigK) {
           // vec4 along K: element (row, kq·4 .. kq·4+3) of a row-major [rows, K] matrix.
           emit(`${indent}  ${r} = vec4<${w}>(0.0);`);
-          guarded(indent, o, r, `vec4<${w}>(${o.name}[(${o.base} + row * K + kk) >> 2u])`, pre);
+          guarded(
+            indent,
+            o,
+            r,
+            `vec4<${w}>(${o.name}[(${o.base} + row * K + kk) >> 2u])`,
+            pre,
+            at.kk,
+          );
         } else if (o.vec) {
           // vec4 along the rows: element (k, rq·4 .. rq·4+3) of a row-major [K, rows] matrix.
           emit(`${indent}  ${r} = vec4<${w}>(0.0);`);
@@ -422,7 +461,7 @@ export function matmulWgsl(k: MatmulKernel, hooks: GemmHooks = {}): string {
           // (or, K-major, consecutive kk: the padded tile rows keep those stores apart).
           const addr = o.contigK ? `row * K + kk` : `kk * ${R} + row`;
           emit(`${indent}  ${r} = 0.0;`);
-          guarded(indent, o, r, `${w}(${o.name}[${o.base} + ${addr}])`, pre);
+          guarded(indent, o, r, `${w}(${o.name}[${o.base} + ${addr}])`, pre, at.kk);
         }
       }
     }

@@ -8,7 +8,7 @@ import {
   setImplicitGenerations,
 } from "../lib/tensor/conv2d.ts";
 import { biasGrad } from "../lib/tensor/conv2d_im2col.ts";
-import { convBiasGrad } from "../lib/tensor/conv2d_implicit.ts";
+import { convBiasGrad, lastConvGenerations } from "../lib/tensor/conv2d_implicit.ts";
 import { tensor, tidyAsync } from "../lib/tensor/tensor.ts";
 import {
   assertClose,
@@ -157,7 +157,65 @@ Deno.test("implicit conv2d with its kernels' generations mixed", async () => {
       }
     }
   } finally {
-    setImplicitGenerations({ forward: 2, dx: 2, dw: 2, bias: 2 });
+    setImplicitGenerations({ forward: 3, dx: 3, dw: 3, bias: 2 });
+  }
+});
+
+Deno.test("implicit conv2d's third generation (tap-major K, slices inside one row) matches float64", async () => {
+  // Generation 3 runs where a K slice lies in one tap (channels a multiple of BK) and, for dW, in
+  // one output row (Wo a multiple of BK); elsewhere generation 2 does. Each case says which
+  // passes must have run at 3, so a shape that silently fell back can't pass for it.
+  await gpuReady;
+  const bk8 = { bm: 32, bn: 32, bk: 8, tm: 4, tn: 4, prefetch: false };
+  const bk16 = { bm: 64, bn: 32, bk: 16, tm: 4, tn: 4, prefetch: true };
+  type Gens = ReturnType<typeof lastConvGenerations>;
+  const cases: [string, Case, Gens][] = [
+    ["3x3 p1", {
+      x: [2, 16, 5, 16],
+      w: [24, 16, 3, 3],
+      bias: true,
+      opts: { padding: 1, tile: bk8 },
+    }, { forward: 3, dx: 3, dw: 3 }],
+    ["3x3 p1 bk16 prefetch, odd rows", {
+      x: [3, 32, 7, 16],
+      w: [16, 32, 3, 3],
+      bias: true,
+      opts: { padding: 1, tile: bk16 },
+    }, { forward: 3, dx: 3, dw: 3 }],
+    ["3x3 p1, K split in 3 slabs", {
+      x: [2, 16, 6, 8],
+      w: [32, 16, 3, 3],
+      bias: true,
+      opts: { padding: 1, tile: bk8, kSplits: 3 },
+    }, { forward: 3, dx: 3, dw: 3 }],
+    // Stride 2: forward and dW at 3, dx (four phases) at 2.
+    ["downsample", {
+      x: [2, 8, 16, 16],
+      w: [8, 8, 3, 3],
+      bias: true,
+      opts: { ...DOWNSAMPLE, tile: bk8 },
+    }, { forward: 3, dx: 2, dw: 3 }],
+    // Channels not a multiple of BK, and Wo not: every pass falls back to 2.
+    ["fallback", {
+      x: [2, 12, 5, 12],
+      w: [20, 12, 3, 3],
+      bias: true,
+      opts: { padding: 1, tile: bk8 },
+    }, { forward: 2, dx: 2, dw: 2 }],
+    ["1x1", { x: [2, 8, 4, 8], w: [16, 8, 1, 1], bias: true, opts: { tile: bk8 } }, {
+      forward: 3,
+      dx: 3,
+      dw: 3,
+    }],
+  ];
+  for (const [what, c, want] of cases) {
+    await check(c, `generation 3 ${what}`);
+    const got = lastConvGenerations();
+    for (const pass of ["forward", "dx", "dw"] as const) {
+      if (got[pass] !== want[pass]) {
+        throw new Error(`${what}: ${pass} ran at generation ${got[pass]}, expected ${want[pass]}`);
+      }
+    }
   }
 });
 
@@ -210,13 +268,23 @@ Deno.test("every tile of the measured table (kernels/conv_tiles.json) is well fo
     if (!tileValid(parseTile(name))) throw new Error(`conv_tiles.json: tile ${name} of ${key}`);
     names.add(name);
   }
-  // One convolution a tile, stride 1 and VQGAN's downsample in turn (each costs its compiles).
+  // One convolution a tile on the second-generation GEMMs (6 channels), stride 1 and VQGAN's
+  // downsample in turn, then one on the third (32 channels, rows of 32: every pass at 3).
   for (const [i, name] of [...names].entries()) {
     const opts: Conv2dOptions = i % 2 ? DOWNSAMPLE : { padding: 1 };
+    const tile = parseTile(name);
     await check(
-      { x: [2, 6, 9, 10], w: [10, 6, 3, 3], bias: true, opts: { ...opts, tile: parseTile(name) } },
+      { x: [2, 6, 9, 10], w: [10, 6, 3, 3], bias: true, opts: { ...opts, tile } },
       `table tile ${name} stride ${opts.stride ?? 1}`,
     );
+    await check(
+      { x: [1, 32, 3, 32], w: [32, 32, 3, 3], bias: true, opts: { padding: 1, tile } },
+      `table tile ${name}, generation 3`,
+    );
+    const gens = lastConvGenerations();
+    if (gens.forward !== 3 || gens.dx !== 3 || gens.dw !== 3) {
+      throw new Error(`table tile ${name}: generation 3 not run (${JSON.stringify(gens)})`);
+    }
   }
 });
 

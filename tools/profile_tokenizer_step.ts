@@ -16,7 +16,8 @@
 // implicit-v1 + groupNorm's first kernels (the step before the second generation), im2col =
 // im2col + groupNorm's first kernels; or any conv method, with ":1"/":2" for groupNorm's kernels,
 // then "+forward1", "+dx1", "+dw1", "+bias1", "+gnstats1", "+gnbackward1" to keep one kernel on
-// its first generation, e.g. new+dw1, or "+nosplit" for forward and dx GEMMs without their K
+// its first generation, e.g. new+dw1 ("+forward2", "+dx2", "+dw2" or "+gen2" keep the GEMMs on
+// their second instead of the third), or "+nosplit" for forward and dx GEMMs without their K
 // split on small grids (setConvSplitK; on by default), then times `steps` back-to-back steps of each (one sync
 // at the end, so the GPU never waits on the host between them), twice in alternation, and
 // prints each one's time and its ratio to the first.
@@ -86,12 +87,12 @@ function variant(spec: string): Variant {
   const fail = () => {
     console.error(
       `variant '${spec}': expected new, v1 or one of ${CONV2D_METHODS.join(", ")}, optionally ` +
-        `with :1 or :2 (groupNorm's kernels), then +forward1, +dx1, +dw1, +bias1, +gnstats1, ` +
-        `+gnbackward1, +nosplit or +split`,
+        `with :1 or :2 (groupNorm's kernels), then +forwardG, +dxG, +dwG (G 1, 2 or 3), +bias1, ` +
+        `+gen2, +gnstats1, +gnbackward1, +nosplit or +split`,
     );
     Deno.exit(2);
   };
-  const gens: ImplicitGenerations = { forward: 2, dx: 2, dw: 2, bias: 2 };
+  const gens: ImplicitGenerations = { forward: 3, dx: 3, dw: 3, bias: 2 };
   const [conv0, g] = head === "new"
     ? ["implicit", "2"]
     : head === "v1"
@@ -105,8 +106,10 @@ function variant(spec: string): Variant {
   const gn = { stats: gn0, backward: gn0 };
   let splitK = true;
   for (const m of mods) {
-    const key = GEN_KEYS.find((k) => m === `${k}1`);
-    if (key) gens[key] = 1;
+    const gm = /^(forward|dx|dw|bias)([123])$/.exec(m);
+    if (gm && !(gm[1] === "bias" && gm[2] === "3")) {
+      (gens as unknown as Record<string, number>)[gm[1]] = Number(gm[2]);
+    } else if (m === "gen2") Object.assign(gens, { forward: 2, dx: 2, dw: 2 });
     else if (m === "gnstats1") gn.stats = 1;
     else if (m === "gnbackward1") gn.backward = 1;
     else if (m === "split") splitK = true;

@@ -114,7 +114,7 @@ const x0 = tensor(
   [batch, 3, cfg.image, cfg.image],
 );
 
-const LABEL = /^conv2d\.(forward|dx|dw)2? (\d+>\d+ \d+x\d+ k\d+s\d+) /;
+const LABEL = /^conv2d\.(forward|dx|dw)[23]? (\d+>\d+ \d+x\d+ k\d+s\d+) /;
 
 /** GPU ms per step: in all, and of each convolution pass by its convTileKey. */
 interface StepTimes {

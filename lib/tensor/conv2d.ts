@@ -53,18 +53,19 @@ export const DOWNSAMPLE = { stride: 2, padding: [0, 1, 0, 1] } as const satisfie
 let defaultMethod: Conv2dMethod = "implicit";
 
 /**
- * The generation of each kernel method "implicit" runs (2 unless changed; 1 is implicit-v1's):
+ * The generation of each kernel method "implicit" runs (3 for the GEMMs where it applies, else 2,
+ * unless changed; 1 is implicit-v1's):
  * the forward GEMM, the dx GEMMs, the dW GEMM, and the bias gradient (2: plane sums, then
  * channel sums; 1: kernels/conv2d.wgsl's bias_grad). For timing one change at a time.
  */
 export interface ImplicitGenerations {
-  forward: 1 | 2;
-  dx: 1 | 2;
-  dw: 1 | 2;
+  forward: 1 | 2 | 3;
+  dx: 1 | 2 | 3;
+  dw: 1 | 2 | 3;
   bias: 1 | 2;
 }
 const GEN1: ImplicitGenerations = { forward: 1, dx: 1, dw: 1, bias: 1 };
-let implicitGens: ImplicitGenerations = { forward: 2, dx: 2, dw: 2, bias: 2 };
+let implicitGens: ImplicitGenerations = { forward: 3, dx: 3, dw: 3, bias: 2 };
 
 /** Sets some of method "implicit"'s kernel generations; returns the previous ones. */
 export function setImplicitGenerations(g: Partial<ImplicitGenerations>): ImplicitGenerations {

@@ -5,12 +5,14 @@
 //   dw = Σ_z g · x̂ᵀ over pixels    K = the pixel count, split over z when the tiles are few
 //   db = Σ g                       a sum per (image, channel) plane, then per channel
 // The WGSL: kernels/conv2d_gemm.ts and kernels/conv2d_bias.wgsl. Method "implicit" generates the
-// GEMMs' second generation (ConvKernel.gen 2: rows decomposed once, dW loaded along its pixels
-// and split for ~512 workgroups); "implicit-v1" the first (and kernels/conv2d.wgsl's bias_grad),
-// kept to time one against the other.
+// GEMMs' third generation where it applies (ConvKernel.gen 3: K slices uniform in tap or output
+// row), else the second (rows decomposed once, dW loaded along its pixels and split for ~512
+// workgroups); "implicit-v1" the first (and kernels/conv2d.wgsl's bias_grad), kept to time one
+// against the other.
 import { dispatch, generated, gpu, grid, pipeline } from "../gpu/mod.ts";
 import convBiasWgsl from "../../kernels/conv2d_bias.wgsl" with { type: "text" };
 import {
+  conv3Fits,
   convDwWgsl,
   convDxWgsl,
   convForwardWgsl,
@@ -29,8 +31,8 @@ import {
 } from "../../kernels/matmul.ts";
 import type { Conv2dOptions, ConvGeometry } from "./conv2d.ts";
 import { chooseTile, fitTile } from "./matmul.ts";
-import { sum } from "./ops.ts";
-import { Tensor } from "./tensor.ts";
+import { permute, sum } from "./ops.ts";
+import { noGrad, Tensor } from "./tensor.ts";
 
 function shapeOf(g: ConvGeometry): ConvShape {
   const { Cin, H, W, Cout, kh, kw, stride, Ho, Wo } = g;
@@ -52,7 +54,7 @@ function convPipeline(
   make: () => string,
 ) {
   const name = `conv2d.${what}${
-    k.gen === 2 ? "2" : ""
+    k.gen && k.gen > 1 ? k.gen : ""
   } ${c.Cin}>${c.Cout} ${c.H}x${c.W} k${c.kh}s${c.stride} ${tileName(k.tile)}`;
   return pipeline(generated(`${name} ${JSON.stringify([c, k, extra])}`, make));
 }
@@ -117,7 +119,7 @@ export function setConvSplitK(on: boolean): boolean {
 /**
  * The slabs a forward or dx GEMM's K is split into, and each slab's K (a multiple of 32): a grid of
  * under 256 workgroups (the 256-channel 8×8 layers at batch 32: 128) leaves most of a big GPU idle,
- * so K is split for about 512, each slab at least 256 long. Only generation 2, only on a GPU
+ * so K is split for about 512, each slab at least 256 long. Generations 2 and 3 only, on a GPU
  * unless opts.kSplits forces it (tests).
  */
 function kSlabs(
@@ -130,7 +132,7 @@ function kSlabs(
   const auto = splitKOn && !gpu().isCpu && workgroups < 256
     ? Math.min(Math.round(512 / workgroups), Math.floor(K / 256))
     : 1;
-  const want = gen === 2 ? Math.max(1, Math.min(opts.kSplits ?? auto, Math.ceil(K / 32))) : 1;
+  const want = gen >= 2 ? Math.max(1, Math.min(opts.kSplits ?? auto, Math.ceil(K / 32))) : 1;
   if (want === 1) return { S: 1, KS: 0 };
   const KS = Math.ceil(K / want / 32) * 32;
   return { S: Math.ceil(K / KS), KS };
@@ -158,8 +160,33 @@ function run(
   dispatch(pipe, buffers, params, [Math.ceil(N / k.tile.bn), Math.ceil(M / k.tile.bm), z]);
 }
 
-/** The GEMMs' generation: 1 for "implicit-v1", else 2. */
-export type ConvGen = 1 | 2;
+/**
+ * The GEMMs' generation: 1 for "implicit-v1", else 3 where conv3Fits (2 where it doesn't, or
+ * when asked for).
+ */
+export type ConvGen = 1 | 2 | 3;
+
+// The generation each pass of the latest implicit conv ran at (tests check which path they hit).
+const lastGens: { forward?: ConvGen; dx?: ConvGen; dw?: ConvGen } = {};
+
+/** The generations the latest implicit forward, dx and dW GEMMs ran at (dx: its last phase's). */
+export function lastConvGenerations(): { forward?: ConvGen; dx?: ConvGen; dw?: ConvGen } {
+  return { ...lastGens };
+}
+
+/**
+ * w [Cout, Cin, kh, kw] with its axes reordered (generation 3's tap-major A operands): "forward"
+ * gives [Cout, kh·kw, Cin], "dx" [Cin, kh·kw, Cout]. A copy, to dispose after the dispatch.
+ */
+function tapMajor(w: Tensor, pass: "forward" | "dx"): Tensor {
+  const [Cout, Cin, kh, kw] = w.shape;
+  return noGrad(() => {
+    const flat = w.reshape([Cout, Cin, kh * kw]);
+    const out = permute(flat, pass === "forward" ? [0, 2, 1] : [1, 2, 0]);
+    flat.dispose();
+    return out;
+  });
+}
 
 /**
  * Threads that sum one plane of n loads in a 256-thread workgroup: about 4 loads each, a power
@@ -198,17 +225,19 @@ export function implicitForward(
   bias: Tensor | undefined,
   g: ConvGeometry,
   opts: Conv2dOptions,
-  gen: ConvGen = 2,
+  gen: ConvGen = 3,
 ): Tensor {
   const c = shapeOf(g), P = g.Ho * g.Wo;
   const [M, N, K] = [g.Cout, g.B * P, g.Cin * g.kh * g.kw];
   const tile = tileFor(opts, M, N, 1, { pass: "forward", g });
   const { S, KS } = kSlabs(opts, tile, [M, N, K], gen);
+  const use = gen === 3 && !conv3Fits("forward", c, tile, KS) ? 2 : gen;
+  lastGens.forward = use;
   const k: ConvKernel = {
     tile,
     vecA: K % 4 === 0,
     vecC: P % 4 === 0,
-    ...(gen === 2 ? { gen } : {}),
+    ...(use >= 2 ? { gen: use } : {}),
     ...(S > 1 ? { splitK: true } : {}),
   };
   const pipe = convPipeline("forward", c, k, Boolean(bias), () => {
@@ -216,8 +245,10 @@ export function implicitForward(
   });
   const shape = [g.B, g.Cout, g.Ho, g.Wo];
   const y = new Tensor(S > 1 ? [S, ...shape] : shape, "f32", undefined, "conv2d");
-  const buffers = [w.buffer, x.buffer, y.buffer, ...(bias ? [bias.buffer] : [])];
+  const a = use === 3 ? tapMajor(w, "forward") : w;
+  const buffers = [a.buffer, x.buffer, y.buffer, ...(bias ? [bias.buffer] : [])];
   run(pipe, k, [M, N, K], buffers, S, KS);
+  if (a !== w) a.dispose();
   return sumSlabs(y, S);
 }
 
@@ -228,9 +259,8 @@ export function implicitBackward(
   gy: Tensor,
   g: ConvGeometry,
   opts: Conv2dOptions,
-  gens: { dx: ConvGen; dw: ConvGen } = { dx: 2, dw: 2 },
+  gens: { dx: ConvGen; dw: ConvGen } = { dx: 3, dw: 3 },
 ): { dx: Tensor | null; dw: Tensor | null } {
-  const v2 = { gen: 2 } as const;
   const c = shapeOf(g), P = g.Ho * g.Wo, R = g.Cin * g.kh * g.kw;
   let dx: Tensor | null = null, dw: Tensor | null = null;
   if (x.requiresGrad) {
@@ -247,20 +277,27 @@ export function implicitBackward(
       )
       : { S: 1, KS: 0 };
     const out = new Tensor(S > 1 ? [S, ...x.shape] : x.shape, "f32", undefined, "conv2d");
+    let permuted: Tensor | null = null;
     for (const ph of phases) {
       const [M, N, K] = [g.Cin, g.B * ph.Hp * ph.Wp, g.Cout * ph.nky * ph.nkx];
       const vecC = g.stride === 1 && (g.H * g.W) % 4 === 0;
       if (N === 0) continue;
+      const tile = tileFor(opts, M, N, 1, { pass: "dx", g });
+      const use = gens.dx === 3 && !(one && conv3Fits("dx", c, tile, KS)) ? 2 : gens.dx;
       const k: ConvKernel = {
-        tile: tileFor(opts, M, N, 1, { pass: "dx", g }),
-        vecA: false,
+        tile,
+        vecA: use === 3 && g.Cout % 4 === 0,
         vecC,
-        ...(gens.dx === 2 ? v2 : {}),
+        ...(use >= 2 ? { gen: use } : {}),
         ...(S > 1 ? { splitK: true } : {}),
       };
+      lastGens.dx = use;
+      if (use === 3) permuted ??= tapMajor(w, "dx");
       const pipe = convPipeline("dx", c, k, ph, () => convDxWgsl(c, ph, k));
-      run(pipe, k, [M, N, K], [w.buffer, gy.buffer, out.buffer], S, KS);
+      const a = use === 3 ? permuted! : w;
+      run(pipe, k, [M, N, K], [a.buffer, gy.buffer, out.buffer], S, KS);
     }
+    (permuted as Tensor | null)?.dispose();
     dx = sumSlabs(out, S);
   }
   if (w.requiresGrad) {
@@ -270,7 +307,7 @@ export function implicitBackward(
     const Kp = g.B * P;
     let tiles = Math.ceil(g.Cout / 128) * Math.ceil(R / 128), target = 256;
     const gen = gens.dw;
-    if (gen === 2) {
+    if (gen >= 2) {
       const t = tileFor(
         opts,
         g.Cout,
@@ -293,15 +330,18 @@ export function implicitBackward(
     const fits = (t: MatmulTile) =>
       tileValid(t) &&
       workgroupBytes(t, "f32", kMajor) <= gpu().limits.maxComputeWorkgroupStorageSize;
-    if (gen === 2 && !fits(tile) && tile.prefetch) tile = { ...tile, prefetch: false };
-    while (gen === 2 && !fits(tile) && tile.bk > 8) tile = { ...tile, bk: tile.bk / 2 };
-    const dwGen = gen === 2 && fits(tile) ? 2 : 1;
+    if (gen >= 2 && !fits(tile) && tile.prefetch) tile = { ...tile, prefetch: false };
+    while (gen >= 2 && !fits(tile) && tile.bk > 8) tile = { ...tile, bk: tile.bk / 2 };
+    const dwGen = gen >= 2 && fits(tile)
+      ? (gen === 3 && conv3Fits("dw", c, tile, S > 1 ? KS : 0) ? 3 : 2)
+      : 1;
+    lastGens.dw = dwGen;
     if (dwGen === 1) tile = tileFor(opts, g.Cout, R, S, { pass: "dw", g });
     const k: ConvKernel = {
       tile,
       vecA: dwGen === 1 && P % 4 === 0,
       vecC: R % 4 === 0,
-      ...(dwGen === 2 ? v2 : {}),
+      ...(dwGen >= 2 ? { gen: dwGen } : {}),
     };
     const pipe = convPipeline("dw", c, k, null, () => convDwWgsl(c, k));
     const slabs = new Tensor([S, g.Cout, R], "f32", undefined, "conv2d");
