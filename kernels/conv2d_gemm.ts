@@ -411,7 +411,7 @@ export function conv3Fits(
   if (kSplit % bk !== 0) return false;
   if (pass === "forward") return c.Cin % bk === 0;
   if (pass === "dx") return c.stride === 1 && c.Cout % bk === 0 && c.Cin % 4 === 0;
-  return c.Wo % bk === 0 || (bk % c.Wo === 0 && (c.Ho * c.Wo) % bk === 0);
+  return c.Wo % bk === 0;
 }
 
 /**
@@ -482,13 +482,10 @@ function convDxWgsl3(c: ConvShape, k: ConvKernel): string {
 
 /**
  * convDwWgsl2 with each K slice inside one output row (Wo % BK == 0): the slice's image, row and
- * first column are made once, and so is each tap row's bounds check along y. Maps narrower than
- * BK (BK % Wo == 0, whole rows a slice, the image's pixels a multiple of BK) make the slice's
- * image and first row once and each element's row and column from its offset in the slice.
+ * first column are made once, and so is each tap row's bounds check along y.
  */
 function convDwWgsl3(c: ConvShape, k: ConvKernel): string {
   const P = c.Ho * c.Wo, KK = c.kh * c.kw, HW = c.H * c.W, s = c.stride;
-  const rows = c.Wo % k.tile.bk !== 0; // a slice spans BK / Wo whole rows
   return matmulWgsl(kernelOf({ ...k, vecA: false }, true), {
     splitK: true,
     kMajor: { A: true, B: true },
@@ -508,21 +505,12 @@ function convDwWgsl3(c: ConvShape, k: ConvKernel): string {
     ],
     stepRowB: (p) => [
       `let ${p}y = i32(s_oy * ${u(s)}) + ${p}ky; let ${p}x0 = i32(s_ox * ${u(s)}) + ${p}kx;`,
-      rows ? `let ${p}at = s_x + ${p}off;` : `let ${p}yok = u32(${p}y) < ${u(c.H)};`,
-      ...(rows ? [] : [`let ${p}at = s_x + ${p}off + u32(${p}y) * ${u(c.W)};`]),
+      `let ${p}yok = u32(${p}y) < ${u(c.H)};`,
+      `let ${p}at = s_x + ${p}off + u32(${p}y) * ${u(c.W)};`,
     ],
-    loadB: (r, _row, _kk, p, kOff) =>
-      rows
-        ? [
-          `let iy = ${p}y + i32((${kOff}) / ${u(c.Wo)} * ${u(s)});`,
-          `let ix = ${p}x0 + i32((${kOff}) % ${u(c.Wo)} * ${u(s)});`,
-          `if (u32(iy) < ${u(c.H)} && u32(ix) < ${u(c.W)}) {`,
-          `  ${r} = B[${p}at + u32(iy) * ${u(c.W)} + u32(ix)];`,
-          `}`,
-        ]
-        : [
-          `let ix = ${p}x0 + i32((${kOff}) * ${u(s)});`,
-          `if (${p}yok && u32(ix) < ${u(c.W)}) { ${r} = B[${p}at + u32(ix)]; }`,
-        ],
+    loadB: (r, _row, _kk, p, kOff) => [
+      `let ix = ${p}x0 + i32((${kOff}) * ${u(s)});`,
+      `if (${p}yok && u32(ix) < ${u(c.W)}) { ${r} = B[${p}at + u32(ix)]; }`,
+    ],
   });
 }
