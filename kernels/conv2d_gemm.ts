@@ -410,7 +410,7 @@ export function conv3Fits(
   const bk = tile.bk;
   if (kSplit % bk !== 0) return false;
   if (pass === "forward") return c.Cin % bk === 0;
-  if (pass === "dx") return c.stride === 1 && c.Cout % bk === 0 && c.Cin % 4 === 0;
+  if (pass === "dx") return c.stride === 1 && c.Cout % bk === 0;
   return c.Wo % bk === 0;
 }
 
@@ -443,18 +443,13 @@ function convForwardWgsl3(c: ConvShape, k: ConvKernel, bias: boolean): string {
 }
 
 /**
- * dx = ŵ · ĝ at stride 1 with K ordered (tap, co): A is the forward's w' [Cout, kh·kw, Cin],
- * element (ci, (tap, co)) at (co·kh·kw + tap)·Cin + ci, read as vec4s of 4 input channels
- * (Cin % 4 == 0); B = g. Input pixel (iy, ix) takes g at (iy + pt − ky, ix + pl − kx); a slice
- * is one tap.
+ * dx = ŵ · ĝ at stride 1 with K ordered (tap, co): A = w'' [Cin, kh·kw, Cout] (w permuted),
+ * B = g. Input pixel (iy, ix) takes g at (iy + pt − ky, ix + pl − kx); a slice is one tap.
  */
 function convDxWgsl3(c: ConvShape, k: ConvKernel): string {
   if (c.stride !== 1) throw new Error("convDxWgsl3: stride 1 only");
-  const Po = c.Ho * c.Wo, HW = c.H * c.W, KK = c.kh * c.kw;
-  return matmulWgsl({ ...kernelOf({ ...k, vecA: true }, false), transA: true }, {
-    loadA: (r, row, _kk, _p, kOff) => [
-      `${r} = A[(((s_co + ${kOff}) * ${u(KK)} + s_tap) * ${u(c.Cin)} + ${row}) >> 2u];`,
-    ],
+  const Po = c.Ho * c.Wo, HW = c.H * c.W;
+  return matmulWgsl(kernelOf(k, false), {
     rowB: (p, row) => [
       `let ${p}q_b = ${row} / ${u(HW)}; let ${p}t = ${row} % ${u(HW)};`,
       `let ${p}oy = i32(${p}t / ${u(c.W)}) + ${c.pt}; let ${p}ox = i32(${p}t % ${

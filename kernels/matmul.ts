@@ -217,8 +217,7 @@ export interface GemmHooks {
   /**
    * Lines setting register `r` to element (row, kk) of op(A), or of op(B), called only where
    * row < M (N) and kk < K. `r` is a vec4 of kk…kk+3 when the operand is vec and contiguous
-   * along K, of rows row…row+3 when it is vec and contiguous along its rows (transA, or B not
-   * transB), a scalar when it is not vec; an implicit operand's A/B binding may go unused.
+   * along K, a scalar when it is not vec; an implicit operand's A/B binding may go unused.
    */
   loadA?: (r: string, row: string, kk: string, pre: string, kOff: string) => string[];
   loadB?: (r: string, row: string, kk: string, pre: string, kOff: string) => string[];
@@ -456,14 +455,7 @@ export function matmulWgsl(k: MatmulKernel, hooks: GemmHooks = {}): string {
         } else if (o.vec) {
           // vec4 along the rows: element (k, rq·4 .. rq·4+3) of a row-major [K, rows] matrix.
           emit(`${indent}  ${r} = vec4<${w}>(0.0);`);
-          guarded(
-            indent,
-            o,
-            r,
-            `vec4<${w}>(${o.name}[(${o.base} + kk * ${R} + row) >> 2u])`,
-            pre,
-            at.kk,
-          );
+          guarded(indent, o, r, `vec4<${w}>(${o.name}[(${o.base} + kk * ${R} + row) >> 2u])`, pre);
         } else {
           // Scalars; consecutive threads take consecutive rows so workgroup stores don't conflict
           // (or, K-major, consecutive kk: the padded tile rows keep those stores apart).

@@ -140,19 +140,15 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, opts: Conv2dOptions 
   const gen = method === "implicit" ? implicitGens : GEN1;
   // A batch too wide for one dispatch's grid takes the im2col path, which cuts it into units.
   const implicit = method !== "im2col" && implicitFits(g);
-  // The implicit forward's tap-major weight, kept for dx's GEMM (it reads the same layout) while
-  // the tape needs it: like groupNorm's statistics, it then lives as long as the scope.
-  let wTap: Tensor | null = null;
-  const y = noGrad(() => {
-    if (!implicit) return im2colForward(x, w, bias, g, opts);
-    const r = implicitForward(x, w, bias, g, opts, gen.forward);
-    wTap = r.wTap;
-    return r.y;
-  });
+  const y = noGrad(() =>
+    implicit
+      ? implicitForward(x, w, bias, g, opts, gen.forward)
+      : im2colForward(x, w, bias, g, opts)
+  );
   const inputs = bias ? [x, w, bias] : [x, w];
-  const out = record(y, "conv2d", inputs, (gy) => {
+  return record(y, "conv2d", inputs, (gy) => {
     const { dx, dw } = implicit
-      ? implicitBackward(x, w, gy, g, opts, gen, wTap)
+      ? implicitBackward(x, w, gy, g, opts, gen)
       : im2colBackward(x, w, gy, g, opts);
     const grads = [dx, dw];
     if (bias) {
@@ -162,6 +158,4 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, opts: Conv2dOptions 
     }
     return grads;
   });
-  if (wTap && !(out.node && x.requiresGrad)) (wTap as Tensor).dispose();
-  return out;
 }

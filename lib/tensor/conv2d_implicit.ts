@@ -175,14 +175,14 @@ export function lastConvGenerations(): { forward?: ConvGen; dx?: ConvGen; dw?: C
 }
 
 /**
- * w [Cout, Cin, kh, kw] tap-major, [Cout, kh·kw, Cin]: generation 3's A operand for the forward
- * and for dx (which reads it by input channel). A copy for the caller to dispose.
+ * w [Cout, Cin, kh, kw] with its axes reordered (generation 3's tap-major A operands): "forward"
+ * gives [Cout, kh·kw, Cin], "dx" [Cin, kh·kw, Cout]. A copy, to dispose after the dispatch.
  */
-export function tapMajor(w: Tensor): Tensor {
+function tapMajor(w: Tensor, pass: "forward" | "dx"): Tensor {
   const [Cout, Cin, kh, kw] = w.shape;
   return noGrad(() => {
     const flat = w.reshape([Cout, Cin, kh * kw]);
-    const out = permute(flat, [0, 2, 1]);
+    const out = permute(flat, pass === "forward" ? [0, 2, 1] : [1, 2, 0]);
     flat.dispose();
     return out;
   });
@@ -219,10 +219,6 @@ export function convBiasGrad(gy: Tensor, g: ConvGeometry): Tensor {
   return db;
 }
 
-/**
- * y = conv2d(x, w) + bias, and with generation 3 the tap-major weight it read (tapMajor), which
- * the caller passes on to implicitBackward (its dx reads the same layout) or disposes.
- */
 export function implicitForward(
   x: Tensor,
   w: Tensor,
@@ -230,7 +226,7 @@ export function implicitForward(
   g: ConvGeometry,
   opts: Conv2dOptions,
   gen: ConvGen = 3,
-): { y: Tensor; wTap: Tensor | null } {
+): Tensor {
   const c = shapeOf(g), P = g.Ho * g.Wo;
   const [M, N, K] = [g.Cout, g.B * P, g.Cin * g.kh * g.kw];
   const tile = tileFor(opts, M, N, 1, { pass: "forward", g });
@@ -249,16 +245,14 @@ export function implicitForward(
   });
   const shape = [g.B, g.Cout, g.Ho, g.Wo];
   const y = new Tensor(S > 1 ? [S, ...shape] : shape, "f32", undefined, "conv2d");
-  const wTap = use === 3 ? tapMajor(w) : null;
-  const buffers = [(wTap ?? w).buffer, x.buffer, y.buffer, ...(bias ? [bias.buffer] : [])];
+  const a = use === 3 ? tapMajor(w, "forward") : w;
+  const buffers = [a.buffer, x.buffer, y.buffer, ...(bias ? [bias.buffer] : [])];
   run(pipe, k, [M, N, K], buffers, S, KS);
-  return { y: sumSlabs(y, S), wTap };
+  if (a !== w) a.dispose();
+  return sumSlabs(y, S);
 }
 
-/**
- * dx (when x needs it) and dw (when w does) for the output gradient gy. `wTap`: the forward's
- * tapMajor(w), if it made one (else dx at generation 3 makes its own).
- */
+/** dx (when x needs it) and dw (when w does) for the output gradient gy. */
 export function implicitBackward(
   x: Tensor,
   w: Tensor,
@@ -266,7 +260,6 @@ export function implicitBackward(
   g: ConvGeometry,
   opts: Conv2dOptions,
   gens: { dx: ConvGen; dw: ConvGen } = { dx: 3, dw: 3 },
-  wTap: Tensor | null = null,
 ): { dx: Tensor | null; dw: Tensor | null } {
   const c = shapeOf(g), P = g.Ho * g.Wo, R = g.Cin * g.kh * g.kw;
   let dx: Tensor | null = null, dw: Tensor | null = null;
@@ -284,7 +277,7 @@ export function implicitBackward(
       )
       : { S: 1, KS: 0 };
     const out = new Tensor(S > 1 ? [S, ...x.shape] : x.shape, "f32", undefined, "conv2d");
-    let own: Tensor | null = null;
+    let permuted: Tensor | null = null;
     for (const ph of phases) {
       const [M, N, K] = [g.Cin, g.B * ph.Hp * ph.Wp, g.Cout * ph.nky * ph.nkx];
       const vecC = g.stride === 1 && (g.H * g.W) % 4 === 0;
@@ -293,18 +286,18 @@ export function implicitBackward(
       const use = gens.dx === 3 && !(one && conv3Fits("dx", c, tile, KS)) ? 2 : gens.dx;
       const k: ConvKernel = {
         tile,
-        vecA: use === 3,
+        vecA: use === 3 && g.Cout % 4 === 0,
         vecC,
         ...(use >= 2 ? { gen: use } : {}),
         ...(S > 1 ? { splitK: true } : {}),
       };
       lastGens.dx = use;
-      if (use === 3 && !wTap) own ??= tapMajor(w);
+      if (use === 3) permuted ??= tapMajor(w, "dx");
       const pipe = convPipeline("dx", c, k, ph, () => convDxWgsl(c, ph, k));
-      const a = use === 3 ? (wTap ?? own!) : w;
+      const a = use === 3 ? permuted! : w;
       run(pipe, k, [M, N, K], [a.buffer, gy.buffer, out.buffer], S, KS);
     }
-    (own as Tensor | null)?.dispose();
+    (permuted as Tensor | null)?.dispose();
     dx = sumSlabs(out, S);
   }
   if (w.requiresGrad) {
