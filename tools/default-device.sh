@@ -17,6 +17,11 @@
 # RESERVE_S (default 60) for eval and shipping; MODEL_MINUTES is then ignored.
 # TRAIN_FLAGS="…" adds flags to `vmambar train` (e.g. "--scale-weights 16,8,4,2,1"; not with RESUME=1,
 # which keeps the run's own settings).
+# TEACHER_SET=KEYS trains a teacher first on the same tokens (e.g. "arch=transformer,d=384,n_layers=8,
+# heads=6": a teacher need not fit models/' size budget), TEACHER_STEPS (default 6000) at batch 64
+# within TEACHER_MINUTES (default 4), then distils the model from it (--teacher, --kd-alpha KD_ALPHA,
+# default 0.5). At 5,000 steps a transformer teacher lowered the hybrid's validation loss by 0.056
+# (tools/BENCHMARKS.md); a teacher better than the default model (0.601) is the next step to try.
 # Back in $OUT: the tokenizer and model checkpoints (f32, unless SHIP=1), their metrics, the grids.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,6 +64,16 @@ if [[ ${RESUME:-0} != 1 ]]; then
 else
   mode=(--resume)
 fi
+teacher=()
+if [[ ${RESUME:-0} != 1 && -n ${TEACHER_SET:-} ]]; then
+  vm train --data $run/tokens --val $run/tokens-val --tokenizer $run/tokenizer.safetensors \
+    --out $run/teacher.safetensors --force --set "$TEACHER_SET" --steps "${TEACHER_STEPS:-6000}" \
+    --batch 64 --lr "${LR:-1e-3}" --warmup "${WARMUP:-300}" --max-minutes "${TEACHER_MINUTES:-4}" \
+    --log-every 500 --val-every 0 --sample-every 0 --checkpoint-every 1000 || true
+  stamp teacher
+  teacher=(--teacher $run/teacher.safetensors --kd-alpha "${KD_ALPHA:-0.5}")
+  cp $run/teacher.metrics.jsonl "$out/" 2>/dev/null || true
+fi
 if [[ -n ${BUDGET_S:-} ]]; then
   left=$(( BUDGET_S - ($(date +%s) - t0) - ${RESERVE_S:-60} ))
   model_minutes=$(awk "BEGIN { printf \"%.2f\", ($left > 30 ? $left : 30) / 60 }")
@@ -67,7 +82,7 @@ fi
 vm train --data $run/tokens --val $run/tokens-val --tokenizer $run/tokenizer.safetensors \
   --out $run/model.safetensors "${mode[@]}" --batch 64 --lr "${LR:-1e-3}" \
   --warmup "${WARMUP:-300}" --max-minutes "$model_minutes" --log-every 100 --val-every 500 \
-  --sample-every 500 --checkpoint-every 500 ${TRAIN_FLAGS:-} || true
+  --sample-every 500 --checkpoint-every 500 "${teacher[@]}" ${TRAIN_FLAGS:-} || true
 stamp model
 if [[ ${EVAL:-0} == 1 ]]; then
   for seed in ${EVAL_SEEDS:-0}; do
