@@ -177,17 +177,12 @@ function insideAlways(c: ConvShape): boolean {
 /** y = w · x̂ + bias, straight into y [B, Cout, Ho, Wo]. A = w [Cout, Cin·kh·kw], B = x. */
 export function convForwardWgsl(c: ConvShape, k: ConvKernel, bias: boolean): string {
   if (k.gen === 3) return convForwardWgsl3(c, k, bias);
-  const P = c.Ho * c.Wo;
-  const KK = c.kh * c.kw, HW = c.H * c.W, s = c.stride;
+  const KK = c.kh * c.kw, HW = c.H * c.W;
   const hoist: GemmHooks = k.gen !== 2
     ? { loadB: (r, row, kk) => patchLoad(c, "B", r, kk, row) }
     : {
-      // Per pixel row: its image's base and the top-left tap's position (row, column).
       rowB: (p, row) => [
-        `let ${p}b = ${row} / ${u(P)}; let ${p}pix = ${row} % ${u(P)};`,
-        `let ${p}iy = i32(${p}pix / ${u(c.Wo)} * ${u(s)}) - ${c.pt};`,
-        `let ${p}ix = i32(${p}pix % ${u(c.Wo)} * ${u(s)}) - ${c.pl};`,
-        `let ${p}base = ${p}b * ${u(c.Cin * HW)};`,
+        ...forwardRow(c, p, row),
         ...(insideAlways(c)
           ? [`let ${p}at = ${p}base + u32(${p}iy) * ${u(c.W)} + u32(${p}ix);`]
           : []),
@@ -210,6 +205,20 @@ export function convForwardWgsl(c: ConvShape, k: ConvKernel, bias: boolean): str
       },
     };
   return matmulWgsl(kernelOf(k, false), { ...hoist, ...forwardEpilogue(c, k, bias) });
+}
+
+/**
+ * A forward pixel row's values (generations 2 and 3): its image's base and the top-left tap's
+ * position (row, column).
+ */
+function forwardRow(c: ConvShape, p: string, row: string): string[] {
+  const P = c.Ho * c.Wo;
+  return [
+    `let ${p}b = ${row} / ${u(P)}; let ${p}pix = ${row} % ${u(P)};`,
+    `let ${p}iy = i32(${p}pix / ${u(c.Wo)} * ${u(c.stride)}) - ${c.pt};`,
+    `let ${p}ix = i32(${p}pix % ${u(c.Wo)} * ${u(c.stride)}) - ${c.pl};`,
+    `let ${p}base = ${p}b * ${u(c.Cin * c.H * c.W)};`,
+  ];
 }
 
 /** The forward's bias binding, K split and NCHW store into y (every generation's). */
@@ -420,14 +429,9 @@ export function conv3Fits(
  * are made once a slice, and an element's load is one add.
  */
 function convForwardWgsl3(c: ConvShape, k: ConvKernel, bias: boolean): string {
-  const P = c.Ho * c.Wo, HW = c.H * c.W, s = c.stride;
+  const HW = c.H * c.W;
   return matmulWgsl(kernelOf(k, false), {
-    rowB: (p, row) => [
-      `let ${p}b = ${row} / ${u(P)}; let ${p}pix = ${row} % ${u(P)};`,
-      `let ${p}iy = i32(${p}pix / ${u(c.Wo)} * ${u(s)}) - ${c.pt};`,
-      `let ${p}ix = i32(${p}pix % ${u(c.Wo)} * ${u(s)}) - ${c.pl};`,
-      `let ${p}base = ${p}b * ${u(c.Cin * HW)};`,
-    ],
+    rowB: (p, row) => forwardRow(c, p, row),
     step: () => [
       `let s_tap = k0 / ${u(c.Cin)}; let s_ci = k0 % ${u(c.Cin)};`,
       `let s_ky = i32(s_tap / ${u(c.kw)}); let s_kx = i32(s_tap % ${u(c.kw)});`,
