@@ -23,6 +23,15 @@ run=/tmp/compare
 steps=${1:-5000}
 shift || true
 phases=${*:-data pair distil}
+for phase in $phases; do
+  case $phase in
+  data | pair | distil | rows) ;;
+  *)
+    echo "compare-device.sh: unknown phase '$phase' (data, pair, distil, rows)" >&2
+    exit 2
+    ;;
+  esac
+done
 mkdir -p "$out" "$run"
 log="$out/compare.log"
 vm() { deno run --cached-only -A main.ts "$@"; }
@@ -83,10 +92,6 @@ for phase in $phases; do
       evals $row
       bench $row
     done
-    ;;
-  *)
-    echo "compare-device.sh: unknown phase '$phase' (data, pair, distil, rows)" >&2
-    exit 2
     ;;
   esac
   stamp "$phase done"
