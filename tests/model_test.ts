@@ -2,11 +2,12 @@
 // PAD text is invisible, no image position sees its own scale's ground truth, and every
 // parameter's gradient agrees with a directional difference.
 import { generateScales } from "../lib/model/generate.ts";
-import { scaleIndices, teacherFeatures } from "../lib/model/inputs.ts";
+import { addScale, featureTokens, scaleIndices, teacherFeatures } from "../lib/model/inputs.ts";
+import { add, concat, mul } from "../lib/tensor/ops.ts";
 import { Sequence, VMambAR } from "../lib/model/vmambar.ts";
 import { batchCaptionIds, PAD } from "../lib/data/text.ts";
 import { validateModelConfig } from "../lib/model/config.ts";
-import { keep, noGrad, type Tensor, tidyAsync } from "../lib/tensor/tensor.ts";
+import { keep, noGrad, type Tensor, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
 import { assert, assertClose, assertDirectionalGrads, gpuReady } from "./helpers.ts";
 import { upload } from "../lib/gpu/mod.ts";
 import { randomBatch, tinyModelConfig, tinyQuantizer } from "./model_fixtures.ts";
@@ -181,3 +182,84 @@ Deno.test("VMambAR: every parameter's gradient agrees with a directional differe
     model.dispose();
   }
 });
+
+for (const arch of ["hybrid", "transformer"] as const) {
+  Deno.test(`VMambAR ${arch}: token-by-token scales see the tokens drawn before them, and leave the later scales as they were`, async () => {
+    await gpuReady;
+    const c = validateModelConfig(tinyModelConfig({ arch }), "test");
+    const model = new VMambAR(c, 3);
+    const q = tinyQuantizer();
+    const B = 2, V = c.vocab, P = c.scales.at(-1)!, K = c.scales.length;
+    const L = c.scales.reduce((a, p) => a + p * p, 0);
+    const { textIds, indices } = randomBatch(c, B, 13);
+    const offsets = c.scales.map((_, k) => c.scales.slice(0, k).reduce((a, p) => a + p * p, 0));
+    // Every pass's conditional logits, in call order, each scale's picks forced to the truth.
+    const calls: { k: number; logits: number[] }[] = [];
+    await tidyAsync(async () => {
+      const truth = scaleIndices(indices, B, c.scales);
+      const seen: { k: number; t: Tensor }[] = [];
+      generateScales(
+        model,
+        q,
+        textIds,
+        0,
+        (k, cond) => {
+          seen.push({ k, t: keep(cond) });
+          return truth[k].reshape([-1]);
+        },
+        false,
+        K - 1,
+      );
+      for (const s of seen) calls.push({ k: s.k, logits: await s.t.toArray() });
+      for (const s of seen) s.t.dispose();
+    });
+    assert(calls.length === 1 + 4 + 9, `one pass for 1×1, then one per token: ${calls.length}`);
+    // The reference: the full pass, with scale k's input f_hat_{<k} plus the φ term of its first j
+    // true tokens, masked to their cells (floor(y·pn/P), floor(x·pn/P)).
+    const seq = new Sequence(c, textIds);
+    const rows = (logits: ArrayLike<number>, k: number) => {
+      const n = c.scales[k] ** 2, out = new Float64Array(B * n * V);
+      for (let b = 0; b < B; b++) {
+        for (let i = 0; i < n * V; i++) out[b * n * V + i] = logits[(b * L + offsets[k]) * V + i];
+      }
+      return out;
+    };
+    let call = 0;
+    for (let k = 0; k < K; k++) {
+      const pn = c.scales[k], n = pn * pn;
+      for (let j = 0; j < (k === 0 ? 1 : n); j++, call++) {
+        const want = await tidyAsync(async () => {
+          const feats = noGrad(() => {
+            const truth = scaleIndices(indices, B, c.scales);
+            let fHat: Tensor | null = null;
+            const parts: Tensor[] = [];
+            for (let s = 0; s + 1 < K; s++) {
+              fHat = addScale(q, fHat, truth[s], s);
+              let f = fHat;
+              if (s + 1 === k && j > 0) {
+                const mask = new Float32Array(P * P).map((_, at) => {
+                  const y = Math.floor(at / P), x = at % P;
+                  return Math.floor(y * pn / P) * pn + Math.floor(x * pn / P) < j ? 1 : 0;
+                });
+                f = add(fHat, mul(q.scaleTerm(truth[k], k, P), tensor(mask, [1, 1, P, P])));
+              }
+              parts.push(featureTokens(f, c.scales[s + 1]));
+            }
+            return concat(parts, 1);
+          });
+          return rows(await noGrad(() => model.forward(seq, feats)).toArray(), k);
+        });
+        assert(calls[call].k === k, `call ${call} is scale ${k}`);
+        assertClose(calls[call].logits, want, 1e-4, `${arch}: scale ${k}, token ${j}`);
+      }
+    }
+    // The passes after the first do see the tokens before them.
+    assert(
+      calls[2].logits.some((x, i) => Math.abs(x - calls[1].logits[i]) > 1e-6),
+      "token 1's pass differs from token 0's",
+    );
+    seq.dispose();
+    model.dispose();
+    q.dispose();
+  });
+}

@@ -8,7 +8,13 @@ import { readSafetensors, toFloat32 } from "../lib/io/safetensors.ts";
 import { saveCheckpoint } from "../lib/io/checkpoint.ts";
 import { generateScales } from "../lib/model/generate.ts";
 import { loadModel } from "../lib/model/load.ts";
-import { DEFAULT_SAMPLING, samplingPicker, scaleTemperature } from "../lib/model/sample.ts";
+import {
+  DEFAULT_SAMPLING,
+  guidanceCfg,
+  samplingPicker,
+  scaleGuidance,
+  scaleTemperature,
+} from "../lib/model/sample.ts";
 import { SAMPLING_OPTIONS, samplingFlags, samplingText } from "../lib/cli/sampling.ts";
 import { UserError } from "../lib/errors.ts";
 import { VMambAR } from "../lib/model/vmambar.ts";
@@ -353,6 +359,39 @@ Deno.test("sampling: --temperature T1,T2,… sets each scale's temperature, the 
   assert(same.flat().join() === greedy.flat().join(), "0,0 is not greedy everywhere");
   model.dispose();
   q.dispose();
+});
+
+Deno.test("sampling: --cfg G1,G2,… sets each scale's guidance; --sequential is a count, not with --candidates", () => {
+  const flags = (over: Record<string, string>) => samplingFlags({ ...flagDefaults, ...over }, 5);
+  const one = flags({ cfg: "1.5" });
+  assert(one.guidanceByScale === undefined && one.cfg === 1.5 && guidanceCfg(one) === 1.5, "one");
+  // The ramp: t = cfg·k/(K−1), passed in by generation; a list replaces it, the last repeating.
+  assert(scaleGuidance(one, 3, 0.9) === 0.9, "a single cfg keeps the ramp's t");
+  const list = flags({ cfg: "0, 2,1" });
+  assert(list.guidanceByScale?.join() === "0,2,1" && guidanceCfg(list) === 2, "list");
+  assert([0, 1, 2, 5].map((k) => scaleGuidance(list, k, 0.3)).join() === "0,2,1,1", "repeat");
+  assert(samplingText(list).startsWith("guidance 0/2/1"), samplingText(list));
+  assert(guidanceCfg(flags({ cfg: "0,0" })) === 0, "all zero: unguided");
+  const seq = flags({ sequential: "2" });
+  assert(seq.sequential === 2 && samplingText(seq).includes("scales 2–3 token by token"), "seq");
+  assert(flags({}).sequential === undefined, "off by default");
+  for (
+    const [bad, want] of [
+      [{ cfg: "1,-1" }, /^--cfg/],
+      [{ cfg: "" }, /^--cfg/],
+      [{ sequential: "-1" }, /sequential/],
+      [{ sequential: "1.5" }, /sequential/],
+      [{ sequential: "1", candidates: "4" }, /do not go together/],
+    ] as const
+  ) {
+    let msg = "";
+    try {
+      flags(bad as Record<string, string>);
+    } catch (e) {
+      msg = e instanceof UserError ? e.message : `not a UserError: ${e}`;
+    }
+    assert(want.test(msg), `${JSON.stringify(bad)}: ${msg}`);
+  }
 });
 
 Deno.test("distillation: KL is 0 against itself, positive and as a float64 reference otherwise", async () => {

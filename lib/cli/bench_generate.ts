@@ -8,7 +8,7 @@ import { UserError } from "../errors.ts";
 import { type CommandSpec, intFlag, parseCommand, stringOption } from "./args.ts";
 import { DEFAULT_MODEL, resolveTokenizer, TOKENIZER_OPTION } from "./defaults.ts";
 import { prepareOutputFile } from "./output.ts";
-import { SAMPLING_OPTIONS, samplingFlags } from "./sampling.ts";
+import { guidanceCfg, SAMPLING_OPTIONS, samplingFlags } from "./sampling.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
 const str = stringOption;
@@ -87,7 +87,7 @@ export async function main(argv: string[]): Promise<void> {
   const runs = intFlag(v, "runs", 1, 1000);
   const batch = intFlag(v, "batch", 1, 4096);
   const seed = intFlag(v, "seed", 0, 0xffffffff);
-  const opts = samplingFlags(v, seed), cfg = opts.cfg;
+  const opts = samplingFlags(v, seed), cfg = guidanceCfg(opts);
   const prompt = String(v.prompt);
   if (prompt.trim() === "") throw new UserError("--prompt is empty: describe the image");
   const modelPath = typeof v.model === "string" ? v.model : DEFAULT_MODEL;
@@ -178,6 +178,8 @@ export async function main(argv: string[]): Promise<void> {
               encoded,
               cfg,
               samplingPicker(opts),
+              false,
+              opts.sequential ?? 0,
             );
             await sync();
             t2 = performance.now();

@@ -218,37 +218,18 @@ async function evalShapes(
   model: Model,
   metadata: Record<string, string>,
 ): Promise<string> {
-  const { shapesPromptSet, scorePrompt, summarize, summaryTable } = await import(
-    "../eval/shapes_eval.ts"
-  );
+  const { summarize, summaryTable } = await import("../eval/shapes_eval.ts");
   const { detectScene } = await import("../eval/detect.ts");
-  const { batchCaptionIds } = await import("../data/text.ts");
-  const { sampleImages } = await import("../model/sample.ts");
   const { imageGrid } = await import("../data/png.ts");
-  const size = tok.cfg.image, per = size * size * 3, T = model.cfg.text_length;
-  const prompts = shapesPromptSet(s.seed, undefined, size).slice(0, s.limit);
-  const { unknownWordsNote } = await import("../data/vocabulary.ts");
-  const note = unknownWordsNote(prompts.map((p) => p.scene.caption), metadata);
-  if (note) console.error(note);
-  const ids = batchCaptionIds(prompts.map((p) => p.scene.caption), T);
-  const pixels = new Uint8Array(prompts.length * per);
-  const t0 = performance.now();
-  const opts = s.sampling;
-  for (let at = 0; at < prompts.length; at += s.batch) {
-    const b = Math.min(s.batch, prompts.length - at);
-    // As `generate` does: each batch its own stream of the seed.
-    const seed = (s.seed + Math.floor(at / s.batch) * 0x9e3779b9) >>> 0;
-    const chunk = await sampleImages(model, tok.vq, ids.subarray(at * T, (at + b) * T), {
-      ...opts,
-      seed,
-    });
-    pixels.set(chunk, at * per);
-    console.error(`eval: ${at + b}/${prompts.length} images`);
-  }
-  const secs = (performance.now() - t0) / 1000;
-  const scores = prompts.map((p, i) =>
-    scorePrompt(p, detectScene(pixels.subarray(i * per, (i + 1) * per), size))
-  );
+  const size = tok.cfg.image, per = size * size * 3;
+  const { prompts, scores, pixels, secs } = await shapesRun(model, tok, {
+    seed: s.seed,
+    limit: s.limit,
+    batch: s.batch,
+    sampling: s.sampling,
+    metadata,
+    progress: (done, n) => console.error(`eval: ${done}/${n} images`),
+  });
   const table = summaryTable(summarize(prompts, scores));
   console.log(table);
   if (s.out === null) return "";
@@ -274,6 +255,54 @@ async function evalShapes(
     ...wrong.map(({ p, sc, i }) => `| ${i} | ${p.scene.caption} | ${wrongText(sc)} | ${seen(i)} |`),
     "",
   ].join("\n");
+}
+
+/**
+ * The shapes benchmark's images and scores for one seed: its prompt set (the first `limit`),
+ * generated `batch` at a time (each batch its own stream of the seed, as `generate`), detected and
+ * scored. Shared by `eval --set shapes` and tools/sampling_sweep.ts.
+ */
+export async function shapesRun(
+  model: Model,
+  tok: Tokenizer,
+  o: {
+    seed: number;
+    limit?: number;
+    batch: number;
+    sampling: SamplingOptions;
+    metadata?: Record<string, string>;
+    progress?: (done: number, n: number) => void;
+  },
+) {
+  const { shapesPromptSet, scorePrompt } = await import("../eval/shapes_eval.ts");
+  const { detectScene } = await import("../eval/detect.ts");
+  const { batchCaptionIds } = await import("../data/text.ts");
+  const { sampleImages } = await import("../model/sample.ts");
+  const size = tok.cfg.image, per = size * size * 3, T = model.cfg.text_length;
+  const prompts = shapesPromptSet(o.seed, undefined, size).slice(0, o.limit);
+  if (o.metadata) {
+    const { unknownWordsNote } = await import("../data/vocabulary.ts");
+    const note = unknownWordsNote(prompts.map((p) => p.scene.caption), o.metadata);
+    if (note) console.error(note);
+  }
+  const ids = batchCaptionIds(prompts.map((p) => p.scene.caption), T);
+  const pixels = new Uint8Array(prompts.length * per);
+  const t0 = performance.now();
+  for (let at = 0; at < prompts.length; at += o.batch) {
+    const b = Math.min(o.batch, prompts.length - at);
+    const seed = (o.seed + Math.floor(at / o.batch) * 0x9e3779b9) >>> 0;
+    const chunk = await sampleImages(model, tok.vq, ids.subarray(at * T, (at + b) * T), {
+      ...o.sampling,
+      seed,
+    });
+    pixels.set(chunk, at * per);
+    o.progress?.(at + b, prompts.length);
+  }
+  const secs = (performance.now() - t0) / 1000;
+  const scores = prompts.map((p, i) =>
+    scorePrompt(p, detectScene(pixels.subarray(i * per, (i + 1) * per), size))
+  );
+  return { prompts, scores, pixels, secs };
 }
 
 type DetectedScene = import("../eval/detect.ts").DetectedScene;

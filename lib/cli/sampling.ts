@@ -1,12 +1,19 @@
 // The sampling options `generate`, `eval --set shapes` and `bench generate` share: one spec, one
 // parser, the defaults of DEFAULT_SAMPLING (lib/model/sample.ts).
 import { UserError } from "../errors.ts";
-import { DEFAULT_SAMPLING, type SamplingOptions } from "../model/sample.ts";
+import { DEFAULT_SAMPLING, guidanceCfg, type SamplingOptions } from "../model/sample.ts";
+
+export { guidanceCfg };
 import { type CommandSpec, intFlag, numberFlag, stringOption as str, type Values } from "./args.ts";
 
 /** --cfg, --temperature, --top-k, --top-p (the seed stays each command's own). */
 export const SAMPLING_OPTIONS: CommandSpec["options"] = {
-  cfg: str("classifier-free guidance scale (0: off)", "S", String(DEFAULT_SAMPLING.cfg)),
+  cfg: str(
+    "classifier-free guidance scale (0: off), reached at the last scale; a list G1,G2,… sets " +
+      "each scale's guidance instead, coarsest first, the last repeating",
+    "S",
+    String(DEFAULT_SAMPLING.cfg),
+  ),
   temperature: str(
     "sampling temperature (0: greedy); a list T1,T2,… sets it per scale, coarsest first, the " +
       "last repeating",
@@ -23,6 +30,12 @@ export const SAMPLING_OPTIONS: CommandSpec["options"] = {
     "P",
     String(DEFAULT_SAMPLING.topP),
   ),
+  sequential: str(
+    "draw the tokens of scales 2 to N+1 one at a time in raster order, each given those drawn " +
+      "before it (a pass of its scale per token, so slower); 0: each scale's tokens at once, as VAR",
+    "N",
+    String(DEFAULT_SAMPLING.sequential ?? 0),
+  ),
   candidates: str(
     "draw N images per prompt and keep the one the model finds likeliest under its prompt " +
       "(N times the work)",
@@ -33,22 +46,22 @@ export const SAMPLING_OPTIONS: CommandSpec["options"] = {
 
 /** The sampling options of parsed values, each checked, with `seed`. */
 export function samplingFlags(v: Values, seed: number): SamplingOptions {
-  const cfg = numberFlag(v, "cfg", { min: 0 });
-  const list = String(v.temperature).split(",").map((t) => t.trim());
-  const temps = list.map((t) => {
-    const x = t === "" ? NaN : Number(t);
-    if (!(x >= 0 && x < Infinity)) {
-      throw new UserError(`--temperature: ${JSON.stringify(t)} is not a number ≥ 0`);
-    }
-    return x;
-  });
+  const guidance = numberList(v, "cfg");
+  const cfg = guidance[0];
+  const temps = numberList(v, "temperature");
   const temperature = temps[0];
   const topK = intFlag(v, "top-k", 0);
   const topP = numberFlag(v, "top-p");
   if (!(topP > 0 && topP <= 1)) throw new UserError(`--top-p must be in (0, 1], got ${topP}`);
   const candidates = intFlag(v, "candidates", 1, 64);
+  const sequential = intFlag(v, "sequential", 0, 64);
+  if (sequential > 0 && candidates > 1) {
+    throw new UserError("--candidates and --sequential do not go together: pick one");
+  }
   return {
     cfg,
+    ...(guidance.length > 1 ? { guidanceByScale: guidance } : {}),
+    ...(sequential > 0 ? { sequential } : {}),
     candidates,
     temperature,
     topK,
@@ -58,10 +71,23 @@ export function samplingFlags(v: Values, seed: number): SamplingOptions {
   };
 }
 
+/** A flag's comma-separated numbers ≥ 0 (one or more). */
+function numberList(v: Values, name: string): number[] {
+  return String(v[name]).split(",").map((t) => t.trim()).map((t) => {
+    const x = t === "" ? NaN : Number(t);
+    if (!(x >= 0 && x < Infinity)) {
+      throw new UserError(`--${name}: ${JSON.stringify(t)} is not a number ≥ 0`);
+    }
+    return x;
+  });
+}
+
 /** "cfg 1, temperature 1" and the top-k/top-p filters where they are on. */
 export function samplingText(o: SamplingOptions): string {
   const t = o.temperatureByScale?.length ? o.temperatureByScale.join("/") : o.temperature;
-  const parts = [`cfg ${o.cfg}`, `temperature ${t}`];
+  const g = o.guidanceByScale?.length ? `guidance ${o.guidanceByScale.join("/")}` : `cfg ${o.cfg}`;
+  const parts = [g, `temperature ${t}`];
+  if (o.sequential) parts.push(`scales 2–${o.sequential + 1} token by token`);
   if (o.topK > 0) parts.push(`top-k ${o.topK}`);
   if (o.topP < 1) parts.push(`top-p ${o.topP}`);
   if ((o.candidates ?? 1) > 1) parts.push(`best of ${o.candidates}`);

@@ -5,8 +5,8 @@
 // caller reads the indices or decodes f_hat when every scale is done.
 import { batchCaptionIds } from "../data/text.ts";
 import { tokenNll } from "../tensor/nn_ops.ts";
-import { add, concat, slice, sum } from "../tensor/ops.ts";
-import { noGrad, type Tensor, tidy } from "../tensor/tensor.ts";
+import { add, concat, mul, slice, sum } from "../tensor/ops.ts";
+import { noGrad, type Tensor, tensor, tidy } from "../tensor/tensor.ts";
 import type { ResidualQuantizer } from "../tokenizer/quantizer.ts";
 import { addScale, featureTokens } from "./inputs.ts";
 import { GenerationState, Sequence, type VMambAR } from "./vmambar.ts";
@@ -83,10 +83,11 @@ export function generateScales(
   cfg: number,
   pick: TokenPicker,
   score = false,
+  sequential = 0,
 ): Generated {
   const encoded = encodeText(model, textIds, cfg);
   try {
-    return generateFromText(model, quantizer, encoded, cfg, pick, score);
+    return generateFromText(model, quantizer, encoded, cfg, pick, score, sequential);
   } finally {
     encoded.dispose();
   }
@@ -103,6 +104,7 @@ export function generateFromText(
   cfg: number,
   pick: TokenPicker,
   score = false,
+  sequential = 0,
 ): Generated {
   const c = model.cfg;
   const { scales, text_length: T } = c;
@@ -131,24 +133,35 @@ export function generateFromText(
       let start = 0;
       scales.forEach((pn, k) => {
         const r = tidy(() => {
-          let x: Tensor;
-          if (k === 0) {
-            x = concat([text, model.imageInputs(0, null, R)], 1);
-          } else {
-            const f = featureTokens(fHat!, pn);
-            x = model.imageInputs(k, guided ? concat([f, f], 0) : f, R);
-          }
-          const h = model.backbone(x, seq, start, state);
-          const logits = model.logits(k === 0 ? slice(h, 1, T, T + 1) : h);
           const n = pn * pn, V = c.vocab;
-          const cond = (guided ? slice(logits, 0, 0, B) : logits).reshape([B * n, V]);
-          const uncond = guided ? slice(logits, 0, B, R).reshape([B * n, V]) : null;
           const t = K > 1 ? (cfg * k) / (K - 1) : 0;
+          // One pass of scale k from f_hat (plus `extra`, the tokens of this scale already
+          // drawn): the conditional and unconditional logits [B·n, V].
+          const pass = (extra: Tensor | null) => {
+            let x: Tensor;
+            if (k === 0) {
+              x = concat([text, model.imageInputs(0, null, R)], 1);
+            } else {
+              const f = featureTokens(extra ? add(fHat!, extra) : fHat!, pn);
+              x = model.imageInputs(k, guided ? concat([f, f], 0) : f, R);
+            }
+            const h = model.backbone(x, seq, start, state);
+            const logits = model.logits(k === 0 ? slice(h, 1, T, T + 1) : h);
+            const cond = (guided ? slice(logits, 0, 0, B) : logits).reshape([B * n, V]);
+            const uncond = guided ? slice(logits, 0, B, R).reshape([B * n, V]) : null;
+            return { cond, uncond, rows: x.shape[1] };
+          };
+          if (k > 0 && k <= sequential && n > 1) {
+            const flat = drawInOrder(quantizer, fHat!, state, k, pn, B, pass, pick, t);
+            const idx = flat.reshape([B, pn, pn]);
+            return { idx, fHat: addScale(quantizer, fHat, idx, k), rows: n, cn: null, un: null };
+          }
+          const { cond, uncond, rows } = pass(null);
           const flat = pick(k, cond, uncond, t);
           const idx = flat.reshape([B, pn, pn]);
           const cn = score ? accumulate(nllC, cond, flat, n) : null;
           const un = score && uncond ? accumulate(nllU, uncond, flat, n) : null;
-          return { idx, fHat: addScale(quantizer, fHat, idx, k), rows: x.shape[1], cn, un };
+          return { idx, fHat: addScale(quantizer, fHat, idx, k), rows, cn, un };
         });
         start += r.rows;
         indices.push(r.idx);
@@ -173,5 +186,59 @@ export function generateFromText(
     throw e;
   } finally {
     state.dispose();
+  }
+}
+
+/**
+ * Scale k's tokens drawn one at a time in raster order, each given the ones before it (an
+ * experiment against VAR's independent draws within a scale, `--sequential`): pass j runs scale k
+ * from the state before it with f_hat plus the term of tokens 0..j−1 (their φ term, masked to
+ * their cells), and keeps its draw of token j. Pass 0 is the ordinary one; after the last, the
+ * ordinary pass runs again (its logits unused) so that the next scale continues from the state
+ * (Mamba states, keys and values) it leaves. Returns the indices [B·n].
+ */
+function drawInOrder(
+  quantizer: ResidualQuantizer,
+  fHat: Tensor,
+  state: GenerationState,
+  k: number,
+  pn: number,
+  B: number,
+  pass: (extra: Tensor | null) => { cond: Tensor; uncond: Tensor | null },
+  pick: TokenPicker,
+  t: number,
+): Tensor {
+  const n = pn * pn, P = fHat.shape[2];
+  const before = state.snapshot();
+  try {
+    let drawn: Tensor | null = null; // [B, n]: tokens 0..j−1 final, the rest pass j−1's draws
+    for (let j = 0; j < n; j++) {
+      // Each pass in its own scope: only the draws outlive it.
+      const next: Tensor = tidy(() => {
+        let extra: Tensor | null = null;
+        if (j > 0) {
+          state.restore(before);
+          const mask = new Float32Array(P * P);
+          for (let y = 0; y < P; y++) {
+            for (let x = 0; x < P; x++) {
+              const cell = Math.floor((y * pn) / P) * pn + Math.floor((x * pn) / P);
+              mask[y * P + x] = cell < j ? 1 : 0;
+            }
+          }
+          const term = quantizer.scaleTerm(drawn!.reshape([B, pn, pn]), k, P);
+          extra = mul(term, tensor(mask, [1, 1, P, P]));
+        }
+        const { cond, uncond } = pass(extra);
+        const flat = pick(k, cond, uncond, t).reshape([B, n]);
+        return j === 0 ? flat : concat([slice(drawn!, 1, 0, j), slice(flat, 1, j, n)], 1);
+      });
+      drawn?.dispose();
+      drawn = next;
+    }
+    state.restore(before);
+    tidy(() => void pass(null));
+    return drawn!.reshape([B * n]);
+  } finally {
+    before.dispose();
   }
 }

@@ -18,6 +18,13 @@ export interface SamplingOptions {
   temperature: number;
   /** Per scale, coarsest first, the last repeating for the rest; overrides `temperature`. */
   temperatureByScale?: number[];
+  /** Guidance t per scale, coarsest first, the last repeating; overrides cfg's ramp. */
+  guidanceByScale?: number[];
+  /**
+   * Scales 2..1+N drawn token by token, each token given those before it (drawInOrder in
+   * generate.ts); 0 (or absent): every scale's tokens drawn at once, as VAR.
+   */
+  sequential?: number;
   /** 0: off. */
   topK: number;
   /** 1: off. */
@@ -44,11 +51,23 @@ export function scaleTemperature(o: SamplingOptions, k: number): number {
   return list && list.length > 0 ? list[Math.min(k, list.length - 1)] : o.temperature;
 }
 
+/** The cfg generation runs with: with a guidance list, its largest (0: no unconditional half). */
+export function guidanceCfg(o: SamplingOptions): number {
+  const list = o.guidanceByScale;
+  return list && list.length > 0 ? Math.max(...list) : o.cfg;
+}
+
+/** The guidance scale k samples at: the list's, or t of cfg's ramp. */
+export function scaleGuidance(o: SamplingOptions, k: number, t: number): number {
+  const list = o.guidanceByScale;
+  return list && list.length > 0 ? list[Math.min(k, list.length - 1)] : t;
+}
+
 /** The token picker of these options: sampleTokens on the GPU, scale k its own stream. */
 export function samplingPicker(o: SamplingOptions): TokenPicker {
   return (k, cond, uncond, t) =>
     sampleTokens(cond, uncond, {
-      guidance: t,
+      guidance: scaleGuidance(o, k, t),
       temperature: scaleTemperature(o, k),
       topK: o.topK,
       topP: o.topP,
@@ -119,7 +138,18 @@ export async function sampleFeatures(
 ): Promise<Tensor> {
   const n = Math.max(1, o.candidates ?? 1);
   const ids = n > 1 ? repeatCaptions(textIds, model.cfg.text_length, n) : textIds;
-  const g = generateScales(model, quantizer, ids, o.cfg, samplingPicker(o), n > 1);
+  if (n > 1 && (o.sequential ?? 0) > 0) {
+    throw new UserError("--candidates and --sequential do not go together");
+  }
+  const g = generateScales(
+    model,
+    quantizer,
+    ids,
+    guidanceCfg(o),
+    samplingPicker(o),
+    n > 1,
+    o.sequential ?? 0,
+  );
   if (n === 1) return g.fHat;
   const cond = await g.nll!.cond.read() as Float32Array;
   const uncond = g.nll!.uncond ? await g.nll!.uncond.read() as Float32Array : null;

@@ -8,7 +8,7 @@ import { Mamba, type MambaCache } from "../nn/mamba.ts";
 import { Init, Module } from "../nn/module.ts";
 import { type AttentionMask, blockCausalMask, KVCache, rope2dTable } from "../tensor/attention.ts";
 import { softmaxCrossEntropy } from "../tensor/nn_ops.ts";
-import { add, concat, scale, slice, zeros } from "../tensor/ops.ts";
+import { add, concat, copy, scale, slice, zeros } from "../tensor/ops.ts";
 import { keep, type Tensor, tensor } from "../tensor/tensor.ts";
 import { PAD } from "../data/text.ts";
 import { ShapeError } from "../errors.ts";
@@ -92,10 +92,41 @@ export class GenerationState {
     old?.conv.dispose();
     old?.ssm.dispose();
   }
+  /**
+   * A copy of the carried state at this point (the Mamba states, the KV caches' lengths), for
+   * `restore` to go back to: the rows a later pass appends are then written over.
+   */
+  snapshot(): GenerationSnapshot {
+    const mamba = this.mamba.map((m) => m && { conv: keep(copy(m.conv)), ssm: keep(copy(m.ssm)) });
+    return {
+      mamba,
+      kvLength: this.kv.map((kv) => kv.length),
+      dispose: () => mamba.forEach((m) => (m?.conv.dispose(), m?.ssm.dispose())),
+    };
+  }
+  /** Back to a snapshot's state (the snapshot stays valid, for another restore). */
+  restore(s: GenerationSnapshot): void {
+    s.mamba.forEach((m, i) => {
+      if (m) this.setMamba(i, { conv: copy(m.conv), ssm: copy(m.ssm) });
+      else if (this.mamba[i]) {
+        this.mamba[i]!.conv.dispose();
+        this.mamba[i]!.ssm.dispose();
+        this.mamba[i] = null;
+      }
+    });
+    s.kvLength.forEach((n, j) => (this.kv[j].length = n));
+  }
   dispose(): void {
     for (const m of this.mamba) m?.conv.dispose(), m?.ssm.dispose();
     for (const kv of this.kv) kv.dispose();
   }
+}
+
+/** GenerationState.snapshot's copy; dispose it when done. */
+export interface GenerationSnapshot {
+  readonly mamba: (MambaCache | null)[];
+  readonly kvLength: number[];
+  dispose(): void;
 }
 
 export class VMambAR extends Module {
