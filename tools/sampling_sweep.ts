@@ -75,9 +75,14 @@ for (const s of sets) {
   }
 }
 
+if (limit !== undefined && !(Number.isInteger(limit) && limit > 0)) {
+  usage(`--limit ${values.limit}: not a count`);
+}
 await initGpu();
-const tok = await loadTokenizer(values.tokenizer!);
-const { model } = await loadModel(values.model!);
+// A missing or wrong checkpoint is one line, as in `vmambar eval`.
+const loaded = await Promise.all([loadTokenizer(values.tokenizer!), loadModel(values.model!)])
+  .catch((e) => usage((e as Error).message));
+const [tok, { model }] = loaded;
 const pct = (r: number, t: number) => (t === 0 ? "  –  " : `${(100 * r / t).toFixed(1)}%`);
 console.log(`${values.model}, seeds ${seeds.join(",")}, batch ${batch}`);
 const results = [];
