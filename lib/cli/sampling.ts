@@ -87,7 +87,9 @@ export function samplingText(o: SamplingOptions): string {
   const t = o.temperatureByScale?.length ? o.temperatureByScale.join("/") : o.temperature;
   const g = o.guidanceByScale?.length ? `guidance ${o.guidanceByScale.join("/")}` : `cfg ${o.cfg}`;
   const parts = [g, `temperature ${t}`];
-  if (o.sequential) parts.push(`scales 2–${o.sequential + 1} token by token`);
+  if (o.sequential) {
+    parts.push(`${o.sequential === 1 ? "scale 2" : `scales 2–${o.sequential + 1}`} token by token`);
+  }
   if (o.topK > 0) parts.push(`top-k ${o.topK}`);
   if (o.topP < 1) parts.push(`top-p ${o.topP}`);
   if ((o.candidates ?? 1) > 1) parts.push(`best of ${o.candidates}`);
