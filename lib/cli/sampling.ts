@@ -2,9 +2,9 @@
 // parser, the defaults of DEFAULT_SAMPLING (lib/model/sample.ts).
 import { UserError } from "../errors.ts";
 import { DEFAULT_SAMPLING, guidanceCfg, type SamplingOptions } from "../model/sample.ts";
+import { type CommandSpec, intFlag, numberFlag, stringOption as str, type Values } from "./args.ts";
 
 export { guidanceCfg };
-import { type CommandSpec, intFlag, numberFlag, stringOption as str, type Values } from "./args.ts";
 
 /** --cfg, --temperature, --top-k, --top-p (the seed stays each command's own). */
 export const SAMPLING_OPTIONS: CommandSpec["options"] = {

@@ -45,10 +45,14 @@ export const DEFAULT_SAMPLING: SamplingOptions = {
   seed: 0,
 };
 
+/** Scale k's entry of a per-scale list (the last repeating), or `otherwise` without a list. */
+function perScale(list: number[] | undefined, k: number, otherwise: number): number {
+  return list && list.length > 0 ? list[Math.min(k, list.length - 1)] : otherwise;
+}
+
 /** The temperature scale k samples at. */
 export function scaleTemperature(o: SamplingOptions, k: number): number {
-  const list = o.temperatureByScale;
-  return list && list.length > 0 ? list[Math.min(k, list.length - 1)] : o.temperature;
+  return perScale(o.temperatureByScale, k, o.temperature);
 }
 
 /** The cfg generation runs with: with a guidance list, its largest (0: no unconditional half). */
@@ -59,8 +63,7 @@ export function guidanceCfg(o: SamplingOptions): number {
 
 /** The guidance scale k samples at: the list's, or t of cfg's ramp. */
 export function scaleGuidance(o: SamplingOptions, k: number, t: number): number {
-  const list = o.guidanceByScale;
-  return list && list.length > 0 ? list[Math.min(k, list.length - 1)] : t;
+  return perScale(o.guidanceByScale, k, t);
 }
 
 /** The token picker of these options: sampleTokens on the GPU, scale k its own stream. */
