@@ -10,6 +10,7 @@ import { parseArgs } from "node:util";
 import { parseCommand } from "../lib/cli/args.ts";
 import { DEFAULT_MODEL, DEFAULT_TOKENIZER } from "../lib/cli/defaults.ts";
 import { shapesRun } from "../lib/cli/eval.ts";
+import { prepareOutputFile, writeAtomic } from "../lib/cli/output.ts";
 import { SAMPLING_OPTIONS, samplingFlags, samplingText } from "../lib/cli/sampling.ts";
 import { type PromptScore, summarize } from "../lib/eval/shapes_eval.ts";
 import { initGpu } from "../lib/gpu/mod.ts";
@@ -75,6 +76,12 @@ for (const s of sets) {
   }
 }
 
+// --json is checked before any work (one line), then rewritten whole after each set.
+try {
+  if (values.json) prepareOutputFile(values.json, { force: true, flag: "--json" });
+} catch (e) {
+  usage((e as Error).message);
+}
 if (limit !== undefined && !(Number.isInteger(limit) && limit > 0)) {
   usage(`--limit ${values.limit}: not a count`);
 }
@@ -113,7 +120,7 @@ for (const s of sets) {
       `${secs.toFixed(1)} s  | ${s.text} (${samplingText(samplingFlags(s.values, 0))})`,
   );
   results.push({ set: s.text, seeds, secs, summary: sum });
-  if (values.json) await Deno.writeTextFile(values.json, JSON.stringify(results, null, 1));
+  if (values.json) await writeAtomic(values.json, JSON.stringify(results, null, 1));
 }
 model.dispose();
 tok.vq.dispose();

@@ -9,7 +9,7 @@
 // --layers small there.
 import { parseArgs } from "node:util";
 import { gpuProfile, initGpu, startGpuProfile, stopGpuProfile, sync } from "../lib/gpu/mod.ts";
-import { prepareOutputFile } from "../lib/cli/output.ts";
+import { prepareOutputFile, writeAtomic } from "../lib/cli/output.ts";
 import { setConvTile, setConvTileTable } from "../lib/tensor/conv2d_implicit.ts";
 import { setCpuTiles } from "../lib/tensor/matmul.ts";
 import { tensor } from "../lib/tensor/tensor.ts";
@@ -87,10 +87,6 @@ try {
   }
 } catch (e) {
   usageError(e);
-}
-async function writeWhole(path: string, text: string) {
-  await Deno.writeTextFile(`${path}.partial`, text);
-  await Deno.rename(`${path}.partial`, path);
 }
 
 const g = await initGpu();
@@ -182,7 +178,7 @@ const results: Record<string, Record<string, number>> = Object.fromEntries(
 );
 const report = async (extra: Record<string, unknown> = {}) => {
   if (!values.json) return;
-  await writeWhole(
+  await writeAtomic(
     values.json,
     JSON.stringify(
       { device: g.name, batch, stepMs: def.stepMs, convMs, results, ...extra },
@@ -244,4 +240,4 @@ const tableJson = {
   tiles: Object.fromEntries([...table].map(([k, t]) => [k, tileName(t)])),
 };
 await report({ table: tableJson, wall: { wallDefault, wallTable, wallShipped } });
-if (values.table) await writeWhole(values.table, JSON.stringify(tableJson, null, 2) + "\n");
+if (values.table) await writeAtomic(values.table, JSON.stringify(tableJson, null, 2) + "\n");

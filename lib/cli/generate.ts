@@ -7,7 +7,7 @@ import { unknownWordsNote } from "../data/vocabulary.ts";
 import { type CommandSpec, intFlag, parseCommand, stringOption } from "./args.ts";
 import { DEFAULT_MODEL, resolveTokenizer } from "./defaults.ts";
 import { SAMPLING_OPTIONS, samplingFlags } from "./sampling.ts";
-import { prepareOutputFile, prepareOutputFolder } from "./output.ts";
+import { prepareOutputFile, prepareOutputFolder, writeAtomic } from "./output.ts";
 
 const str = stringOption;
 
@@ -187,11 +187,4 @@ export async function main(argv: string[]): Promise<void> {
     model.dispose();
     tok.vq.dispose();
   }
-}
-
-/** A temporary file beside `path`, renamed into place: no half-written PNG. */
-async function writeAtomic(path: string, bytes: Uint8Array): Promise<void> {
-  const tmp = `${path}.tmp-${Deno.pid}`;
-  await Deno.writeFile(tmp, bytes);
-  await Deno.rename(tmp, path);
 }

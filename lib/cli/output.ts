@@ -105,3 +105,11 @@ function publishFolder(from: string, to: string): void {
   }
   Deno.removeSync(from, { recursive: true });
 }
+
+/** Writes `data` to a temporary file beside `path`, then renames it into place: never half a file. */
+export async function writeAtomic(path: string, data: Uint8Array | string): Promise<void> {
+  const tmp = `${path}.tmp-${Deno.pid}`;
+  if (typeof data === "string") await Deno.writeTextFile(tmp, data);
+  else await Deno.writeFile(tmp, data);
+  await Deno.rename(tmp, path);
+}
