@@ -2,13 +2,19 @@
 // PAD text is invisible, no image position sees its own scale's ground truth, and every
 // parameter's gradient agrees with a directional difference.
 import { generateScales } from "../lib/model/generate.ts";
-import { addScale, featureTokens, scaleIndices, teacherFeatures } from "../lib/model/inputs.ts";
+import {
+  addScale,
+  featureTokens,
+  previousCodes,
+  scaleIndices,
+  teacherFeatures,
+} from "../lib/model/inputs.ts";
 import { add, concat, mul } from "../lib/tensor/ops.ts";
 import { Sequence, VMambAR } from "../lib/model/vmambar.ts";
 import { batchCaptionIds, PAD } from "../lib/data/text.ts";
-import { validateModelConfig } from "../lib/model/config.ts";
+import { arScales, validateModelConfig } from "../lib/model/config.ts";
 import { keep, noGrad, type Tensor, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
-import { assert, assertClose, assertDirectionalGrads, gpuReady } from "./helpers.ts";
+import { assert, assertClose, assertDirectionalGrads, gpuReady, randn } from "./helpers.ts";
 import { upload } from "../lib/gpu/mod.ts";
 import { randomBatch, tinyModelConfig, tinyQuantizer } from "./model_fixtures.ts";
 
@@ -28,7 +34,10 @@ async function fullLogits(
   }
   try {
     return await tidyAsync(async () =>
-      await noGrad(() => model.forward(seq, teacherFeatures(q, indices, seq.B))).toArray()
+      await noGrad(() => {
+        const prev = previousCodes(q, indices, seq.B, arScales(model.cfg));
+        return model.forward(seq, teacherFeatures(q, indices, seq.B), prev);
+      }).toArray()
     );
   } finally {
     seq.dispose();
@@ -36,37 +45,61 @@ async function fullLogits(
   }
 }
 
-for (const arch of ["hybrid", "transformer"] as const) {
-  Deno.test(`VMambAR ${arch}: scale-by-scale generation logits equal the full pass`, async () => {
+/** Gives prev_embed (zero at init) random weights, so that a wrong previous code shows. */
+async function randomPrevEmbed(model: VMambAR, seed: number) {
+  const w = model.prevEmbed!.weight;
+  upload(w.buffer, Float32Array.from(randn(w.size, seed, 0.5)));
+  await w.toArray();
+}
+
+for (
+  const [arch, ar] of [["hybrid", 0], ["transformer", 0], ["hybrid", 1], ["transformer", 1], [
+    "hybrid",
+    2,
+  ]] as const
+) {
+  Deno.test(`VMambAR ${arch}, ar_scales ${ar}: scale-by-scale generation logits equal the full pass`, async () => {
     await gpuReady;
-    const c = validateModelConfig(tinyModelConfig({ arch }), "test");
+    const c = validateModelConfig(tinyModelConfig({ arch, ar_scales: ar }), "test");
     const model = new VMambAR(c, 1);
+    if (ar > 0) await randomPrevEmbed(model, 4);
     const q = tinyQuantizer();
-    const B = 3;
+    const B = 3, V = c.vocab, L = c.scales.reduce((a, p) => a + p * p, 0);
     const { textIds, indices } = randomBatch(c, B, 11);
     const full = await fullLogits(model, textIds, indices);
-    const got: number[][] = [];
+    // Logits [B·n, V] per scale, or [B, V] per token of the autoregressive scales.
+    const got: { k: number; row?: number; logits: number[] }[] = [];
     await tidyAsync(async () => {
       const truth = scaleIndices(indices, B, c.scales);
-      const logits: Tensor[] = [];
-      generateScales(model, q, textIds, 0, (k, cond) => {
-        logits.push(keep(cond));
-        return truth[k].reshape([-1]);
+      const seen: { k: number; row?: number; t: Tensor }[] = [];
+      generateScales(model, q, textIds, 0, (k, cond, _u, _t, row) => {
+        seen.push({ k, row, t: keep(cond) });
+        if (row === undefined) return truth[k].reshape([-1]);
+        const n = c.scales[k] ** 2, at = c.scales.slice(0, k).reduce((a, p) => a + p * p, 0);
+        return tensor(
+          Int32Array.from({ length: B }, (_, b) => indices[b * L + at + row]),
+          [B],
+          "i32",
+        );
       });
-      for (const t of logits) got.push(await t.toArray()), t.dispose();
-    });
-    // Reassemble [B, L, V] from per-scale [B·n, V].
-    const V = c.vocab, L = c.scales.reduce((a, p) => a + p * p, 0);
-    const inc = new Float64Array(full.length);
-    let off = 0;
-    c.scales.forEach((pn, k) => {
-      const n = pn * pn;
-      for (let b = 0; b < B; b++) {
-        inc.set(got[k].slice(b * n * V, (b + 1) * n * V), (b * L + off) * V);
+      for (const s of seen) {
+        got.push({ k: s.k, row: s.row, logits: await s.t.toArray() }), s.t.dispose();
       }
-      off += n;
     });
-    assertClose(inc, full, 1e-4, `${arch}: incremental vs full logits`);
+    const calls = c.scales.map((pn, k) => (k >= 1 && k <= ar ? pn * pn : 1));
+    assert(got.length === calls.reduce((a, b) => a + b), `${got.length} picks`);
+    // Reassemble [B, L, V].
+    const inc = new Float64Array(full.length);
+    const offsets = c.scales.map((_, k) => c.scales.slice(0, k).reduce((a, p) => a + p * p, 0));
+    for (const { k, row, logits } of got) {
+      const n = c.scales[k] ** 2;
+      for (let b = 0; b < B; b++) {
+        if (row === undefined) {
+          inc.set(logits.slice(b * n * V, (b + 1) * n * V), (b * L + offsets[k]) * V);
+        } else inc.set(logits.slice(b * V, (b + 1) * V), (b * L + offsets[k] + row) * V);
+      }
+    }
+    assertClose(inc, full, 1e-4, `${arch}, ar_scales ${ar}: incremental vs full logits`);
     model.dispose();
     q.dispose();
   });

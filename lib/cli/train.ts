@@ -2,6 +2,7 @@
 import { UserError } from "../errors.ts";
 import { existsSync } from "node:fs";
 import {
+  applyOverrides,
   MODEL_PRESETS,
   type ModelConfig,
   modelConfig,
@@ -132,6 +133,11 @@ function readSettings(v: Values, recipe?: (typeof RECIPES)[string]): ModelTraini
   };
 }
 
+/** --init's model config, with --set ar_scales=N applied where given. */
+function initConfig(c: ModelConfig, set: string): ModelConfig {
+  return set && c && typeof c === "object" ? applyOverrides(c, set) : c;
+}
+
 /** Refuses more scale weights than the model has scales (before any file is written). */
 function checkScaleWeights(weights: number[] | undefined, scales: number): void {
   if (weights && weights.length > scales) {
@@ -166,9 +172,13 @@ export async function main(argv: string[]): Promise<void> {
       throw new UserError("--init starts a new run from a model; --resume continues one: not both");
     }
     for (const name of ["preset", "set", "recipe"]) {
-      if (v[name] !== spec.options[name].default) {
-        throw new UserError(`--init takes the architecture from ${init}: drop --${name}`);
-      }
+      if (v[name] === spec.options[name].default) continue;
+      // ar_scales adds a zero-initialised input, so it may be given to a trained model.
+      if (name === "set" && /^\s*ar_scales\s*=\s*\d+\s*$/.test(String(v.set))) continue;
+      throw new UserError(
+        `--init takes the architecture from ${init}: drop --${name}` +
+          (name === "set" ? " (only --set ar_scales=N may go with it)" : ""),
+      );
     }
     if (!existsSync(init)) throw new UserError(`--init ${init}: no such file`);
   }
@@ -216,10 +226,12 @@ export async function main(argv: string[]): Promise<void> {
     start = await readCheckpoint(init, "model");
   }
   // The token grid is the tokenizer's; the preset (or --init's model) gives everything else.
-  const cfg = start ? validateModelConfig(start.config as ModelConfig, init!) : validateModelConfig(
-    { ...modelConfig(preset, set), scales: [...scales], vocab, cvae },
-    `--preset ${preset}`,
-  );
+  const cfg = start
+    ? validateModelConfig(initConfig(start.config as ModelConfig, set), `--init ${init}`)
+    : validateModelConfig(
+      { ...modelConfig(preset, set), scales: [...scales], vocab, cvae },
+      `--preset ${preset}`,
+    );
   if (start) checkTokenGrid(cfg, tok.cfg, `--init ${init}`);
   checkScaleWeights(settings.scaleWeights, cfg.scales.length);
   const want = {

@@ -69,14 +69,20 @@ export async function readCheckpoint(
   return { config, metadata: m, tensors: file.tensors };
 }
 
-/** Copies a checkpoint's tensors into a module's parameters; names and shapes must match exactly. */
+/**
+ * Copies a checkpoint's tensors into a module's parameters; names and shapes must match exactly,
+ * except that the parameters named in `keepMissing` keep their values where the file lacks them.
+ */
 export function loadParameters(
   module: Module,
   tensors: Map<string, StTensor>,
   source: string,
+  keepMissing: readonly string[] = [],
 ): void {
-  const params = module.namedParameters();
-  const want = new Set(params.map(([n]) => n));
+  const params = module.namedParameters().filter(([n]) =>
+    tensors.has(n) || !keepMissing.includes(n)
+  );
+  const want = new Set(module.namedParameters().map(([n]) => n));
   const missing = params.filter(([n]) => !tensors.has(n)).map(([n]) => n);
   const unexpected = [...tensors.keys()].filter((n) => !want.has(n));
   if (missing.length || unexpected.length) {

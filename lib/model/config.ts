@@ -22,7 +22,16 @@ export interface ModelConfig {
   scales: number[];
   vocab: number;
   cvae: number;
+  /**
+   * Scales 2..ar_scales+1 are autoregressive within themselves: each token, in raster order, also
+   * sees the code of the one before it (`prev_embed`) and attends only to those before it, so
+   * generation draws them one at a time. 0 (or absent, as in older checkpoints): VAR's scales.
+   */
+  ar_scales?: number;
 }
+
+/** The config's ar_scales (0 when absent). */
+export const arScales = (c: Pick<ModelConfig, "ar_scales">) => c.ar_scales ?? 0;
 
 const mamba = { d_state: 16, d_conv: 4, expand: 2 };
 // The tiny64 tokenizer's token grid; a model trained on another tokenizer takes its fields.
@@ -110,6 +119,12 @@ export function applyOverrides(base: ModelConfig, set: string): ModelConfig {
         throw new UserError(`--set arch=${value}: arch is hybrid or transformer`);
       }
       out.arch = value;
+    } else if (key === "ar_scales") {
+      const n = Number(value);
+      if (!Number.isInteger(n) || n < 0) {
+        throw new UserError(`--set ar_scales=${value}: not a non-negative integer`);
+      }
+      out.ar_scales = n;
     } else if (key === "scales") {
       out.scales = value.split("/").map(Number);
     } else if ((INT_FIELDS as readonly string[]).includes(key)) {
@@ -118,7 +133,7 @@ export function applyOverrides(base: ModelConfig, set: string): ModelConfig {
       (out as unknown as Record<string, number>)[key] = n;
     } else {
       throw new UserError(
-        `--set ${key}: unknown field (one of: arch, scales, ${INT_FIELDS.join(", ")})`,
+        `--set ${key}: unknown field (one of: arch, scales, ar_scales, ${INT_FIELDS.join(", ")})`,
       );
     }
   }
@@ -137,6 +152,12 @@ export function validateModelConfig(c: ModelConfig, source: string): ModelConfig
   if (!Array.isArray(c.scales) || c.scales.length < 1) throw bad("scales must be a list");
   if (c.scales.some((p, i) => !Number.isInteger(p) || p < 1 || (i > 0 && p <= c.scales[i - 1]))) {
     throw bad(`scales must be ascending positive integers, got ${c.scales.join("/")}`);
+  }
+  const ar = c.ar_scales ?? 0;
+  if (!Number.isInteger(ar) || ar < 0 || ar > c.scales.length - 1) {
+    throw bad(
+      `ar_scales must be an integer from 0 to ${c.scales.length - 1} (scales after the first)`,
+    );
   }
   if (c.d % c.heads !== 0) throw bad(`d ${c.d} does not split into ${c.heads} heads`);
   // GSA's heads are 2d/H wide, the text encoder's and the teacher's d/H; 2D RoPE turns pairs in

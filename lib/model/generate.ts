@@ -8,18 +8,22 @@ import { tokenNll } from "../tensor/nn_ops.ts";
 import { add, concat, mul, slice, sum } from "../tensor/ops.ts";
 import { noGrad, type Tensor, tensor, tidy } from "../tensor/tensor.ts";
 import type { ResidualQuantizer } from "../tokenizer/quantizer.ts";
+import { lookupCodes } from "../tensor/vq.ts";
+import { arScales } from "./config.ts";
 import { addScale, featureTokens } from "./inputs.ts";
 import { GenerationState, Sequence, type VMambAR } from "./vmambar.ts";
 
 /**
  * Chooses scale k's tokens from its logits: cond (and uncond with guidance) [B·pn², V] →
- * i32 [B·pn²]. `guidance` is t = cfg·(k−1)/(K−1) for this scale.
+ * i32 [B·pn²]. `guidance` is t = cfg·(k−1)/(K−1) for this scale. For the scales of ar_scales,
+ * drawn one token at a time, `row` is the token's index within the scale and cond is [B, V].
  */
 export type TokenPicker = (
   k: number,
   cond: Tensor,
   uncond: Tensor | null,
   guidance: number,
+  row?: number,
 ) => Tensor;
 
 export interface Generated {
@@ -151,6 +155,32 @@ export function generateFromText(
             const uncond = guided ? slice(logits, 0, B, R).reshape([B * n, V]) : null;
             return { cond, uncond, rows: x.shape[1] };
           };
+          if (k > 0 && k <= arScales(c)) {
+            // Autoregressive within the scale: one token per pass, each pass's row carried on.
+            const f = featureTokens(fHat!, pn);
+            const rowsIn = guided ? concat([f, f], 0) : f;
+            const picks: Tensor[] = [];
+            let cn: Tensor | null = null, un: Tensor | null = null;
+            for (let i = 0; i < n; i++) {
+              let prev = null;
+              if (i > 0) {
+                const codes = lookupCodes(quantizer.codebook, picks[i - 1]).reshape([B, 1, -1]);
+                prev = { codes: guided ? concat([codes, codes], 0) : codes, row: 0 };
+              }
+              const x = model.imageInputs(k, slice(rowsIn, 1, i, i + 1), R, prev);
+              const logits = model.logits(model.backbone(x, seq, start + i, state));
+              const cond = (guided ? slice(logits, 0, 0, B) : logits).reshape([B, V]);
+              const uncond = guided ? slice(logits, 0, B, R).reshape([B, V]) : null;
+              const flat = pick(k, cond, uncond, t, i);
+              picks.push(flat);
+              if (score) {
+                cn = accumulate(cn ?? nllC, cond, flat, 1);
+                if (uncond) un = accumulate(un ?? nllU, uncond, flat, 1);
+              }
+            }
+            const idx = concat(picks.map((p) => p.reshape([B, 1])), 1).reshape([B, pn, pn]);
+            return { idx, fHat: addScale(quantizer, fHat, idx, k), rows: n, cn, un };
+          }
           if (k > 0 && k <= sequential && n > 1) {
             const flat = drawInOrder(quantizer, fHat!, state, k, pn, B, pass, pick, t);
             const idx = flat.reshape([B, pn, pn]);

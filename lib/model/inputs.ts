@@ -4,6 +4,7 @@
 // tokenizer is frozen: nothing here records gradients.
 import { areaResize } from "../tensor/resize.ts";
 import { add, concat, permute } from "../tensor/ops.ts";
+import { lookupCodes } from "../tensor/vq.ts";
 import { noGrad, type Tensor, tensor } from "../tensor/tensor.ts";
 import type { ResidualQuantizer } from "../tokenizer/quantizer.ts";
 
@@ -62,4 +63,32 @@ export function teacherFeatures(
     }
     return parts.length === 1 ? parts[0] : concat(parts, 1);
   });
+}
+
+/**
+ * Teacher forcing for ar_scales (ModelConfig): for each token of scales 2..ar+1 in order, the code
+ * vector of the token before it in its scale (raster order), zeros for a scale's first token →
+ * [B, n_ar, Cvae], n_ar = Σ pn² over those scales. Null when ar = 0.
+ */
+export function previousCodes(
+  q: ResidualQuantizer,
+  indices: Int32Array,
+  B: number,
+  ar: number,
+): Tensor | null {
+  if (ar === 0) return null;
+  const scales = q.cfg.scales;
+  const L = scales.reduce((a, p) => a + p * p, 0);
+  const n = scales.slice(1, ar + 1).reduce((a, p) => a + p * p, 0);
+  const ids = new Int32Array(B * n).fill(-1); // lookupCodes gives zeros outside [0, V)
+  let at = 0;
+  for (let k = 1, offset = scales[0] ** 2; k <= ar; offset += scales[k] ** 2, k++) {
+    for (let i = 0; i < scales[k] ** 2; i++, at++) {
+      if (i === 0) continue;
+      for (let b = 0; b < B; b++) ids[b * n + at] = indices[b * L + offset + i - 1];
+    }
+  }
+  return noGrad(() =>
+    lookupCodes(q.codebook, tensor(ids, [B * n], "i32")).reshape([B, n, q.cfg.cvae])
+  );
 }

@@ -68,14 +68,15 @@ export function scaleGuidance(o: SamplingOptions, k: number, t: number): number 
 
 /** The token picker of these options: sampleTokens on the GPU, scale k its own stream. */
 export function samplingPicker(o: SamplingOptions): TokenPicker {
-  return (k, cond, uncond, t) =>
+  return (k, cond, uncond, t, row) =>
     sampleTokens(cond, uncond, {
       guidance: scaleGuidance(o, k, t),
       temperature: scaleTemperature(o, k),
       topK: o.topK,
       topP: o.topP,
       seed: o.seed,
-      stream: k,
+      // A token drawn alone (ar_scales) gets a stream of its own: its rows are the batch's.
+      stream: row === undefined ? k : 0x10000 * (k + 1) + row,
     });
 }
 

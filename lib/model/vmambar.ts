@@ -12,7 +12,7 @@ import { add, concat, copy, scale, slice, zeros } from "../tensor/ops.ts";
 import { keep, type Tensor, tensor } from "../tensor/tensor.ts";
 import { PAD } from "../data/text.ts";
 import { ShapeError } from "../errors.ts";
-import { gsaCalls, imageTokens, type ModelConfig } from "./config.ts";
+import { arScales, gsaCalls, imageTokens, type ModelConfig } from "./config.ts";
 import { TextEncoder, TransformerBlock } from "./text_encoder.ts";
 
 /** One hybrid block: h + Mamba_i(RMSNorm_i(u)). */
@@ -53,7 +53,7 @@ export class Sequence {
     this.valid = textValidity(textIds, this.T);
     this.B = this.valid.length;
     this.S = this.T + imageTokens(cfg);
-    this.mask = blockCausalMask(cfg.scales, this.valid);
+    this.mask = blockCausalMask(cfg.scales, this.valid, arScales(cfg));
   }
 
   /** Mamba's PAD mask [B, n, 1] for positions [start, start + n); null where none is PAD. */
@@ -139,6 +139,8 @@ export class VMambAR extends Module {
   readonly gsaOut: Linear[] = [];
   readonly norm: RMSNorm;
   readonly head: Linear;
+  /** The code before each token of the autoregressive scales, into the token's input (ar_scales). */
+  readonly prevEmbed: Linear | null = null;
   /** 2D RoPE over [text (unrotated) ; scales], for GSA's heads (2d/H) or the teacher's (d/H). */
   readonly #rope: Tensor;
   /** Level (scale index) of every image position, for lvl_embed. */
@@ -179,6 +181,11 @@ export class VMambAR extends Module {
         bound: 0.02 / Math.sqrt(d),
       }),
     );
+    // Last, so that models without it draw every other weight as before. Zero: a model given
+    // ar_scales by `train --init` starts out computing what it did (but for the mask).
+    if (arScales(cfg) > 0) {
+      this.prevEmbed = this.child("prev_embed", new Linear(init, cfg.cvae, d, { bound: 0 }));
+    }
     const width = cfg.arch === "hybrid" ? 2 * d : d;
     this.#rope = keep(rope2dTable(scales, cfg.text_length, width / heads));
     this.#levels = Int32Array.from(scales.flatMap((pn, k) => new Array(pn * pn).fill(k)));
@@ -192,16 +199,38 @@ export class VMambAR extends Module {
   /**
    * Image inputs of scales k0.. (DESIGN §4): `sos` for scale 1 when k0 = 0, then word_embed of
    * `features` [B, n, Cvae] (area-resized f_hat of the scales before each token's scale), every
-   * row plus lvl_embed of its scale → [B, rows, d].
+   * row plus lvl_embed of its scale → [B, rows, d]. `prev` (ar_scales): the codes [B, m, Cvae]
+   * before the tokens of rows [row, row + m), through prev_embed onto those rows.
    */
-  imageInputs(k0: number, features: Tensor | null, B: number): Tensor {
+  imageInputs(
+    k0: number,
+    features: Tensor | null,
+    B: number,
+    prev?: { codes: Tensor; row: number } | null,
+  ): Tensor {
     const d = this.cfg.d;
     const parts: Tensor[] = [];
     if (k0 === 0) parts.push(add(zeros([B, 1, d]), this.sos.reshape([1, 1, d])));
     if (features) parts.push(this.wordEmbed.forward(features));
     const x = parts.length === 1 ? parts[0] : concat(parts, 1);
     const from = this.cfg.scales.slice(0, k0).reduce((a, p) => a + p * p, 0);
-    return add(x, this.#levelRows(from, x.shape[1]));
+    const withLevel = add(x, this.#levelRows(from, x.shape[1]));
+    if (!prev) return withLevel;
+    if (!this.prevEmbed) {
+      throw new ShapeError("imageInputs: previous codes for a model without ar_scales");
+    }
+    const n = withLevel.shape[1], m = prev.codes.shape[1], { row } = prev;
+    if (prev.codes.shape[0] !== B || row < 0 || row + m > n) {
+      throw new ShapeError(
+        `imageInputs: previous codes [${prev.codes.shape}] at row ${row} of ${n}`,
+      );
+    }
+    const e = this.prevEmbed.forward(prev.codes);
+    if (m === n) return add(withLevel, e);
+    const pieces = [add(slice(withLevel, 1, row, row + m), e)];
+    if (row > 0) pieces.unshift(slice(withLevel, 1, 0, row));
+    if (row + m < n) pieces.push(slice(withLevel, 1, row + m, n));
+    return concat(pieces, 1);
   }
 
   /**
@@ -242,11 +271,19 @@ export class VMambAR extends Module {
   /**
    * The whole sequence at once (training): text ids [B·T] and the teacher-forcing features of
    * scales 2..K [B, L − 1, Cvae] (null when K = 1) → logits [B, L, V] at the image positions.
+   * With ar_scales, `prev` holds the codes before the autoregressive scales' tokens
+   * (previousCodes in inputs.ts), [B, n_ar, Cvae].
    */
-  forward(seq: Sequence, features: Tensor | null): Tensor {
+  forward(seq: Sequence, features: Tensor | null, prev: Tensor | null = null): Tensor {
     const { B, T } = seq;
+    if (!prev !== !this.prevEmbed) {
+      throw new ShapeError(
+        `VMambAR.forward: ar_scales ${arScales(this.cfg)} but ${prev ? "" : "no "}previous codes`,
+      );
+    }
     const text = this.text.forward(seq.textIds, seq.valid);
-    const x = concat([text, this.imageInputs(0, features, B)], 1);
+    const image = this.imageInputs(0, features, B, prev && { codes: prev, row: 1 });
+    const x = concat([text, image], 1);
     const h = this.backbone(x, seq, 0);
     return this.logits(slice(h, 1, T, seq.S));
   }

@@ -86,11 +86,17 @@ export function attentionMask(levels: ArrayLike<number>, keyValid: Flags[]): Att
   };
 }
 
-/** Level of each position: 0 for a text prefix of `textLength`, then k for scale k's pn² tokens. */
-export function scaleLevels(scales: readonly number[], textLength: number): number[] {
+/**
+ * Level of each position: 0 for a text prefix of `textLength`, then one level per scale's pn²
+ * tokens, except that scales 2..ar+1 give each token a level of its own (causal within them).
+ */
+export function scaleLevels(scales: readonly number[], textLength: number, ar = 0): number[] {
   const levels: number[] = new Array(textLength).fill(0);
+  let level = 0;
   scales.forEach((pn, k) => {
-    for (let i = 0; i < pn * pn; i++) levels.push(k + 1);
+    const own = k >= 1 && k <= ar;
+    if (!own) level++;
+    for (let i = 0; i < pn * pn; i++) levels.push(own ? ++level : level);
   });
   return levels;
 }
@@ -98,12 +104,17 @@ export function scaleLevels(scales: readonly number[], textLength: number): numb
 /**
  * DESIGN.md §4's mask over [text prefix (T) ; image tokens of `scales`]: text queries see
  * non-PAD text keys, an image query of scale k sees non-PAD text and every image key of scales
- * ≤ k. `textValid[b]` has T entries, false at PAD.
+ * ≤ k. `textValid[b]` has T entries, false at PAD. With `ar`, a query of scales 2..ar+1 sees its
+ * own scale's keys only up to itself (ModelConfig.ar_scales).
  */
-export function blockCausalMask(scales: readonly number[], textValid: Flags[]): AttentionMask {
+export function blockCausalMask(
+  scales: readonly number[],
+  textValid: Flags[],
+  ar = 0,
+): AttentionMask {
   if (textValid.length === 0) throw new ShapeError("blockCausalMask: no batch rows in textValid");
   const T = textValid[0].length;
-  const levels = scaleLevels(scales, T);
+  const levels = scaleLevels(scales, T, ar);
   const image = levels.length - T;
   const valid = textValid.map((row) => {
     if (row.length !== T) {

@@ -9,8 +9,8 @@ import { gpu, sync } from "../gpu/mod.ts";
 import { type BatchPosition, TokenBatches, type TokenSet } from "../data/token_set.ts";
 import { loadParameters, readCheckpoint, saveCheckpoint } from "../io/checkpoint.ts";
 import type { StTensor } from "../io/safetensors.ts";
-import { type ModelConfig, validateModelConfig } from "../model/config.ts";
-import { teacherFeatures } from "../model/inputs.ts";
+import { arScales, type ModelConfig, validateModelConfig } from "../model/config.ts";
+import { previousCodes, teacherFeatures } from "../model/inputs.ts";
 import { Sequence, VMambAR } from "../model/vmambar.ts";
 import { noGrad, type Tensor, tidyAsync } from "../tensor/tensor.ts";
 import type { ResidualQuantizer } from "../tokenizer/quantizer.ts";
@@ -118,7 +118,8 @@ export async function evaluateTokens(
     const textIds = set.textIds.subarray(s * set.T, (s + b) * set.T);
     const [loss, logits] = await tidyAsync(async () => {
       const seq = new Sequence(model.cfg, textIds);
-      const l = noGrad(() => model.forward(seq, teacherFeatures(quantizer, indices, b)));
+      const prev = previousCodes(quantizer, indices, b, arScales(model.cfg));
+      const l = noGrad(() => model.forward(seq, teacherFeatures(quantizer, indices, b), prev));
       const ce = noGrad(() => VMambAR.loss(l, indices));
       return [await ce.item(), (await l.read()) as Float32Array] as const;
     });
@@ -134,9 +135,11 @@ async function startTrainer(o: ModelRunOptions, lead: boolean) {
     if (lead) await clearForFreshRun(o.out, o.force, [files.state, files.samples], files.metrics);
     const trainer = new ModelTrainer(o.cfg, o.settings, o.quantizer, o.teacher);
     if (o.init) {
-      // Weights and their average start from the checkpoint; the moments start at zero.
-      loadParameters(trainer.model, o.init.tensors, o.init.path);
-      loadParameters(trainer.ema, o.init.tensors, o.init.path);
+      // Weights and their average start from the checkpoint; the moments start at zero. A model
+      // given ar_scales here starts prev_embed at its zero init.
+      for (const m of [trainer.model, trainer.ema]) {
+        loadParameters(m, o.init.tensors, o.init.path, ["prev_embed.weight"]);
+      }
     }
     return { trainer, position: { epoch: 0, offset: 0 } as BatchPosition };
   }

@@ -9,8 +9,8 @@ import { deriveSeed, mulberry32 } from "../data/random.ts";
 import { batchCaptionIds } from "../data/text.ts";
 import type { TokenBatch } from "../data/token_set.ts";
 import { type StTensor, toFloat32 } from "../io/safetensors.ts";
-import type { ModelConfig } from "../model/config.ts";
-import { teacherFeatures } from "../model/inputs.ts";
+import { arScales, type ModelConfig } from "../model/config.ts";
+import { previousCodes, teacherFeatures } from "../model/inputs.ts";
 import { Sequence, VMambAR } from "../model/vmambar.ts";
 import { backward, zeroGrad } from "../tensor/autograd.ts";
 import { logSoftmax, softmax } from "../tensor/nn_ops.ts";
@@ -158,15 +158,20 @@ export class ModelTrainer {
   #microStep(batch: TokenBatch, micro: number, keepLogits: boolean): Tensor | null {
     const { kdAlpha: alpha, kdTemp: tau, batchSize } = this.settings;
     return tidy(() => {
-      const seq = new Sequence(this.cfg, this.dropCaptions(batch.textIds, micro));
+      const ids = this.dropCaptions(batch.textIds, micro);
+      const seq = new Sequence(this.cfg, ids);
       const features = teacherFeatures(this.quantizer, batch.indices, batch.size);
-      const logits = this.model.forward(seq, features);
+      const prev = (c: ModelConfig) =>
+        previousCodes(this.quantizer, batch.indices, batch.size, arScales(c));
+      const logits = this.model.forward(seq, features, prev(this.cfg));
       const ce = VMambAR.loss(logits, batch.indices);
       const sw = this.settings.scaleWeights;
       const fit = sw ? VMambAR.scaleWeightedLoss(logits, batch.indices, this.cfg.scales, sw) : ce;
       let loss = fit, kd = zeros([1]);
       if (this.teacher && alpha > 0) {
-        const t = noGrad(() => this.teacher!.forward(seq, features));
+        const tc = this.teacher.cfg;
+        const tseq = arScales(tc) === arScales(this.cfg) ? seq : new Sequence(tc, ids);
+        const t = noGrad(() => this.teacher!.forward(tseq, features, prev(tc)));
         kd = distillationLoss(t, logits, tau);
         loss = add(scale(fit, 1 - alpha), scale(kd, alpha));
       }
