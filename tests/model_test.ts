@@ -75,7 +75,7 @@ for (
       generateScales(model, q, textIds, 0, (k, cond, _u, _t, row) => {
         seen.push({ k, row, t: keep(cond) });
         if (row === undefined) return truth[k].reshape([-1]);
-        const n = c.scales[k] ** 2, at = c.scales.slice(0, k).reduce((a, p) => a + p * p, 0);
+        const at = c.scales.slice(0, k).reduce((a, p) => a + p * p, 0);
         return tensor(
           Int32Array.from({ length: B }, (_, b) => indices[b * L + at + row]),
           [B],
