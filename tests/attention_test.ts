@@ -15,6 +15,7 @@ import {
   rope,
   rope1dTable,
   rope2dTable,
+  scaleLevels,
 } from "../lib/tensor/attention.ts";
 import { concat, slice } from "../lib/tensor/ops.ts";
 import { type Tensor, tensor, tidy, tidyAsync } from "../lib/tensor/tensor.ts";
@@ -86,6 +87,18 @@ Deno.test("the analytic float64 gradients match central differences", () => {
   refGrads(g, xs, r).forEach((a, i) => assertClose(a, num[i], 1e-7, `reference grad ${i}`));
 });
 
+Deno.test("scaleLevels: a level per scale, and one per token in the autoregressive scales", () => {
+  const same = (a: number[], b: number[], what: string) =>
+    assert(a.join() === b.join(), `${what}: ${a.join()} is not ${b.join()}`);
+  same(scaleLevels([1, 2, 3], 2), [0, 0, 1, 2, 2, 2, 2, ...new Array(9).fill(3)], "VAR's");
+  same(scaleLevels([1, 2, 3], 2, 1), [0, 0, 1, 2, 3, 4, 5, ...new Array(9).fill(6)], "ar 1");
+  same(
+    scaleLevels([1, 2, 3], 1, 2),
+    [0, 1, 2, 3, 4, 5, ...Array.from({ length: 9 }, (_, i) => 6 + i)],
+    "ar 2",
+  );
+});
+
 Deno.test("attention: block-causal with text padding, forward and backward", async () => {
   await gpuReady;
   // 7 text + scales 1,2,3,4 = 37 positions; tiny64's scales + 8 text = 138 (three tiles).
@@ -98,6 +111,13 @@ Deno.test("attention: block-causal with text padding, forward and backward", asy
   await checkAttention(
     "block-causal S=138 Dh=8",
     blockCausalMask([1, 2, 3, 4, 6, 8], leftPadded(8, [5, 1])),
+    2,
+    8,
+  );
+  // ar_scales 2: scales 2 and 3 causal within themselves, a level per position there.
+  await checkAttention(
+    "block-causal, scales 2–3 causal, S=138 Dh=8",
+    blockCausalMask([1, 2, 3, 4, 6, 8], leftPadded(8, [5, 1]), 2),
     2,
     8,
   );

@@ -205,7 +205,37 @@ Deno.test("train: --resume after a stop gives the same weights as an uninterrupt
     const worst = x.reduce((m, v, i) => Math.max(m, Math.abs(v - y[i])), 0);
     assert(worst < 1e-6, `${name}: not a's weights (off by ${worst})`);
   }
-  for (const more of [["--resume"], ["--set", "d=64"], ["--preset", "cpu32"]]) {
+  // --set ar_scales=N goes with --init: the same weights, and prev_embed at zero.
+  const ar = await init(
+    "--steps",
+    "1",
+    "--warmup",
+    "0",
+    "--lr",
+    "1e-12",
+    "--set",
+    "ar_scales=1",
+    "--force",
+  );
+  assert(ar.code === 0, ar.stderr);
+  const arModel = await readSafetensors(c);
+  assert(JSON.parse(arModel.metadata.config).ar_scales === 1, arModel.metadata.config);
+  for (const [name, t] of from.tensors) {
+    const x = toFloat32(t), y = toFloat32(arModel.tensors.get(name)!);
+    const worst = x.reduce((m, v, i) => Math.max(m, Math.abs(v - y[i])), 0);
+    assert(worst < 1e-6, `ar_scales 1: ${name} off by ${worst}`);
+  }
+  const prev = arModel.tensors.get("prev_embed.weight");
+  assert(prev && toFloat32(prev).every((v) => Math.abs(v) < 1e-9), "prev_embed starts at zero");
+  for (
+    const more of [
+      ["--resume"],
+      ["--set", "d=64"],
+      ["--set", "ar_scales=1,d=64"],
+      ["--set", "ar_scales=9", "--force"],
+      ["--preset", "cpu32"],
+    ]
+  ) {
     const bad = await init(...more);
     assert(bad.code === 1 && bad.stderr.trim().split("\n").length === 1, `${more}: ${bad.stderr}`);
   }
