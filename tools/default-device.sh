@@ -16,7 +16,10 @@
 # BUDGET_S=N: the model trains for what is left of N seconds after the data and tokenizing, less
 # RESERVE_S (default 60) for eval and shipping; MODEL_MINUTES is then ignored.
 # TRAIN_FLAGS="…" adds flags to `vmambar train` (e.g. "--scale-weights 16,8,4,2,1"; not with RESUME=1,
-# which keeps the run's own settings).
+# which keeps the run's own settings). With INIT, TRAIN_FLAGS="--set ar_scales=2 --fit" turns the
+# model's 2×2 and 3×3 scales autoregressive (ModelConfig.ar_scales) and fits the schedule to the time.
+# QUALITY=0 skips the tokenizer's PSNR/SSIM sets (for a run that reuses a TOKENIZER); VAL_IMAGES
+# (default 1000) sizes the held-out set.
 # TEACHER_SET=KEYS trains a teacher first on the same tokens (e.g. "arch=transformer,d=384,n_layers=8,
 # heads=6": a teacher need not fit models/' size budget), TEACHER_STEPS (default 6000) at batch 64
 # within TEACHER_MINUTES (default 4), then distils the model from it (--teacher, --kd-alpha KD_ALPHA,
@@ -36,10 +39,12 @@ t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 model_set="d=192,n_layers=8,gsa_every=3,heads=4"
 if [[ ${RESUME:-0} != 1 ]]; then
-  vm data shapes --n "${IMAGES:-20000}" --size 64 --val 1000 --edges mixed --out $run/shapes --force \
-    --seed "${SHAPES_SEED:-0}"
-  vm data shapes --n 500 --size 64 --seed 11 --edges hard --out $run/val-hard --force
-  vm data shapes --n 500 --size 64 --seed 11 --edges smooth --out $run/val-smooth --force
+  vm data shapes --n "${IMAGES:-20000}" --size 64 --val "${VAL_IMAGES:-1000}" --edges mixed \
+    --out $run/shapes --force --seed "${SHAPES_SEED:-0}"
+  if [[ ${QUALITY:-1} == 1 ]]; then
+    vm data shapes --n 500 --size 64 --seed 11 --edges hard --out $run/val-hard --force
+    vm data shapes --n 500 --size 64 --seed 11 --edges smooth --out $run/val-smooth --force
+  fi
   stamp data
   if [[ -n ${TOKENIZER:-} ]]; then
     cp "$TOKENIZER" $run/tokenizer.safetensors
@@ -50,7 +55,7 @@ if [[ ${RESUME:-0} != 1 ]]; then
     --log-every 200 --val-every 0 --grid-every 1000 --checkpoint-every 2000 --decode-threads 16
   fi
   stamp tokenizer
-  for e in hard smooth; do
+  for e in $([[ ${QUALITY:-1} == 1 ]] && echo hard smooth); do
     echo "quality ($e edges): $(deno run --cached-only -A tools/tokenizer_quality.ts \
       --tokenizer $run/tokenizer.safetensors --data $run/val-$e --grid "$out/recon-$e.png")"
   done
@@ -84,13 +89,7 @@ vm train --data $run/tokens --val $run/tokens-val --tokenizer $run/tokenizer.saf
   --warmup "${WARMUP:-300}" --max-minutes "$model_minutes" --log-every 100 --val-every 500 \
   --sample-every 500 --checkpoint-every 500 "${teacher[@]}" ${TRAIN_FLAGS:-} || true
 stamp model
-if [[ ${EVAL:-0} == 1 ]]; then
-  for seed in ${EVAL_SEEDS:-0}; do
-    vm eval --set shapes --model $run/model.safetensors --tokenizer $run/tokenizer.safetensors \
-      --seed "$seed" --out "$run/eval/shapes-$seed.md" --force | tail -16
-  done
-  stamp eval
-fi
+# The checkpoints first, so that they come back even if the eval runs out of time.
 if [[ ${SHIP:-0} == 1 ]]; then
   deno run --cached-only -A tools/ship_default.ts --tokenizer $run/tokenizer.safetensors \
     --model $run/model.safetensors --out "$out/models"
@@ -101,3 +100,11 @@ fi
 cp $run/tokenizer.metrics.jsonl $run/model.metrics.jsonl "$out/" 2>/dev/null || true
 cp $run/model.samples.png "$out/" 2>/dev/null || true
 sha256sum $run/tokenizer.safetensors
+if [[ ${EVAL:-0} == 1 ]]; then
+  mkdir -p "$out/eval"
+  for seed in ${EVAL_SEEDS:-0}; do
+    vm eval --set shapes --model $run/model.safetensors --tokenizer $run/tokenizer.safetensors \
+      --seed "$seed" --out "$out/eval/shapes-$seed.md" --force | tail -16
+  done
+  stamp eval
+fi
