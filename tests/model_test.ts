@@ -1,7 +1,7 @@
 // VMambAR as a whole (DESIGN §4): generation's scale-by-scale pass equals the full sequence,
 // PAD text is invisible, no image position sees its own scale's ground truth, and every
 // parameter's gradient agrees with a directional difference.
-import { generateScales } from "../lib/model/generate.ts";
+import { generateScales, type TokenPicker } from "../lib/model/generate.ts";
 import {
   addScale,
   featureTokens,
@@ -12,7 +12,7 @@ import {
 import { add, concat, mul } from "../lib/tensor/ops.ts";
 import { Sequence, VMambAR } from "../lib/model/vmambar.ts";
 import { batchCaptionIds, PAD } from "../lib/data/text.ts";
-import { arScales, validateModelConfig } from "../lib/model/config.ts";
+import { arScales, type ModelConfig, validateModelConfig } from "../lib/model/config.ts";
 import { keep, noGrad, type Tensor, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
 import { assert, assertClose, assertDirectionalGrads, gpuReady, randn } from "./helpers.ts";
 import { upload } from "../lib/gpu/mod.ts";
@@ -45,6 +45,17 @@ async function fullLogits(
   }
 }
 
+/** A picker that chooses the true indices [B·L]: a scale's, or one token's for ar_scales. */
+function truthPicker(c: ModelConfig, indices: Int32Array, B: number): TokenPicker {
+  const L = indices.length / B;
+  const truth = scaleIndices(indices, B, c.scales);
+  return (k, _c, _u, _t, row) => {
+    if (row === undefined) return truth[k].reshape([-1]);
+    const at = c.scales.slice(0, k).reduce((a, p) => a + p * p, 0);
+    return tensor(Int32Array.from({ length: B }, (_, b) => indices[b * L + at + row]), [B], "i32");
+  };
+}
+
 /** Gives prev_embed (zero at init) random weights, so that a wrong previous code shows. */
 async function randomPrevEmbed(model: VMambAR, seed: number) {
   const w = model.prevEmbed!.weight;
@@ -70,17 +81,11 @@ for (
     // Logits [B·n, V] per scale, or [B, V] per token of the autoregressive scales.
     const got: { k: number; row?: number; logits: number[] }[] = [];
     await tidyAsync(async () => {
-      const truth = scaleIndices(indices, B, c.scales);
+      const truth = truthPicker(c, indices, B);
       const seen: { k: number; row?: number; t: Tensor }[] = [];
-      generateScales(model, q, textIds, 0, (k, cond, _u, _t, row) => {
+      generateScales(model, q, textIds, 0, (k, cond, u, t, row) => {
         seen.push({ k, row, t: keep(cond) });
-        if (row === undefined) return truth[k].reshape([-1]);
-        const at = c.scales.slice(0, k).reduce((a, p) => a + p * p, 0);
-        return tensor(
-          Int32Array.from({ length: B }, (_, b) => indices[b * L + at + row]),
-          [B],
-          "i32",
-        );
+        return truth(k, cond, u, t, row);
       });
       for (const s of seen) {
         got.push({ k: s.k, row: s.row, logits: await s.t.toArray() }), s.t.dispose();
@@ -105,44 +110,46 @@ for (
   });
 }
 
-Deno.test("generation's scores are −log p of the chosen tokens, summed per caption, under each caption and the null one", async () => {
-  await gpuReady;
-  const c = validateModelConfig(tinyModelConfig(), "test");
-  const model = new VMambAR(c, 2);
-  const B = 3, V = c.vocab, L = c.scales.reduce((a, p) => a + p * p, 0);
-  const { textIds, indices } = randomBatch(c, B, 12);
-  const nullIds = batchCaptionIds(new Array(B).fill(""), c.text_length);
-  // float64: Σ over the image positions of −log softmax(full-pass logits)[the chosen index]
-  const refNll = (logits: Float64Array) =>
-    Float64Array.from({ length: B }, (_, b) => {
-      let total = 0;
-      for (let i = 0; i < L; i++) {
-        const row = logits.subarray((b * L + i) * V, (b * L + i + 1) * V);
-        const m = row.reduce((a, x) => Math.max(a, x), -Infinity);
-        const lse = m + Math.log(row.reduce((a, x) => a + Math.exp(x - m), 0));
-        total += lse - row[indices[b * L + i]];
-      }
-      return total;
-    });
-  const wantCond = refNll(Float64Array.from(await fullLogits(model, textIds, indices)));
-  const wantUncond = refNll(Float64Array.from(await fullLogits(model, nullIds, indices)));
-  for (const cfg of [0, 1.5]) {
-    const q = tinyQuantizer();
-    const got = await tidyAsync(async () => {
-      const truth = scaleIndices(indices, B, c.scales);
-      const g = generateScales(model, q, textIds, cfg, (k) => truth[k].reshape([-1]), true);
-      return {
-        cond: await g.nll!.cond.toArray(),
-        uncond: g.nll!.uncond ? await g.nll!.uncond.toArray() : null,
-      };
-    });
-    q.dispose();
-    assertClose(got.cond, wantCond, 1e-4, `cfg ${cfg}: −log p(x|c)`);
-    if (cfg === 0) assert(got.uncond === null, "unguided: no null-caption score");
-    else assertClose(got.uncond!, wantUncond, 1e-4, `cfg ${cfg}: −log p(x|∅)`);
-  }
-  model.dispose();
-});
+for (const ar of [0, 2]) {
+  Deno.test(`generation's scores are −log p of the chosen tokens, summed per caption, under each caption and the null one (ar_scales ${ar})`, async () => {
+    await gpuReady;
+    const c = validateModelConfig(tinyModelConfig({ ar_scales: ar }), "test");
+    const model = new VMambAR(c, 2);
+    if (ar > 0) await randomPrevEmbed(model, 8);
+    const B = 3, V = c.vocab, L = c.scales.reduce((a, p) => a + p * p, 0);
+    const { textIds, indices } = randomBatch(c, B, 12);
+    const nullIds = batchCaptionIds(new Array(B).fill(""), c.text_length);
+    // float64: Σ over the image positions of −log softmax(full-pass logits)[the chosen index]
+    const refNll = (logits: Float64Array) =>
+      Float64Array.from({ length: B }, (_, b) => {
+        let total = 0;
+        for (let i = 0; i < L; i++) {
+          const row = logits.subarray((b * L + i) * V, (b * L + i + 1) * V);
+          const m = row.reduce((a, x) => Math.max(a, x), -Infinity);
+          const lse = m + Math.log(row.reduce((a, x) => a + Math.exp(x - m), 0));
+          total += lse - row[indices[b * L + i]];
+        }
+        return total;
+      });
+    const wantCond = refNll(Float64Array.from(await fullLogits(model, textIds, indices)));
+    const wantUncond = refNll(Float64Array.from(await fullLogits(model, nullIds, indices)));
+    for (const cfg of [0, 1.5]) {
+      const q = tinyQuantizer();
+      const got = await tidyAsync(async () => {
+        const g = generateScales(model, q, textIds, cfg, truthPicker(c, indices, B), true);
+        return {
+          cond: await g.nll!.cond.toArray(),
+          uncond: g.nll!.uncond ? await g.nll!.uncond.toArray() : null,
+        };
+      });
+      q.dispose();
+      assertClose(got.cond, wantCond, 1e-4, `cfg ${cfg}: −log p(x|c)`);
+      if (cfg === 0) assert(got.uncond === null, "unguided: no null-caption score");
+      else assertClose(got.uncond!, wantUncond, 1e-4, `cfg ${cfg}: −log p(x|∅)`);
+    }
+    model.dispose();
+  });
+}
 
 Deno.test("VMambAR: PAD text ids are invisible; a scale's logits ignore its own and later indices", async () => {
   await gpuReady;
@@ -180,9 +187,10 @@ Deno.test("VMambAR: PAD text ids are invisible; a scale's logits ignore its own 
 
 Deno.test("VMambAR: every parameter's gradient agrees with a directional difference", async () => {
   await gpuReady;
-  for (const arch of ["hybrid", "transformer"] as const) {
-    const c = tinyModelConfig({ arch, n_layers: 3 });
+  for (const [arch, ar] of [["hybrid", 0], ["transformer", 0], ["hybrid", 1]] as const) {
+    const c = tinyModelConfig({ arch, n_layers: 3, ar_scales: ar });
     const model = new VMambAR(c, 3);
+    if (ar > 0) await randomPrevEmbed(model, 6);
     // VAR's small head init scales every gradient below it by ~1/250, down to the loss's f32
     // rounding: check with a head of ordinary size.
     const w = await model.head.weight.toArray();
@@ -192,7 +200,8 @@ Deno.test("VMambAR: every parameter's gradient agrees with a directional differe
     const { textIds, indices } = randomBatch(c, B, 5);
     const seq = new Sequence(c, textIds);
     const features = keep(teacherFeatures(q, indices, B)!);
-    const loss = () => VMambAR.loss(model.forward(seq, features), indices);
+    const prev = ar > 0 ? keep(previousCodes(q, indices, B, ar)!) : null;
+    const loss = () => VMambAR.loss(model.forward(seq, features, prev), indices);
     // One joint direction per block (text layer, backbone block), one per GSA parameter (its
     // gradient is small beside the loss's rounding, so it moves alone), one for everything else.
     const group = (name: string) => {
@@ -210,6 +219,7 @@ Deno.test("VMambAR: every parameter's gradient agrees with a directional differe
       groupBy: group,
     });
     features.dispose();
+    prev?.dispose();
     seq.dispose();
     q.dispose();
     model.dispose();
