@@ -69,7 +69,7 @@ function modelSummary(
   const shape = `d ${cfg.d}, ${cfg.n_layers} layers` +
     (cfg.arch === "hybrid" ? `, GSA every ${cfg.gsa_every}` : "") +
     `, ${cfg.heads} heads, ${cfg.text_layers} text layers, T ${cfg.text_length}` +
-    (cfg.ar_scales ? `, scales 2–${cfg.ar_scales + 1} token by token` : "");
+    (Number(cfg.ar_scales) > 0 ? `, scales 2–${Number(cfg.ar_scales) + 1} token by token` : "");
   return `model: ${cfg.arch ?? "?"}${m.preset ? ` (preset ${m.preset})` : ""}, ` +
     `${(params / 1e6).toFixed(2)} M parameters; ${shape}; trained ${m.step ?? "?"} steps; ` +
     `tokenizer sha256 ${m.tokenizer_sha256 ?? "not recorded"}`;
