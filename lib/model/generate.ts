@@ -139,6 +139,12 @@ export function generateFromText(
         const r = tidy(() => {
           const n = pn * pn, V = c.vocab;
           const t = K > 1 ? (cfg * k) / (K - 1) : 0;
+          // Logits [R, rows, V] → the conditional half and (with guidance) the null caption's,
+          // each [B·rows, V].
+          const halves = (logits: Tensor, rows: number) => ({
+            cond: (guided ? slice(logits, 0, 0, B) : logits).reshape([B * rows, V]),
+            uncond: guided ? slice(logits, 0, B, R).reshape([B * rows, V]) : null,
+          });
           // One pass of scale k from f_hat (plus `extra`, the tokens of this scale already
           // drawn): the conditional and unconditional logits [B·n, V].
           const pass = (extra: Tensor | null) => {
@@ -151,9 +157,7 @@ export function generateFromText(
             }
             const h = model.backbone(x, seq, start, state);
             const logits = model.logits(k === 0 ? slice(h, 1, T, T + 1) : h);
-            const cond = (guided ? slice(logits, 0, 0, B) : logits).reshape([B * n, V]);
-            const uncond = guided ? slice(logits, 0, B, R).reshape([B * n, V]) : null;
-            return { cond, uncond, rows: x.shape[1] };
+            return { ...halves(logits, n), rows: x.shape[1] };
           };
           if (k > 0 && k <= arScales(c)) {
             // Autoregressive within the scale: one token per pass, each pass's row carried on.
@@ -168,9 +172,10 @@ export function generateFromText(
                 prev = { codes: guided ? concat([codes, codes], 0) : codes, row: 0 };
               }
               const x = model.imageInputs(k, slice(rowsIn, 1, i, i + 1), R, prev);
-              const logits = model.logits(model.backbone(x, seq, start + i, state));
-              const cond = (guided ? slice(logits, 0, 0, B) : logits).reshape([B, V]);
-              const uncond = guided ? slice(logits, 0, B, R).reshape([B, V]) : null;
+              const { cond, uncond } = halves(
+                model.logits(model.backbone(x, seq, start + i, state)),
+                1,
+              );
               const flat = pick(k, cond, uncond, t, i);
               picks.push(flat);
               if (score) {
