@@ -86,15 +86,22 @@ export class GenerationState {
     const n = c.arch === "hybrid" ? gsaCalls(c) : c.n_layers;
     this.kv = Array.from({ length: n }, () => new KVCache(batch, capacity, heads, width / heads));
   }
+  /**
+   * Takes over block i's cache. Its A (−exp(A_log), carried by no-grad passes) is usually the
+   * one the last cache held: that stays, and only a different one replaces (and frees) it.
+   */
   setMamba(i: number, cache: MambaCache): void {
     const old = this.mamba[i];
-    this.mamba[i] = { conv: keep(cache.conv), ssm: keep(cache.ssm) };
+    const A = cache.A && keep(cache.A);
+    this.mamba[i] = { conv: keep(cache.conv), ssm: keep(cache.ssm), A };
     old?.conv.dispose();
     old?.ssm.dispose();
+    if (old?.A !== A) old?.A?.dispose();
   }
   /**
    * A copy of the carried state at this point (the Mamba states, the KV caches' lengths), for
-   * `restore` to go back to: the rows a later pass appends are then written over.
+   * `restore` to go back to: the rows a later pass appends are then written over. A carried A
+   * is constant over the generation: the snapshot neither copies nor owns it.
    */
   snapshot(): GenerationSnapshot {
     const mamba = this.mamba.map((m) => m && { conv: keep(copy(m.conv)), ssm: keep(copy(m.ssm)) });
@@ -107,17 +114,19 @@ export class GenerationState {
   /** Back to a snapshot's state (the snapshot stays valid, for another restore). */
   restore(s: GenerationSnapshot): void {
     s.mamba.forEach((m, i) => {
-      if (m) this.setMamba(i, { conv: copy(m.conv), ssm: copy(m.ssm) });
-      else if (this.mamba[i]) {
-        this.mamba[i]!.conv.dispose();
-        this.mamba[i]!.ssm.dispose();
+      const cur = this.mamba[i];
+      if (m) this.setMamba(i, { conv: copy(m.conv), ssm: copy(m.ssm), A: cur?.A });
+      else if (cur) {
+        cur.conv.dispose();
+        cur.ssm.dispose();
+        cur.A?.dispose();
         this.mamba[i] = null;
       }
     });
     s.kvLength.forEach((n, j) => (this.kv[j].length = n));
   }
   dispose(): void {
-    for (const m of this.mamba) m?.conv.dispose(), m?.ssm.dispose();
+    for (const m of this.mamba) m?.conv.dispose(), m?.ssm.dispose(), m?.A?.dispose();
     for (const kv of this.kv) kv.dispose();
   }
 }

@@ -4,7 +4,7 @@
 import { causalConv1d } from "../tensor/conv1d.ts";
 import { add, exp, mul, neg, silu, slice, softplus } from "../tensor/ops.ts";
 import { selectiveScan } from "../tensor/scan.ts";
-import type { Tensor } from "../tensor/tensor.ts";
+import { isGradEnabled, type Tensor } from "../tensor/tensor.ts";
 import { Linear } from "./layers.ts";
 import { type Init, Module } from "./module.ts";
 
@@ -22,6 +22,12 @@ export interface MambaConfig {
 export interface MambaCache {
   conv: Tensor; // [B, d_conv - 1, d_inner]
   ssm: Tensor; // [B, d_inner, d_state]
+  /**
+   * A = −exp(A_log) [d_inner, d_state], carried when no gradient is recorded so that generation
+   * computes it once: only valid while A_log does not change (one generation). The returned cache
+   * holds the same tensor that came in (or a new one on the first pass).
+   */
+  A?: Tensor;
 }
 
 export class Mamba extends Module {
@@ -89,9 +95,13 @@ export class Mamba extends Module {
     const Bm = slice(xDbl, -1, r, r + n);
     const Cm = slice(xDbl, -1, r + n, r + 2 * n);
     const delta = masked(softplus(this.dtProj.forward(dt)));
-    const A = neg(exp(this.ALog));
+    // With gradients, always from A_log (a carried A would cut it off from the graph).
+    const noGradient = !isGradEnabled();
+    const A = (noGradient ? cache?.A : undefined) ?? neg(exp(this.ALog));
     const scan = selectiveScan(u, delta, A, Bm, Cm, { h0: cache?.ssm });
     const y = mul(add(scan.y, mul(u, this.D)), silu(z));
-    return { y: this.outProj.forward(y), cache: { conv: conv.state, ssm: scan.state } };
+    const next: MambaCache = { conv: conv.state, ssm: scan.state };
+    if (noGradient) next.A = A;
+    return { y: this.outProj.forward(y), cache: next };
   }
 }
