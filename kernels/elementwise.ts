@@ -177,6 +177,27 @@ ${MAIN}
 }`;
 }
 
+/**
+ * Mamba's output gate in one pass (generation's, without a backward): out[r, c] = (y[r, c] +
+ * u[r, c]·D[c])·silu(z) over rows r of width di, z = xz[r, di + c] read in place from the in_proj
+ * output [rows, 2·di]. Silu is the table's expression, so the result is the composed ops' own.
+ */
+export function mambaGateWgsl(): string {
+  return `struct P { n: u32, di: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+${PRELUDE}
+@group(0) @binding(1) var<storage, read> ys: array<f32>;
+@group(0) @binding(2) var<storage, read> us: array<f32>;
+@group(0) @binding(3) var<storage, read> ds: array<f32>;
+@group(0) @binding(4) var<storage, read> xz: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+${MAIN}
+  let c = i % p.di;
+  let x = xz[(i / p.di) * 2u * p.di + p.di + c];
+  out[i] = (ys[i] + us[i] * ds[c]) * (${UNARY.silu.forward});
+}`;
+}
+
 /** out[i] = x[strided offset of i]: permutes and other strided copies (any 32-bit dtype, or f16). */
 export function stridedCopyWgsl(word: "u32" | "f16"): string {
   return `${word === "f16" ? "enable f16;\n" : ""}${INDEX}

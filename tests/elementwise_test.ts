@@ -1,7 +1,9 @@
 import { binaryOps, unaryOps } from "../lib/tensor/ops.ts";
 import * as ops from "../lib/tensor/ops.ts";
 import type { Tensor } from "../lib/tensor/tensor.ts";
+import { recorderStats } from "../lib/gpu/mod.ts";
 import {
+  assert,
   assertClose,
   assertCloseToMass,
   assertThrows,
@@ -12,7 +14,7 @@ import {
   rng,
   runWithGrads,
 } from "./helpers.ts";
-import { tensor } from "../lib/tensor/tensor.ts";
+import { noGrad, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
 
 // float64 references of the table's ops.
 /** erfc in float64 (series below 3, continued fraction beyond), without cancellation in the tails. */
@@ -320,4 +322,103 @@ Deno.test("an output over the device's buffer limit is refused before dispatch, 
   );
   b.dispose();
   tall.dispose();
+});
+
+/** (y + u·D)·silu(z) in float64, z = xz[r, di + c]: Mamba's output gate. */
+function mambaGateRef(y: Float64Array, u: Float64Array, d: Float64Array, xz: Float64Array) {
+  const di = d.length;
+  const out = new Float64Array(y.length), mass = new Float64Array(y.length);
+  for (let i = 0; i < y.length; i++) {
+    const c = i % di, z = xz[Math.floor(i / di) * 2 * di + di + c];
+    const s = z * sig(z);
+    out[i] = (y[i] + u[i] * d[c]) * s;
+    // silu(−90) ≈ −7e-38: f32's exp(90) overflows, and silu is 0 there (as the unary op's).
+    mass[i] = (Math.abs(y[i]) + Math.abs(u[i] * d[c])) * Math.max(Math.abs(s), 1e-30);
+  }
+  return { out, mass };
+}
+
+/** Gate inputs with z (the second half of xz's rows) reaching far into both tails. */
+function mambaGateInputs(lead: number[], di: number) {
+  const rows = lead.reduce((a, b) => a * b, 1);
+  const TAILS = [-90, -30, -12, -5, 5, 12, 30, 90];
+  const xz = f32(randn(rows * 2 * di, undefined, 3));
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < di; c++) {
+      if ((r * di + c) % 3 === 0) xz[r * 2 * di + di + c] = TAILS[(r + c) % TAILS.length];
+    }
+  }
+  return {
+    y: f32(randn(rows * di)),
+    u: f32(randn(rows * di)),
+    d: f32(randn(di)),
+    xz,
+  };
+}
+
+Deno.test("mambaGate: (y + u·D)·silu(z), z read in place from xz, matches float64 and the composed ops", async () => {
+  await gpuReady;
+  const cases: [number[], number][] = [[[3, 5], 37], [[1, 1], 1], [[2, 7], 256], [[4], 3]];
+  for (const [lead, di] of cases) {
+    const { y, u, d, xz } = mambaGateInputs(lead, di);
+    const shapes = [[...lead, di], [...lead, di], [di], [...lead, 2 * di]];
+    const data = [y, u, d, xz];
+    const what = `[${lead}] di ${di}`;
+    const ref = mambaGateRef(y, u, d, xz);
+    // Without gradients: the fused kernel.
+    const [fused, composed] = await tidyAsync(async () => {
+      const ts = data.map((x, k) => tensor(x, shapes[k]));
+      const [tY, tU, tD, tXz] = ts;
+      const before = recorderStats.dispatches;
+      const g = noGrad(() => ops.mambaGate(tY, tU, tD, tXz));
+      assert(recorderStats.dispatches - before === 1, `${what}: one dispatch without gradients`);
+      const z = ops.slice(tXz, -1, di, 2 * di);
+      const c = noGrad(() => ops.mul(ops.add(tY, ops.mul(tU, tD)), ops.silu(z)));
+      return [await g.toArray(), await c.toArray()];
+    });
+    assertCloseToMass(fused, ref.out, ref.mass, 1e-5, `mambaGate ${what}`);
+    // The composed ops' own values, to f32 rounding (a few ulps of the terms).
+    assertCloseToMass(fused, composed, ref.mass, 4e-7, `mambaGate vs composed ${what}`);
+    // With gradients: the composed ops, whose backward reaches every input.
+    const r = f32(randn(y.length));
+    const { out, grads } = await runWithGrads(
+      (ts) => ops.mambaGate(ts[0], ts[1], ts[2], ts[3]),
+      data.map((x, k) => ({ data: x, shape: shapes[k] })),
+      r,
+    );
+    assertCloseToMass(out, ref.out, ref.mass, 1e-5, `mambaGate with grad ${what}`);
+    // Each gradient against the magnitude of its terms, silu floored where f32 flushes it to 0
+    // (z = −90), silu' at 0.03 as in the unary test (it crosses 0 near −1.28, where f32 leaves
+    // an absolute error of about 1e-7).
+    const F = (v: number) => Math.max(Math.abs(v), 1e-30);
+    const want = [y, u, d, xz].map((x) => new Float64Array(x.length));
+    const mass = [y, u, d, xz].map((x) => new Float64Array(x.length));
+    for (let i = 0; i < y.length; i++) {
+      const c = i % di, zi = Math.floor(i / di) * 2 * di + di + c, z = xz[zi];
+      const s = z * sig(z), ds = sig(z) * (1 + z * (1 - sig(z))), a = y[i] + u[i] * d[c];
+      want[0][i] = r[i] * s;
+      mass[0][i] = Math.abs(r[i]) * F(s);
+      want[1][i] = r[i] * s * d[c];
+      mass[1][i] = Math.abs(r[i] * d[c]) * F(s);
+      want[2][c] += r[i] * s * u[i];
+      mass[2][c] += Math.abs(r[i] * u[i]) * F(s);
+      want[3][zi] = r[i] * a * ds;
+      mass[3][zi] = Math.abs(r[i]) * (Math.abs(y[i]) + Math.abs(u[i] * d[c])) *
+        Math.max(Math.abs(ds), 0.03);
+    }
+    // xz's first half (xs) gets no gradient from the gate: mass 0 there demands exact zeros.
+    ["dy", "du", "dD", "dxz"].forEach((name, k) =>
+      assertCloseToMass(grads[k]!, want[k], mass[k], 1e-5, `mambaGate ${name} ${what}`)
+    );
+  }
+});
+
+Deno.test("mambaGate refuses disagreeing shapes and dtypes", async () => {
+  await gpuReady;
+  const y = ops.zeros([2, 3, 4]), D = ops.zeros([4]), xz = ops.zeros([2, 3, 8]);
+  const bad = ops.zeros([2, 3, 6]), D3 = ops.zeros([3]), ints = ops.zeros([2, 3, 4], "i32");
+  assertThrows(() => ops.mambaGate(y, y, D, bad), /mambaGate: needs y and u/, "xz width");
+  assertThrows(() => ops.mambaGate(y, y, D3, xz), /mambaGate: needs y and u/, "D");
+  assertThrows(() => ops.mambaGate(y, ints, D, xz), /mambaGate: needs f32/, "dtype");
+  for (const t of [y, D, xz, bad, D3, ints]) t.dispose();
 });

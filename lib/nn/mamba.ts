@@ -2,7 +2,7 @@
 // as there, d_state 16, d_conv 4, expand 2, dt_rank ⌈d/16⌉. PAD positions (mask 0) have their
 // inputs zeroed and Δ = 0, so the conv and SSM states pass through them unchanged.
 import { causalConv1d } from "../tensor/conv1d.ts";
-import { add, exp, mul, neg, silu, slice, softplus } from "../tensor/ops.ts";
+import { exp, mambaGate, mul, neg, silu, slice, softplus } from "../tensor/ops.ts";
 import { selectiveScan } from "../tensor/scan.ts";
 import { isGradEnabled, type Tensor } from "../tensor/tensor.ts";
 import { Linear } from "./layers.ts";
@@ -82,7 +82,6 @@ export class Mamba extends Module {
     const masked = (t: Tensor) => (mask ? mul(t, mask) : t);
     const xz = this.inProj.forward(masked(x));
     const xs = slice(xz, -1, 0, di);
-    const z = slice(xz, -1, di, 2 * di);
     const conv = causalConv1d(
       xs,
       this.conv1dWeight.reshape([di, this.dConv]),
@@ -99,7 +98,8 @@ export class Mamba extends Module {
     const noGradient = !isGradEnabled();
     const A = (noGradient ? cache?.A : undefined) ?? neg(exp(this.ALog));
     const scan = selectiveScan(u, delta, A, Bm, Cm, { h0: cache?.ssm });
-    const y = mul(add(scan.y, mul(u, this.D)), silu(z));
+    // (y + u·D)·silu(z), z the second half of xz: one kernel when nothing is recorded.
+    const y = mambaGate(scan.y, u, this.D, xz);
     const next: MambaCache = { conv: conv.state, ssm: scan.state };
     if (noGradient) next.A = A;
     return { y: this.outProj.forward(y), cache: next };

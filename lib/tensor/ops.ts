@@ -6,6 +6,7 @@ import {
   BINARY,
   binaryBackwardWgsl,
   binaryForwardWgsl,
+  mambaGateWgsl,
   MAX_RANK,
   stridedCopyWgsl,
   UNARY,
@@ -18,7 +19,7 @@ import fillWgsl from "../../kernels/fill.wgsl" with { type: "text" };
 import accumulateWgsl from "../../kernels/accumulate.wgsl" with { type: "text" };
 import castWgsl from "../../kernels/cast.wgsl" with { type: "text" };
 import castBackWgsl from "../../kernels/cast_back.wgsl" with { type: "text" };
-import { BYTES, type DType, floatToHalf, record, Tensor } from "./tensor.ts";
+import { BYTES, type DType, floatToHalf, isGradEnabled, record, Tensor } from "./tensor.ts";
 
 const WG = 256;
 const groups = (n: number) => grid(Math.ceil(n / WG));
@@ -227,6 +228,40 @@ export const sub = (a: Tensor, b: Tensor) => binary("sub", a, b);
 export const mul = (a: Tensor, b: Tensor) => binary("mul", a, b);
 export const div = (a: Tensor, b: Tensor) => binary("div", a, b);
 export const binaryOps = Object.keys(BINARY);
+
+/**
+ * Mamba's output gate (y + u·D)·silu(z) over y, u [..., di] and D [di], with z the second half of
+ * the in_proj output xz [..., 2·di], read in place (no slice). One dispatch where nothing is
+ * recorded for backward; where something would be, the composed ops, which have one.
+ */
+export function mambaGate(y: Tensor, u: Tensor, D: Tensor, xz: Tensor): Tensor {
+  const di = D.shape[0];
+  const lead = y.shape.slice(0, -1);
+  const ok = D.shape.length === 1 && y.shape.length >= 1 && y.shape.at(-1) === di &&
+    sameShape(u.shape, y.shape) && sameShape(xz.shape, [...lead, 2 * di]);
+  if (!ok) {
+    throw new ShapeError(
+      `mambaGate: needs y and u [..., di], D [di] and xz [..., 2·di], got y [${y.shape}], ` +
+        `u [${u.shape}], D [${D.shape}], xz [${xz.shape}]`,
+    );
+  }
+  for (const t of [y, u, D, xz]) {
+    if (t.dtype !== "f32") throw new ShapeError(`mambaGate: needs f32, got ${t.dtype}`);
+  }
+  if (isGradEnabled() && [y, u, D, xz].some((t) => t.requiresGrad)) {
+    return mul(add(y, mul(u, D)), silu(slice(xz, -1, di, 2 * di)));
+  }
+  const out = new Tensor(y.shape, "f32", undefined, "mambaGate");
+  if (out.size > 0) {
+    dispatch(
+      pipeline(generated("mambaGate:f32", mambaGateWgsl)),
+      [y.buffer, u.buffer, D.buffer, xz.buffer, out.buffer],
+      [out.size, di],
+      groups(out.size),
+    );
+  }
+  return out;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Reductions
