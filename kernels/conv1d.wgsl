@@ -1,8 +1,10 @@
 // Causal depthwise conv1d over [B, L, D] (Mamba's conv1d: kernel K, padding K-1, truncated to L):
 //   y[b,t,d] = bias[d] + Σ_k w[d,k] · x[b, t-(K-1)+k, d]
 // where positions before the chunk come from a carried state [B, K-1, D] (zeros when absent).
+// Generation's forward may read x as the first D channels of rows of x_stride (> D), and apply
+// silu to y; the backward entries see x_stride = D and act = 0.
 
-struct P { B: u32, L: u32, D: u32, K: u32, has_state: u32, rows_per_part: u32 }
+struct P { B: u32, L: u32, D: u32, K: u32, has_state: u32, rows_per_part: u32, x_stride: u32, act: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 
 fn flat(gid: vec3<u32>, nw: vec3<u32>) -> u32 { return gid.x + gid.y * nw.x * 256u; }
@@ -16,6 +18,8 @@ fn flat(gid: vec3<u32>, nw: vec3<u32>) -> u32 { return gid.x + gid.y * nw.x * 25
 // Inputs at t < 0 come from the carried state, or are 0. Each entry point declares exactly the
 // bindings it uses: derived ("auto") layouts hold only those, in binding order.
 fn state_row(b: u32, t: i32) -> u32 { return b * (p.K - 1u) + u32(i32(p.K) - 1 + t); }
+// As kernels/elementwise.ts's sigmoid_, so that act = 1 gives the silu op's own values.
+fn sigmoid_(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
 
 @compute @workgroup_size(256)
 fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
@@ -28,11 +32,11 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
   for (var k = 0u; k < p.K; k++) {
     let tk = i32(t) - i32(p.K - 1u) + i32(k);
     var v = 0.0;
-    if (tk >= 0) { v = x[(b * p.L + u32(tk)) * p.D + d]; }
+    if (tk >= 0) { v = x[(b * p.L + u32(tk)) * p.x_stride + d]; }
     else if (p.has_state == 1u) { v = state[state_row(b, tk) * p.D + d]; }
     s += w[d * p.K + k] * v;
   }
-  y[i] = s;
+  y[i] = select(s, s * sigmoid_(s), p.act == 1u);
 }
 
 @group(0) @binding(1) var<storage, read> nx: array<f32>;
@@ -50,7 +54,7 @@ fn next_state(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
   let b = i / (p.D * km1);
   let tk = i32(p.L) - i32(km1) + i32(j);
   var v = 0.0;
-  if (tk >= 0) { v = nx[(b * p.L + u32(tk)) * p.D + d]; }
+  if (tk >= 0) { v = nx[(b * p.L + u32(tk)) * p.x_stride + d]; }
   else if (p.has_state == 1u) { v = nstate[state_row(b, tk) * p.D + d]; }
   nout[i] = v;
 }

@@ -1,5 +1,6 @@
 import { causalConv1d } from "../lib/tensor/conv1d.ts";
-import { tensor, tidyAsync } from "../lib/tensor/tensor.ts";
+import { silu } from "../lib/tensor/ops.ts";
+import { noGrad, parameter, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
 import {
   assertClose,
   assertCloseToMass,
@@ -97,6 +98,70 @@ Deno.test("conv1d in pieces with the carried state equals one full pass", async 
       }
     }
     assertClose(got, want, 1e-6, "conv1d pieces");
+  });
+});
+
+Deno.test("conv1d's generation options: silu on y, x read as the first D channels of wider rows", async () => {
+  await gpuReady;
+  const sig = (v: number) => 1 / (1 + Math.exp(-v));
+  for (const [b, l, d, k, extra] of [[2, 5, 37, 4, 37], [1, 1, 3, 4, 5], [3, 7, 6, 3, 0]]) {
+    const s = d + extra;
+    const wide = f32(randn(b * l * s, undefined, 4));
+    const state = f32(randn(b * (k - 1) * d));
+    // x: the first d channels of each row of `wide`.
+    const x = new Float64Array(b * l * d);
+    for (let r = 0; r < b * l; r++) x.set(wide.subarray(r * s, r * s + d), r * d);
+    const w = f32(randn(d * k));
+    const bias = f32(randn(d));
+    const conv = convRef(x, w, bias, { b, l, d, k }, state);
+    const what = `[${b}, ${l}, ${d}] of ${s}, K ${k}`;
+    // The next state: the last K−1 rows of [state; x].
+    const nextRef = new Float64Array(b * (k - 1) * d);
+    for (let bi = 0; bi < b; bi++) {
+      for (let j = 0; j < k - 1; j++) {
+        const t = l - (k - 1) + j;
+        for (let c = 0; c < d; c++) {
+          nextRef[(bi * (k - 1) + j) * d + c] = t >= 0
+            ? x[(bi * l + t) * d + c]
+            : state[(bi * (k - 1) + k - 1 + t) * d + c];
+        }
+      }
+    }
+    await tidyAsync(async () => {
+      const [wt, bt, st] = [tensor(w, [d, k]), tensor(bias, [d]), tensor(state, [b, k - 1, d])];
+      const xt = tensor(wide, [b, l, s]);
+      for (const silu of [false, true]) {
+        const r = noGrad(() => causalConv1d(xt, wt, bt, st, { silu, prefix: true }));
+        const want = silu ? conv.map((v) => v * sig(v)) : conv;
+        assertClose(await r.y.toArray(), want, 1e-6, `conv1d silu ${silu} ${what}`);
+        assertClose(await r.state.toArray(), nextRef, 0, `conv1d next state ${what}`);
+      }
+      // Fused silu equals the silu op on the plain conv's output, to f32 rounding.
+      const plain = tensor(x, [b, l, d]);
+      const fused = await noGrad(() => causalConv1d(plain, wt, bt, st, { silu: true }).y).toArray();
+      const composed = await silu(causalConv1d(plain, wt, bt, st).y).toArray();
+      assertClose(fused, composed, 2e-7, `conv1d fused silu vs silu op ${what}`);
+    });
+  }
+});
+
+Deno.test("conv1d refuses its generation options where a backward would be recorded", async () => {
+  await gpuReady;
+  await tidyAsync(async () => {
+    const w = parameter(new Array(8).fill(0.5), [2, 4]);
+    const bias = tensor([0, 0], [2]);
+    const x = tensor(new Array(12).fill(1), [1, 3, 4]);
+    for (const opts of [{ silu: true }, { prefix: true }]) {
+      assertThrows(
+        () => causalConv1d(x.reshape([1, 6, 2]), w, bias, undefined, opts),
+        /causalConv1d: the silu and prefix options have no backward/,
+        JSON.stringify(opts),
+      );
+    }
+    // Without the prefix option, a wider x is a shape error, as before.
+    assertThrows(() => causalConv1d(x, w, bias), /causalConv1d: shapes disagree/, "wide x");
+    w.dispose();
+    await Promise.resolve();
   });
 });
 

@@ -1,10 +1,10 @@
 // The Mamba block as a whole: carried state, PAD transparency, and gradients of every parameter.
 import { Mamba, type MambaCache } from "../lib/nn/mamba.ts";
-import { upload } from "../lib/gpu/mod.ts";
+import { recorderStats, upload } from "../lib/gpu/mod.ts";
 import { Init } from "../lib/nn/module.ts";
 import { abs, mul, slice, sumAll } from "../lib/tensor/ops.ts";
 import { noGrad, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
-import { assertClose, assertDirectionalGrads, f32, gpuReady, randn } from "./helpers.ts";
+import { assert, assertClose, assertDirectionalGrads, f32, gpuReady, randn } from "./helpers.ts";
 
 Deno.test("Mamba block: running in pieces with the carried cache equals one full pass", async () => {
   await gpuReady;
@@ -142,5 +142,57 @@ Deno.test("Mamba block forward equals mamba_simple's reference path in float64",
     await noGrad(() => block.forward(tensor(x, [b, l, d])).y).toArray()
   );
   assertClose(got, await mambaRef(block, x, b, l, d), 1e-5, "Mamba block vs reference");
+  block.dispose();
+});
+
+Deno.test("Mamba block: generation's fused path (no gradients) equals the recorded one, in pieces with PAD", async () => {
+  await gpuReady;
+  const [b, l, d] = [2, 23, 24];
+  const block = new Mamba(new Init(5), { dModel: d });
+  upload(block.D.buffer, Float32Array.from(randn(block.D.size)));
+  upload(block.ALog.buffer, Float32Array.from(randn(block.ALog.size), (v) => 0.5 * v));
+  const x = f32(randn(b * l * d));
+  // Row 1 starts with 4 PAD positions, across the first cut.
+  const mask = Float32Array.from({ length: b * l }, (_, i) => (i >= l && i < l + 4 ? 0 : 1));
+  const cuts = [0, 3, 4, 23];
+  const run = (grad: boolean) =>
+    tidyAsync(async () => {
+      const out = new Float64Array(b * l * d);
+      const dispatches: number[] = [];
+      let cache: MambaCache | undefined;
+      for (let c = 0; c + 1 < cuts.length; c++) {
+        const [s, e] = [cuts[c], cuts[c + 1]];
+        const piece: number[] = [], m: number[] = [];
+        for (let bi = 0; bi < b; bi++) {
+          piece.push(...x.slice((bi * l + s) * d, (bi * l + e) * d));
+          m.push(...mask.slice(bi * l + s, bi * l + e));
+        }
+        const [xt, mt] = [tensor(piece, [b, e - s, d]), tensor(m, [b, e - s, 1])];
+        const before = recorderStats.dispatches;
+        const r = grad ? block.forward(xt, mt, cache) : noGrad(() => block.forward(xt, mt, cache));
+        dispatches.push(recorderStats.dispatches - before);
+        assert(r.y.requiresGrad === grad, `piece ${c}: recorded ${r.y.requiresGrad}`);
+        // A = −exp(A_log) is carried without gradients (made once, then passed on) and never with.
+        if (grad) assert(r.cache.A === undefined, `piece ${c}: A carried with gradients`);
+        else assert(r.cache.A && (c === 0 || r.cache.A === cache!.A), `piece ${c}: A not carried`);
+        cache = r.cache;
+        const ys = await r.y.toArray();
+        for (let bi = 0; bi < b; bi++) {
+          out.set(ys.slice(bi * (e - s) * d, (bi + 1) * (e - s) * d), (bi * l + s) * d);
+        }
+      }
+      const states = [...await cache!.conv.toArray(), ...await cache!.ssm.toArray()];
+      return { out, states, dispatches };
+    });
+  const recorded = await run(true);
+  const fused = await run(false);
+  assertClose(fused.out, recorded.out, 1e-6, "fused vs recorded Mamba output");
+  assertClose(fused.states, recorded.states, 1e-6, "fused vs recorded carried states");
+  // Per piece with a carried A: exp and neg, the z and xs slices, silu twice, mul, add and mul
+  // (9) become the gate's one kernel.
+  for (let c = 1; c < cuts.length - 1; c++) {
+    const saved = recorded.dispatches[c] - fused.dispatches[c];
+    assert(saved === 8, `piece ${c}: the fused path saved ${saved} dispatches, want 8`);
+  }
   block.dispose();
 });

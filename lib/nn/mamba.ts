@@ -79,23 +79,22 @@ export class Mamba extends Module {
    */
   forward(x: Tensor, mask?: Tensor, cache?: MambaCache): { y: Tensor; cache: MambaCache } {
     const di = this.dInner, n = this.dState, r = this.dtRank;
+    // Without gradients (generation) fused kernels do the same arithmetic in fewer dispatches.
+    const noGradient = !isGradEnabled();
     const masked = (t: Tensor) => (mask ? mul(t, mask) : t);
     const xz = this.inProj.forward(masked(x));
-    const xs = slice(xz, -1, 0, di);
-    const conv = causalConv1d(
-      xs,
-      this.conv1dWeight.reshape([di, this.dConv]),
-      this.conv1dBias,
-      cache?.conv,
-    );
-    const u = masked(silu(conv.y));
+    const w = this.conv1dWeight.reshape([di, this.dConv]);
+    // xs = xz[..., :di]: read in place by the conv, which also applies silu, when fused.
+    const conv = noGradient
+      ? causalConv1d(xz, w, this.conv1dBias, cache?.conv, { silu: true, prefix: true })
+      : causalConv1d(slice(xz, -1, 0, di), w, this.conv1dBias, cache?.conv);
+    const u = masked(noGradient ? conv.y : silu(conv.y));
     const xDbl = this.xProj.forward(u);
     const dt = slice(xDbl, -1, 0, r);
     const Bm = slice(xDbl, -1, r, r + n);
     const Cm = slice(xDbl, -1, r + n, r + 2 * n);
     const delta = masked(softplus(this.dtProj.forward(dt)));
     // With gradients, always from A_log (a carried A would cut it off from the graph).
-    const noGradient = !isGradEnabled();
     const A = (noGradient ? cache?.A : undefined) ?? neg(exp(this.ALog));
     const scan = selectiveScan(u, delta, A, Bm, Cm, { h0: cache?.ssm });
     // (y + u·D)·silu(z), z the second half of xz: one kernel when nothing is recorded.

@@ -4,7 +4,7 @@ import { ShapeError } from "../errors.ts";
 import { dispatch, grid, pipeline } from "../gpu/mod.ts";
 import conv1dWgsl from "../../kernels/conv1d.wgsl" with { type: "text" };
 import { slice, sum } from "./ops.ts";
-import { record, Tensor } from "./tensor.ts";
+import { isGradEnabled, record, Tensor } from "./tensor.ts";
 
 const ROWS_PER_PART = 64;
 const fmt = (t: Tensor) => `[${t.shape.join(", ")}]`;
@@ -16,11 +16,28 @@ export interface Conv1dResult {
   state: Tensor;
 }
 
+/** Generation's fusions (no backward: refused where one would be recorded). */
+export interface Conv1dOptions {
+  /** y = silu(conv): Mamba's activation in the same pass. */
+  silu?: boolean;
+  /**
+   * x is [B, L, S], S ≥ D, and the conv reads its first D channels in place (Mamba's xs, the
+   * first half of the in_proj output), with row stride S.
+   */
+  prefix?: boolean;
+}
+
 /**
  * y[b,t,d] = bias[d] + Σ_k w[d,k]·x[b,t-(K-1)+k,d] over x [B, L, D], w [D, K], bias [D];
  * `state` [B, K-1, D] supplies the inputs before t = 0 (zeros without it).
  */
-export function causalConv1d(x: Tensor, w: Tensor, bias: Tensor, state?: Tensor): Conv1dResult {
+export function causalConv1d(
+  x: Tensor,
+  w: Tensor,
+  bias: Tensor,
+  state?: Tensor,
+  opts: Conv1dOptions = {},
+): Conv1dResult {
   const desc = `x ${fmt(x)}, w ${fmt(w)}, bias ${fmt(bias)}${state ? `, state ${fmt(state)}` : ""}`;
   if ([x, w, bias, state].some((t) => t && t.dtype !== "f32")) {
     throw new ShapeError(`causalConv1d: needs f32 (${desc})`);
@@ -28,13 +45,18 @@ export function causalConv1d(x: Tensor, w: Tensor, bias: Tensor, state?: Tensor)
   if (x.shape.length !== 3 || w.shape.length !== 2) {
     throw new ShapeError(`causalConv1d: needs x [B, L, D] and w [D, K], got ${desc}`);
   }
-  const [B, L, D] = x.shape;
-  const K = w.shape[1];
-  const ok = w.shape[0] === D && K >= 1 && bias.shape.join() === `${D}` &&
+  const [B, L, S] = x.shape;
+  const [D, K] = w.shape;
+  const ok = (opts.prefix ? S >= D : S === D) && K >= 1 && bias.shape.join() === `${D}` &&
     (!state || state.shape.join() === [B, K - 1, D].join());
   if (!ok) throw new ShapeError(`causalConv1d: shapes disagree: ${desc}`);
+  if ((opts.silu || opts.prefix) && isGradEnabled() && [x, w, bias].some((t) => t.requiresGrad)) {
+    throw new ShapeError(
+      "causalConv1d: the silu and prefix options have no backward; run them without gradients",
+    );
+  }
   const hasState = state ? 1 : 0;
-  const uni = [B, L, D, K, hasState, ROWS_PER_PART];
+  const uni = [B, L, D, K, hasState, ROWS_PER_PART, S, opts.silu ? 1 : 0];
   const y = new Tensor([B, L, D], "f32", undefined, "causalConv1d");
   const next = new Tensor([B, K - 1, D], "f32", undefined, "causalConv1d");
   const stateBuf = (state ?? bias).buffer;
@@ -54,6 +76,7 @@ export function causalConv1d(x: Tensor, w: Tensor, bias: Tensor, state?: Tensor)
       groups(next.size),
     );
   }
+  if (opts.silu || opts.prefix) return { y, state: next };
   record(y, "causalConv1d", [x, w, bias], (g) => {
     const dx = new Tensor([B, L, D], "f32");
     if (dx.size > 0) {
