@@ -21,42 +21,38 @@ fn state_row(b: u32, t: i32) -> u32 { return b * (p.K - 1u) + u32(i32(p.K) - 1 +
 // As kernels/elementwise.ts's sigmoid_, so that act = 1 gives the silu op's own values.
 fn sigmoid_(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
 
+@group(0) @binding(6) var<storage, read_write> next_out: array<f32>;
+
+// One pass writes both outputs: thread i computes y[i] (i < B·L·D) and the next chunk's state
+// element i (i < B·(K-1)·D), the last K-1 inputs of [state; x].
 @compute @workgroup_size(256)
 fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
   let i = flat(gid, nw);
-  if (i >= p.B * p.L * p.D) { return; }
-  let d = i % p.D;
-  let t = (i / p.D) % p.L;
-  let b = i / (p.D * p.L);
-  var s = bias[d];
-  for (var k = 0u; k < p.K; k++) {
-    let tk = i32(t) - i32(p.K - 1u) + i32(k);
+  if (i < p.B * p.L * p.D) {
+    let d = i % p.D;
+    let t = (i / p.D) % p.L;
+    let b = i / (p.D * p.L);
+    var s = bias[d];
+    for (var k = 0u; k < p.K; k++) {
+      let tk = i32(t) - i32(p.K - 1u) + i32(k);
+      var v = 0.0;
+      if (tk >= 0) { v = x[(b * p.L + u32(tk)) * p.x_stride + d]; }
+      else if (p.has_state == 1u) { v = state[state_row(b, tk) * p.D + d]; }
+      s += w[d * p.K + k] * v;
+    }
+    y[i] = select(s, s * sigmoid_(s), p.act == 1u);
+  }
+  let km1 = p.K - 1u;
+  if (i < p.B * km1 * p.D) {
+    let d = i % p.D;
+    let j = (i / p.D) % km1;
+    let b = i / (p.D * km1);
+    let tk = i32(p.L) - i32(km1) + i32(j);
     var v = 0.0;
     if (tk >= 0) { v = x[(b * p.L + u32(tk)) * p.x_stride + d]; }
     else if (p.has_state == 1u) { v = state[state_row(b, tk) * p.D + d]; }
-    s += w[d * p.K + k] * v;
+    next_out[i] = v;
   }
-  y[i] = select(s, s * sigmoid_(s), p.act == 1u);
-}
-
-@group(0) @binding(1) var<storage, read> nx: array<f32>;
-@group(0) @binding(2) var<storage, read> nstate: array<f32>;
-@group(0) @binding(3) var<storage, read_write> nout: array<f32>;
-
-// The last K-1 inputs of [state; x], the state for the next chunk.
-@compute @workgroup_size(256)
-fn next_state(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-  let i = flat(gid, nw);
-  let km1 = p.K - 1u;
-  if (i >= p.B * km1 * p.D) { return; }
-  let d = i % p.D;
-  let j = (i / p.D) % km1;
-  let b = i / (p.D * km1);
-  let tk = i32(p.L) - i32(km1) + i32(j);
-  var v = 0.0;
-  if (tk >= 0) { v = nx[(b * p.L + u32(tk)) * p.x_stride + d]; }
-  else if (p.has_state == 1u) { v = nstate[state_row(b, tk) * p.D + d]; }
-  nout[i] = v;
 }
 
 @group(0) @binding(1) var<storage, read> g: array<f32>;

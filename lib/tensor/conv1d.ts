@@ -60,20 +60,14 @@ export function causalConv1d(
   const y = new Tensor([B, L, D], "f32", undefined, "causalConv1d");
   const next = new Tensor([B, K - 1, D], "f32", undefined, "causalConv1d");
   const stateBuf = (state ?? bias).buffer;
-  if (y.size > 0) {
+  // One dispatch writes y and the next state.
+  const threads = Math.max(y.size, next.size);
+  if (threads > 0) {
     dispatch(
       pipeline(conv1dWgsl, "forward"),
-      [x.buffer, w.buffer, bias.buffer, stateBuf, y.buffer],
+      [x.buffer, w.buffer, bias.buffer, stateBuf, y.buffer, next.buffer],
       uni,
-      groups(y.size),
-    );
-  }
-  if (next.size > 0) {
-    dispatch(
-      pipeline(conv1dWgsl, "next_state"),
-      [x.buffer, stateBuf, next.buffer],
-      uni,
-      groups(next.size),
+      groups(threads),
     );
   }
   if (opts.silu || opts.prefix) return { y, state: next };
