@@ -4,7 +4,7 @@
 // of it at a time with carried state (generation: text + scale 1, then each scale).
 import { GSA } from "../nn/attention.ts";
 import { Embedding, Linear, RMSNorm } from "../nn/layers.ts";
-import { Mamba, type MambaCache } from "../nn/mamba.ts";
+import { constantTensors, Mamba, type MambaCache, type MambaConstants } from "../nn/mamba.ts";
 import { Init, Module } from "../nn/module.ts";
 import { type AttentionMask, blockCausalMask, KVCache, rope2dTable } from "../tensor/attention.ts";
 import { softmaxCrossEntropy } from "../tensor/nn_ops.ts";
@@ -75,6 +75,8 @@ export class Sequence {
   }
 }
 
+const disposeConstants = (k: MambaConstants) => constantTensors(k).forEach((t) => t.dispose());
+
 /** Generation's carried state: Mamba conv/SSM states per block, keys and values per attention. */
 export class GenerationState {
   readonly mamba: (MambaCache | null)[];
@@ -87,21 +89,23 @@ export class GenerationState {
     this.kv = Array.from({ length: n }, () => new KVCache(batch, capacity, heads, width / heads));
   }
   /**
-   * Takes over block i's cache. Its A (−exp(A_log), carried by no-grad passes) is usually the
-   * one the last cache held: that stays, and only a different one replaces (and frees) it.
+   * Takes over block i's cache. Its constants (MambaConstants, carried by no-grad passes) are
+   * usually the ones the last cache held: those stay, and only different ones replace (and free)
+   * them.
    */
   setMamba(i: number, cache: MambaCache): void {
     const old = this.mamba[i];
-    const A = cache.A && keep(cache.A);
-    this.mamba[i] = { conv: keep(cache.conv), ssm: keep(cache.ssm), A };
+    const consts = cache.consts;
+    if (consts) constantTensors(consts).forEach((t) => keep(t));
+    this.mamba[i] = { conv: keep(cache.conv), ssm: keep(cache.ssm), consts };
     old?.conv.dispose();
     old?.ssm.dispose();
-    if (old?.A !== A) old?.A?.dispose();
+    if (old?.consts && old.consts !== consts) disposeConstants(old.consts);
   }
   /**
    * A copy of the carried state at this point (the Mamba states, the KV caches' lengths), for
-   * `restore` to go back to: the rows a later pass appends are then written over. A carried A
-   * is constant over the generation: the snapshot neither copies nor owns it.
+   * `restore` to go back to: the rows a later pass appends are then written over. The carried
+   * constants do not change over the generation: the snapshot neither copies nor owns them.
    */
   snapshot(): GenerationSnapshot {
     const mamba = this.mamba.map((m) => m && { conv: keep(copy(m.conv)), ssm: keep(copy(m.ssm)) });
@@ -115,18 +119,22 @@ export class GenerationState {
   restore(s: GenerationSnapshot): void {
     s.mamba.forEach((m, i) => {
       const cur = this.mamba[i];
-      if (m) this.setMamba(i, { conv: copy(m.conv), ssm: copy(m.ssm), A: cur?.A });
+      if (m) this.setMamba(i, { conv: copy(m.conv), ssm: copy(m.ssm), consts: cur?.consts });
       else if (cur) {
         cur.conv.dispose();
         cur.ssm.dispose();
-        cur.A?.dispose();
+        if (cur.consts) disposeConstants(cur.consts);
         this.mamba[i] = null;
       }
     });
     s.kvLength.forEach((n, j) => (this.kv[j].length = n));
   }
   dispose(): void {
-    for (const m of this.mamba) m?.conv.dispose(), m?.ssm.dispose(), m?.A?.dispose();
+    for (const m of this.mamba) {
+      m?.conv.dispose();
+      m?.ssm.dispose();
+      if (m?.consts) disposeConstants(m.consts);
+    }
     for (const kv of this.kv) kv.dispose();
   }
 }
