@@ -17,14 +17,16 @@
 # RESERVE_S (default 60) for eval and shipping; MODEL_MINUTES is then ignored.
 # TRAIN_FLAGS="…" adds flags to `vmambar train` (e.g. "--scale-weights 16,8,4,2,1"; not with RESUME=1,
 # which keeps the run's own settings). With INIT, TRAIN_FLAGS="--set ar_scales=2 --fit" turns the
-# model's 2×2 and 3×3 scales autoregressive (ModelConfig.ar_scales) and fits the schedule to the time.
+# model's 2×2 and 3×3 scales autoregressive (ModelConfig.ar_scales) and fits the schedule to the time;
+# the shipped model is three such runs on new images (SHAPES_SEED 7, 8, 9), each from the one before
+# (tools/BENCHMARKS.md, "The default model, fourth version").
 # QUALITY=0 skips the tokenizer's PSNR/SSIM sets (for a run that reuses a TOKENIZER); VAL_IMAGES
 # (default 1000) sizes the held-out set.
 # TEACHER_SET=KEYS trains a teacher first on the same tokens (e.g. "arch=transformer,d=384,n_layers=8,
 # heads=6": a teacher need not fit models/' size budget), TEACHER_STEPS (default 6000) at batch 64
 # within TEACHER_MINUTES (default 4), then distils the model from it (--teacher, --kd-alpha KD_ALPHA,
 # default 0.5). At 5,000 steps a transformer teacher lowered the hybrid's validation loss by 0.056
-# (tools/BENCHMARKS.md); a teacher better than the default model (0.601) is the next step to try.
+# (tools/BENCHMARKS.md); a teacher better than the default model is the next step to try.
 # Back in $OUT: the tokenizer and model checkpoints (f32, unless SHIP=1), their metrics, the grids.
 set -euo pipefail
 cd "$(dirname "$0")/.."
