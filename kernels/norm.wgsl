@@ -3,6 +3,10 @@
 //   y  = x̂·weight (+ bias)
 //   dx = rstd·(gw - mean(gw) - x̂·mean(gw·x̂))       (the mean(gw) term only for LayerNorm)
 //   dweight = Σ_rows dy·x̂,  dbias = Σ_rows dy
+// add_forward and add_forward_rows (passes without gradients, RMSNorm only): s = x + addend and
+// y = RMSNorm(s)·weight in one dispatch, with forward's arithmetic, so y matches add then forward
+// bit for bit; no stats.
+//
 // forward and input_grad give each row one workgroup and reduce in workgroup memory (no subgroups,
 // so llvmpipe runs it); on CPU adapters forward_rows and input_grad_rows give it one invocation. The forward saves (mean, rstd) per row for the backward. weight_grad sums
 // columns over chunks of rows into partials [chunks, d] that the host sums in a fixed order, so the
@@ -26,6 +30,9 @@ struct P { rows: u32, d: u32, eps: f32, centered: u32, rows_per_chunk: u32, bias
 @group(0) @binding(5) var<storage, read_write> dx: array<f32>;
 // weight_grad: dy (4), and
 @group(0) @binding(3) var<storage, read_write> partial: array<f32>;
+// add_forward: x (1), then the addend, weight (3), the sum and y (5)
+@group(0) @binding(2) var<storage, read> addend: array<f32>;
+@group(0) @binding(4) var<storage, read_write> sum: array<f32>;
 
 const WG = 256u;
 var<workgroup> scratch: array<vec2<f32>, 256>;
@@ -139,6 +146,42 @@ fn input_grad_rows(@builtin(local_invocation_id) lid: vec3<u32>,
   for (var j = 0u; j < p.d; j++) {
     let xhat = (x[base + j] - st.x) * st.y;
     dx[base + j] = st.y * (dy[base + j] * weight[j] - mean_gw - xhat * means.y);
+  }
+}
+
+@compute @workgroup_size(256)
+fn add_forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(num_workgroups) nw: vec3<u32>) {
+  let row = wid.x + wid.y * nw.x;
+  if (row >= p.rows) { return; }
+  let base = row * p.d;
+  var ss = 0.0;
+  for (var j = lid.x; j < p.d; j += WG) {
+    let v = x[base + j] + addend[base + j];
+    sum[base + j] = v;
+    ss += v * v;
+  }
+  let rstd = inverseSqrt(workgroup_sum(vec2(ss, 0.0), lid.x).x / f32(p.d) + p.eps);
+  for (var j = lid.x; j < p.d; j += WG) {
+    y[base + j] = (x[base + j] + addend[base + j]) * rstd * weight[j];
+  }
+}
+
+@compute @workgroup_size(64)
+fn add_forward_rows(@builtin(local_invocation_id) lid: vec3<u32>,
+                    @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+  let row = (wid.x + wid.y * nw.x) * RWG + lid.x;
+  if (row >= p.rows) { return; }
+  let base = row * p.d;
+  var ss = 0.0;
+  for (var j = 0u; j < p.d; j++) {
+    let v = x[base + j] + addend[base + j];
+    sum[base + j] = v;
+    ss += v * v;
+  }
+  let rstd = inverseSqrt(ss / f32(p.d) + p.eps);
+  for (var j = 0u; j < p.d; j++) {
+    y[base + j] = (x[base + j] + addend[base + j]) * rstd * weight[j];
   }
 }
 

@@ -15,7 +15,7 @@ import { batchCaptionIds, PAD } from "../lib/data/text.ts";
 import { arScales, type ModelConfig, validateModelConfig } from "../lib/model/config.ts";
 import { keep, noGrad, type Tensor, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
 import { assert, assertClose, assertDirectionalGrads, gpuReady, randn } from "./helpers.ts";
-import { upload } from "../lib/gpu/mod.ts";
+import { recorderStats, upload } from "../lib/gpu/mod.ts";
 import { randomBatch, tinyModelConfig, tinyQuantizer } from "./model_fixtures.ts";
 
 /** Logits of the full pass; `junk` fills the PAD positions' ids after the mask is made. */
@@ -183,6 +183,60 @@ Deno.test("VMambAR: PAD text ids are invisible; a scale's logits ignore its own 
   }
   assert(Math.max(...other.map((v, i) => Math.abs(v - base[i]))) > 1e-4, "scale 3 sees scale 2");
   model.dispose();
+});
+
+// Without gradients each Mamba block's residual add is one dispatch with the RMSNorm after it (the
+// next block's where no GSA call comes between, or the final one): the logits must not change.
+Deno.test("VMambAR hybrid: logits without gradients (adds fused into the norms) equal the training path's", async () => {
+  await gpuReady;
+  // [4, 2]: GSA before block 2, so 3 fused adds; [5, 3] with ar_scales 1: GSA before block 3, 4.
+  for (const [n_layers, gsa_every, ar, fused] of [[4, 2, 0, 3], [5, 3, 1, 4]]) {
+    const c = validateModelConfig(tinyModelConfig({ n_layers, gsa_every, ar_scales: ar }), "test");
+    const model = new VMambAR(c, 8);
+    if (ar > 0) await randomPrevEmbed(model, 9);
+    // Norm weights other than 1, so that a norm applied with another block's weight shows.
+    let seed = 20;
+    for (const [name, w] of model.namedParameters()) {
+      if (name.endsWith("norm.weight")) {
+        upload(w.buffer, Float32Array.from(randn(w.size, seed++), (v) => 1 + v / 2));
+        await w.toArray();
+      }
+    }
+    const q = tinyQuantizer();
+    const B = 2;
+    const { textIds, indices } = randomBatch(c, B, 13);
+    const seq = new Sequence(c, textIds);
+    const features = keep(teacherFeatures(q, indices, B)!);
+    const prev = ar > 0 ? keep(previousCodes(q, indices, B, ar)!) : null;
+    const counted = async (grad: boolean) => {
+      recorderStats.byLabel = new Map();
+      try {
+        const logits = await tidyAsync(() => {
+          const run = () => model.forward(seq, features, prev);
+          const out = grad ? run() : noGrad(run);
+          assert(out.requiresGrad === grad, `requiresGrad ${out.requiresGrad}`);
+          return out.toArray();
+        });
+        let adds = 0;
+        for (const [label, n] of recorderStats.byLabel) {
+          if (label.includes(":add_forward")) adds += n;
+        }
+        return { logits, adds };
+      } finally {
+        recorderStats.byLabel = null;
+      }
+    };
+    const plain = await counted(false), graded = await counted(true);
+    const where = `n_layers ${n_layers}, gsa_every ${gsa_every}`;
+    assert(plain.adds === fused, `${where}: ${plain.adds} fused add + norm dispatches`);
+    assert(graded.adds === 0, `${where}: the training path dispatched ${graded.adds} fused`);
+    assertClose(plain.logits, graded.logits, 1e-5, `${where}: logits without vs with gradients`);
+    features.dispose();
+    prev?.dispose();
+    seq.dispose();
+    q.dispose();
+    model.dispose();
+  }
 });
 
 Deno.test("VMambAR: every parameter's gradient agrees with a directional difference", async () => {

@@ -7,6 +7,7 @@ import softmaxWgsl from "../kernels/softmax.wgsl" with { type: "text" };
 import crossEntropyWgsl from "../kernels/cross_entropy.wgsl" with { type: "text" };
 import embeddingWgsl from "../kernels/embedding.wgsl" with { type: "text" };
 import {
+  addRmsNorm,
   embedding,
   layerNorm,
   logSoftmax,
@@ -18,7 +19,8 @@ import {
   softmaxCrossEntropy,
   tokenNll,
 } from "../lib/tensor/nn_ops.ts";
-import { type Tensor, tensor, tidy } from "../lib/tensor/tensor.ts";
+import { add } from "../lib/tensor/ops.ts";
+import { noGrad, type Tensor, tensor, tidy, tidyAsync } from "../lib/tensor/tensor.ts";
 import {
   assert,
   assertClose,
@@ -231,6 +233,64 @@ async function checkNorms(kernels: NormKernels) {
     }
   }
 }
+
+// d 37 and a row of 300 > 256 (one workgroup loops); 70 rows > 64 (more than one per-row group).
+const ADD_NORM_SHAPES = [[7, 37], [7, 300], [2, 3, 257], [70, 7], [3, 1], [0, 5]];
+
+Deno.test("addRmsNorm matches float64 and add then rmsNorm bit for bit, a row a workgroup or an invocation", async () => {
+  await gpuReady;
+  for (const kernels of ["workgroup", "rows"] as const) {
+    const previous = setNormKernels(kernels);
+    try {
+      for (const shape of ADD_NORM_SHAPES) {
+        const d = shape.at(-1)!, n = prod(shape);
+        const where = `addRmsNorm (${kernels}) [${shape}]`;
+        const a = f32(randn(n).map((v) => v + 1)), b = f32(randn(n)), w = f32(randn(d));
+        let dispatches = 0;
+        const [sum, y, sumRef, yRef] = await tidyAsync(() => {
+          const { outs, count } = noGrad(() => {
+            const [ta, tb] = [tensor(a, shape), tensor(b, shape)];
+            const tw = tensor(w, [d]);
+            const before = recorderStats.dispatches;
+            const fused = addRmsNorm(ta, tb, tw);
+            const count = recorderStats.dispatches - before;
+            const s = add(ta, tb);
+            return { outs: [fused.sum, fused.y, s, rmsNorm(s, tw)], count };
+          });
+          dispatches = count;
+          return Promise.all(outs.map((t) => t.toArray()));
+        });
+        assert(dispatches === (n > 0 ? 1 : 0), `${where}: ${dispatches} dispatches`);
+        // f32 addition rounds the exact sum once: the sum is exact.
+        const exact = Float64Array.from(a, (v, i) => Math.fround(v + b[i]));
+        assertClose(sum, exact, 0, `${where} sum`);
+        assertClose(y, normRef(exact, w, null, d), 1e-5, `${where} y`);
+        // The same arithmetic as the two ops: the same bits.
+        assertClose(sum, sumRef, 0, `${where} sum vs add`);
+        assertClose(y, yRef, 0, `${where} y vs add then rmsNorm`);
+      }
+    } finally {
+      setNormKernels(previous);
+    }
+  }
+});
+
+Deno.test("addRmsNorm records the two ops where a gradient would be recorded", async () => {
+  await gpuReady;
+  const shape = [3, 5];
+  const a = f32(randn(15)), b = f32(randn(15)), w = f32(randn(5)), r = f32(randn(15));
+  const run = (fn: (ts: Tensor[]) => Tensor) =>
+    runWithGrads(fn, [{ data: a, shape }, { data: b, shape }, { data: w, shape: [5] }], r);
+  const fused = await run((ts) => addRmsNorm(ts[0], ts[1], ts[2]).y);
+  const ops = await run((ts) => rmsNorm(add(ts[0], ts[1]), ts[2]));
+  assertClose(fused.out, ops.out, 0, "addRmsNorm forward");
+  for (let i = 0; i < 3; i++) assertClose(fused.grads[i]!, ops.grads[i]!, 0, `grad ${i}`);
+  assertThrows(
+    () => tidy(() => addRmsNorm(tensor(a, shape), tensor(a, [15]), tensor(w, [5]))),
+    /addRmsNorm: a \[3, 5\] f32 and b \[15\] f32 differ in shape/,
+    "addRmsNorm shapes",
+  );
+});
 
 // ---------------------------------------------------------------------------------------------
 // Softmax

@@ -155,8 +155,13 @@ export function generateFromText(
               const f = featureTokens(extra ? add(fHat!, extra) : fHat!, pn);
               x = model.imageInputs(k, guided ? concat([f, f], 0) : f, R);
             }
-            const h = model.backbone(x, seq, start, state);
-            const logits = model.logits(k === 0 ? slice(h, 1, T, T + 1) : h);
+            const logits = model.backboneLogits(
+              x,
+              seq,
+              start,
+              state,
+              k === 0 ? [T, T + 1] : undefined,
+            );
             return { ...halves(logits, n), rows: x.shape[1] };
           };
           if (k > 0 && k <= arScales(c)) {
@@ -173,7 +178,7 @@ export function generateFromText(
               }
               const x = model.imageInputs(k, slice(rowsIn, 1, i, i + 1), R, prev);
               const { cond, uncond } = halves(
-                model.logits(model.backbone(x, seq, start + i, state)),
+                model.backboneLogits(x, seq, start + i, state),
                 1,
               );
               const flat = pick(k, cond, uncond, t, i);

@@ -4,10 +4,16 @@
 // of it at a time with carried state (generation: text + scale 1, then each scale).
 import { GSA } from "../nn/attention.ts";
 import { Embedding, Linear, RMSNorm } from "../nn/layers.ts";
-import { constantTensors, Mamba, type MambaCache, type MambaConstants } from "../nn/mamba.ts";
+import {
+  constantTensors,
+  fusedPass,
+  Mamba,
+  type MambaCache,
+  type MambaConstants,
+} from "../nn/mamba.ts";
 import { Init, Module } from "../nn/module.ts";
 import { type AttentionMask, blockCausalMask, KVCache, rope2dTable } from "../tensor/attention.ts";
-import { softmaxCrossEntropy } from "../tensor/nn_ops.ts";
+import { addRmsNorm, softmaxCrossEntropy } from "../tensor/nn_ops.ts";
 import { add, concat, copy, scale, slice, zeros } from "../tensor/ops.ts";
 import { keep, type Tensor, tensor } from "../tensor/tensor.ts";
 import { PAD } from "../data/text.ts";
@@ -255,6 +261,21 @@ export class VMambAR extends Module {
    * With `state`, earlier positions come from its carried Mamba states and KV caches.
    */
   backbone(x: Tensor, seq: Sequence, start: number, state?: GenerationState): Tensor {
+    return this.#backbone(x, seq, start, state, false).h;
+  }
+
+  /**
+   * The backbone's h and, with `finalNorm` on a pass that fuses (fusedPass: no gradients), the
+   * final RMSNorm(h) (else null). There each Mamba block's residual add is one dispatch with the
+   * RMSNorm that reads it (the next block's, where no GSA call comes between, or the final one).
+   */
+  #backbone(
+    x: Tensor,
+    seq: Sequence,
+    start: number,
+    state: GenerationState | undefined,
+    finalNorm: boolean,
+  ): { h: Tensor; normed: Tensor | null } {
     const n = x.shape[1];
     const pos = { table: this.#rope, start };
     if (this.cfg.arch === "transformer") {
@@ -262,27 +283,61 @@ export class VMambAR extends Module {
       this.blocks.forEach((b, i) => {
         h = (b as TransformerBlock).forward(h, seq.mask, pos, state?.kv[i]);
       });
-      return h;
+      return { h, normed: null };
     }
     const padMask = seq.padMask(start, n) ?? undefined;
+    const fuse = fusedPass();
+    const gsaAt = (i: number) => i > 0 && i % this.cfg.gsa_every === 0;
     let h = x, j = 0;
+    // RMSNorm(h) by the previous block's fused add, for this block (or the final norm).
+    let normed: Tensor | null = null;
     this.blocks.forEach((b, i) => {
       let u = h;
-      if (i > 0 && i % this.cfg.gsa_every === 0) {
+      if (gsaAt(i)) {
         u = add(h, this.gsaOut[j].forward(this.gsa!.forward(h, x, seq.mask, pos, state?.kv[j])));
         j++;
       }
       const block = b as MambaBlock;
-      const m = block.mamba.forward(block.norm.forward(u), padMask, state?.mamba[i] ?? undefined);
+      const m = block.mamba.forward(
+        normed ?? block.norm.forward(u),
+        padMask,
+        state?.mamba[i] ?? undefined,
+      );
       if (state) state.setMamba(i, m.cache);
-      h = add(h, m.y);
+      const next = i + 1 < this.blocks.length
+        ? (gsaAt(i + 1) ? null : (this.blocks[i + 1] as MambaBlock).norm)
+        : (finalNorm ? this.norm : null);
+      if (fuse && next) {
+        const r = addRmsNorm(h, m.y, next.weight);
+        h = r.sum;
+        normed = r.y;
+      } else {
+        h = add(h, m.y);
+        normed = null;
+      }
     });
-    return h;
+    return { h, normed };
   }
 
   /** head(RMSNorm(h)) → logits [B, n, V]. */
   logits(h: Tensor): Tensor {
     return this.head.forward(this.norm.forward(h));
+  }
+
+  /**
+   * logits(backbone(x, seq, start, state)) at the pass's positions [rows[0], rows[1]) (all of
+   * them by default), the last block's add fused with the final RMSNorm where the pass fuses.
+   */
+  backboneLogits(
+    x: Tensor,
+    seq: Sequence,
+    start: number,
+    state?: GenerationState,
+    rows?: [number, number],
+  ): Tensor {
+    const { h, normed } = this.#backbone(x, seq, start, state, true);
+    const part = (t: Tensor) => rows ? slice(t, 1, rows[0], rows[1]) : t;
+    return normed ? this.head.forward(part(normed)) : this.logits(part(h));
   }
 
   /**
@@ -301,8 +356,7 @@ export class VMambAR extends Module {
     const text = this.text.forward(seq.textIds, seq.valid);
     const image = this.imageInputs(0, features, B, prev && { codes: prev, row: 1 });
     const x = concat([text, image], 1);
-    const h = this.backbone(x, seq, 0);
-    return this.logits(slice(h, 1, T, seq.S));
+    return this.backboneLogits(x, seq, 0, undefined, [T, seq.S]);
   }
 
   /** Mean cross-entropy of logits [B, L, V] against the indices [B·L] (DESIGN §4's loss). */

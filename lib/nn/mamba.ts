@@ -10,6 +10,15 @@ import { Linear } from "./layers.ts";
 import { type Init, Module } from "./module.ts";
 
 const UNFUSED = Deno.env.get("VMAMBAR_UNFUSED") === "1";
+
+/**
+ * Whether this pass may use the fused kernels that have no backward: only without gradients, and
+ * not under VMAMBAR_UNFUSED=1 (which keeps the training path's ops, to time the difference).
+ */
+export function fusedPass(): boolean {
+  return !isGradEnabled() && !UNFUSED;
+}
+
 // Up to this many rows (B·L) a pass without gradients computes Δ, B and C with the folded weights
 // of MambaConstants: 3 dispatches in place of 5, for ~7× the arithmetic of that step, which only
 // pays where the pass is bound by its dispatches (generation's one-token passes and small scales).
@@ -114,8 +123,8 @@ export class Mamba extends Module {
   forward(x: Tensor, mask?: Tensor, cache?: MambaCache): { y: Tensor; cache: MambaCache } {
     const di = this.dInner, n = this.dState, r = this.dtRank;
     // Without gradients (generation) fused kernels do the same arithmetic in fewer dispatches
-    // (VMAMBAR_UNFUSED=1 keeps the training path's ops, to time the difference).
-    const noGradient = !isGradEnabled() && !UNFUSED;
+    // (see fusedPass).
+    const noGradient = fusedPass();
     const masked = (t: Tensor) => (mask ? mul(t, mask) : t);
     const xz = this.inProj.forward(masked(x));
     const w = this.conv1dWeight.reshape([di, this.dConv]);

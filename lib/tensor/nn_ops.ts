@@ -8,8 +8,8 @@ import normWgsl from "../../kernels/norm.wgsl" with { type: "text" };
 import softmaxWgsl from "../../kernels/softmax.wgsl" with { type: "text" };
 import crossEntropyWgsl from "../../kernels/cross_entropy.wgsl" with { type: "text" };
 import embeddingWgsl from "../../kernels/embedding.wgsl" with { type: "text" };
-import { slice, sum, zeros } from "./ops.ts";
-import { record, Tensor, tensor } from "./tensor.ts";
+import { add, sameShape, slice, sum, zeros } from "./ops.ts";
+import { isGradEnabled, record, Tensor, tensor } from "./tensor.ts";
 
 /** RMSNorm's and LayerNorm's eps (DESIGN.md §4). */
 export const NORM_EPS = 1e-6;
@@ -86,8 +86,8 @@ export function setNormKernels(k: NormKernels): NormKernels {
   return previous;
 }
 
-/** The entry point and grid of a norm pass over `rows` rows: forward or input_grad. */
-function normPass(entry: "forward" | "input_grad", rows: number) {
+/** The entry point and grid of a norm pass over `rows` rows. */
+function normPass(entry: "forward" | "input_grad" | "add_forward", rows: number) {
   const perRow = normKernels === "rows" || (normKernels === "auto" && gpu().isCpu);
   return perRow
     ? { pipe: pipeline(normWgsl, `${entry}_rows`), groups: grid(Math.ceil(rows / 64)) }
@@ -139,6 +139,40 @@ function normalize(
 /** RMSNorm over the last dim: x·rsqrt(mean(x²) + eps)·weight, for x [..., D] and weight [D]. */
 export function rmsNorm(x: Tensor, weight: Tensor, eps = NORM_EPS): Tensor {
   return normalize("rmsNorm", x, weight, null, eps);
+}
+
+/**
+ * A residual add and the RMSNorm that reads it: sum = a + b and y = rmsNorm(sum, weight), for a and
+ * b [..., D] of one shape and weight [D]. One dispatch where nothing is recorded for backward
+ * (results match the two ops bit for bit); where something would be, the two ops, which have one.
+ */
+export function addRmsNorm(
+  a: Tensor,
+  b: Tensor,
+  weight: Tensor,
+  eps = NORM_EPS,
+): { sum: Tensor; y: Tensor } {
+  if (!sameShape(a.shape, b.shape)) {
+    throw new ShapeError(`addRmsNorm: a ${fmt(a)} and b ${fmt(b)} differ in shape`);
+  }
+  requireF32("addRmsNorm", "b", b);
+  const { rows, d } = checkNorm("addRmsNorm", a, [["weight", weight]], eps);
+  if (isGradEnabled() && [a, b, weight].some((t) => t.requiresGrad)) {
+    const s = add(a, b);
+    return { sum: s, y: rmsNorm(s, weight, eps) };
+  }
+  const s = new Tensor(a.shape, "f32", undefined, "addRmsNorm");
+  const y = new Tensor(a.shape, "f32", undefined, "addRmsNorm");
+  if (rows > 0) {
+    const { pipe, groups } = normPass("add_forward", rows);
+    dispatch(
+      pipe,
+      [a.buffer, b.buffer, weight.buffer, s.buffer, y.buffer],
+      [rows, d, f32bits(eps), 0, 0, 0],
+      groups,
+    );
+  }
+  return { sum: s, y };
 }
 
 /** LayerNorm over the last dim: (x - mean)·rsqrt(var + eps)·weight + bias (biased variance). */
