@@ -17,9 +17,10 @@ export interface BinaryOp {
   db: string;
 }
 
-// Helpers shared by the expressions. erfc follows Numerical Recipes' Chebyshev fit (relative error
-// < 1.2e-7 everywhere, so the GELU tails stay accurate).
-const PRELUDE = /* wgsl */ `
+// Helpers shared by the expressions (and by kernels that must agree with them, e.g. mamba_step.ts).
+// erfc follows Numerical Recipes' Chebyshev fit (relative error < 1.2e-7 everywhere, so the GELU
+// tails stay accurate).
+export const PRELUDE = /* wgsl */ `
 fn sigmoid_(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
 // log1p for u in [0, 1] as 2·atanh(u / (2 + u)) by its series: GPU log() is only accurate to an
 // absolute 2^-21 near 1, which would ruin softplus for x ≪ 0.

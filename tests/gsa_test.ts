@@ -3,17 +3,19 @@
 import { GSA } from "../lib/nn/attention.ts";
 import { Init } from "../lib/nn/module.ts";
 import {
+  attendCached,
   type AttentionMask,
   blockCausalMask,
   disposeMask,
   KVCache,
   rope2dTable,
 } from "../lib/tensor/attention.ts";
-import { upload } from "../lib/gpu/mod.ts";
+import { recorderStats, upload } from "../lib/gpu/mod.ts";
+import { gsaStepIn, gsaStepOut, packGsaWeights } from "../lib/tensor/gsa_step.ts";
 import { designCoords, refAttention, refRope } from "./attention_ref.ts";
 import { mul, slice, sumAll } from "../lib/tensor/ops.ts";
 import { noGrad, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
-import { assertClose, assertDirectionalGrads, f32, gpuReady, randn } from "./helpers.ts";
+import { assert, assertClose, assertDirectionalGrads, f32, gpuReady, randn } from "./helpers.ts";
 
 const scales = [1, 2, 3];
 const T = 5;
@@ -183,6 +185,91 @@ Deno.test("GSA equals DESIGN §4's block in float64 (2D RoPE, level mask, PAD te
       .toArray()
   );
   assertClose(got, await gsaRef(gsa, h, x0, mask, { B, S, d, H }), 1e-5, "GSA vs DESIGN §4");
+  disposeMask(mask);
+  table.dispose();
+  gsa.dispose();
+});
+
+Deno.test("GSA: generation's one-token kernels equal DESIGN §4's block in float64, with gsa_out and the residual", async () => {
+  await gpuReady;
+  // Awkward sizes: d 40, 4 heads of 20, F 160 (gsa_in's 240 columns and gsa_mid's 160 end in
+  // partial tiles). Scales 2 and 3 drawn token by token (ar 2); positions 0..15 by the cached
+  // forward pass, then 16, 17, 18 (the last three of scale 3) one at a time, through call site 1.
+  const [B, d, H, first] = [2, 40, 4, 16];
+  const gsa = new GSA(new Init(7), d, H);
+  for (const norm of [gsa.normIn, gsa.normMlp]) {
+    upload(norm.weight.buffer, Float32Array.from(randn(norm.weight.size), (x) => 1 + 0.3 * x));
+  }
+  const h = f32(randn(B * S * d)), x0 = f32(randn(B * S * d));
+  const outW = [0, 1].map(() => f32(randn(d * d).map((v) => v / Math.sqrt(d))));
+  const mask = blockCausalMask(scales, [[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]], 2);
+  const table = rope2dTable(scales, T, (2 * d) / H);
+  const ref = await gsaRef(gsa, h, x0, mask, { B, S, d, H });
+  const rows = (v: Float64Array, s: number, e: number) => {
+    const out: number[] = [];
+    for (let b = 0; b < B; b++) out.push(...v.slice((b * S + s) * d, (b * S + e) * d));
+    return out;
+  };
+  const s = { d, H, dh: (2 * d) / H, F: 4 * d };
+  const got: number[] = [], want: number[] = [];
+  await tidyAsync(async () => {
+    const cache = new KVCache(B, S, H, (2 * d) / H);
+    noGrad(() =>
+      gsa.forward(
+        tensor(rows(h, 0, first), [B, first, d]),
+        tensor(rows(x0, 0, first), [B, first, d]),
+        mask,
+        { table },
+        cache,
+      )
+    );
+    const packed = noGrad(() =>
+      packGsaWeights({
+        normIn: gsa.normIn.weight,
+        q: gsa.attn.qProj.weight,
+        k: gsa.attn.kProj.weight,
+        v: gsa.attn.vProj.weight,
+        o: gsa.attn.oProj.weight,
+        normMlp: gsa.normMlp.weight,
+        gate: gsa.mlp.gateProj.weight,
+        up: gsa.mlp.upProj.weight,
+        down: gsa.mlp.downProj.weight,
+        outs: outW.map((w) => tensor(w, [d, d])),
+      }, s)
+    );
+    for (let t = first; t < S; t++) {
+      const ht = tensor(rows(h, t, t + 1), [B, 1, d]);
+      const before = recorderStats.dispatches;
+      const u = noGrad(() => {
+        const q = gsaStepIn(
+          ht,
+          tensor(rows(x0, t, t + 1), [B, 1, d]),
+          packed,
+          s,
+          table,
+          t,
+          cache,
+          1e-6,
+        );
+        return gsaStepOut(attendCached(q, cache, mask), ht, packed, 1, s, 1e-6);
+      });
+      // gsa_in, the attention and gsa_mid + gsa_out: the attention's own count aside, 3 kernels.
+      const n = recorderStats.dispatches - before;
+      assert(n <= 5, `position ${t}: ${n} dispatches`);
+      got.push(...await u.toArray());
+      const hr = rows(h, t, t + 1), g = rows(ref, t, t + 1);
+      for (let b = 0; b < B; b++) {
+        for (let i = 0; i < d; i++) {
+          let acc = hr[b * d + i];
+          for (let k = 0; k < d; k++) acc += outW[1][i * d + k] * g[b * d + k];
+          want.push(acc);
+        }
+      }
+    }
+    assert(cache.length === S, `cache length ${cache.length}, want ${S}`);
+    cache.dispose();
+  });
+  assertClose(got, want, 1e-5, "GSA one-token kernels vs DESIGN §4");
   disposeMask(mask);
   table.dispose();
   gsa.dispose();

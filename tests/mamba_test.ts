@@ -205,3 +205,59 @@ Deno.test("Mamba block: generation's fused path (no gradients) equals the record
   }
   block.dispose();
 });
+
+Deno.test("Mamba block: generation's one-token step (two dispatches) equals the float64 reference, states too", async () => {
+  await gpuReady;
+  // Awkward sizes: d 72 (two column tiles, the second partial; d_inner 144, dt_rank 5), d_state 8,
+  // 3 rows; 6 positions by forward, then 3 by step, each h + Mamba(RMSNorm(u)).
+  const [b, l0, steps, d] = [3, 6, 3, 72];
+  const l = l0 + steps;
+  const block = new Mamba(new Init(6), { dModel: d, dState: 8 });
+  upload(block.D.buffer, Float32Array.from(randn(block.D.size)));
+  upload(block.ALog.buffer, Float32Array.from(randn(block.ALog.size), (v) => 0.5 * v));
+  const u = f32(randn(b * l * d)), h = f32(randn(b * l * d));
+  const normW = f32(randn(d).map((v) => 1 + 0.3 * v));
+  const xHat = new Float64Array(b * l * d);
+  for (let row = 0; row < b * l; row++) {
+    let ss = 0;
+    for (let j = 0; j < d; j++) ss += u[row * d + j] ** 2;
+    const rstd = 1 / Math.sqrt(ss / d + 1e-6);
+    for (let j = 0; j < d; j++) xHat[row * d + j] = u[row * d + j] * rstd * normW[j];
+  }
+  const want = await mambaRef(block, xHat, b, l, d);
+  const rows = (a: Float64Array, s: number, e: number) => {
+    const out: number[] = [];
+    for (let bi = 0; bi < b; bi++) out.push(...a.slice((bi * l + s) * d, (bi * l + e) * d));
+    return out;
+  };
+  await tidyAsync(async () => {
+    const norm = tensor(normW, [d]);
+    const full = noGrad(() => block.forward(tensor(xHat, [b, l, d])));
+    let cache = noGrad(() => block.forward(tensor(rows(xHat, 0, l0), [b, l0, d]))).cache;
+    const got: number[] = [], wanted: number[] = [];
+    for (let t = l0; t < l; t++) {
+      const ut = tensor(rows(Float64Array.from(u), t, t + 1), [b, 1, d]);
+      const ht = tensor(rows(Float64Array.from(h), t, t + 1), [b, 1, d]);
+      assert(noGrad(() => block.canStep(ut, cache)), "canStep refused a one-token pass");
+      assert(!block.canStep(ut, cache), "canStep took a pass that records gradients");
+      const before = recorderStats.dispatches;
+      const r = noGrad(() => block.step(ut, ht, norm, cache));
+      const n = recorderStats.dispatches - before;
+      // The first step also packs the weights (transposes and a concat), once.
+      assert(t > l0 ? n === 2 : n >= 2, `step ${t - l0}: ${n} dispatches, want 2`);
+      assert(r.cache.consts === cache.consts, "step: constants not carried");
+      cache = r.cache;
+      got.push(...await r.h.toArray());
+      const hRows = rows(Float64Array.from(h), t, t + 1), yRows = rows(want, t, t + 1);
+      wanted.push(...hRows.map((v, i) => v + yRows[i]));
+    }
+    assertClose(got, wanted, 1e-5, "Mamba step vs float64 reference");
+    const states = [...await cache.conv.toArray(), ...await cache.ssm.toArray()];
+    const fullStates = [...await full.cache.conv.toArray(), ...await full.cache.ssm.toArray()];
+    assertClose(states, fullStates, 1e-5, "Mamba step's carried states vs one full pass");
+    const two = tensor(rows(xHat, 0, 2), [b, 2, d]), one = tensor(rows(xHat, 0, 1), [b, 1, d]);
+    assert(!noGrad(() => block.canStep(two, cache)), "canStep took 2 positions");
+    assert(!noGrad(() => block.canStep(one)), "canStep took no cache");
+  });
+  block.dispose();
+});

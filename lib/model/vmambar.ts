@@ -10,10 +10,25 @@ import {
   Mamba,
   type MambaCache,
   type MambaConstants,
+  stepPass,
 } from "../nn/mamba.ts";
 import { Init, Module } from "../nn/module.ts";
-import { type AttentionMask, blockCausalMask, KVCache, rope2dTable } from "../tensor/attention.ts";
-import { addRmsNorm, softmaxCrossEntropy } from "../tensor/nn_ops.ts";
+import {
+  attendCached,
+  type AttentionMask,
+  blockCausalMask,
+  KVCache,
+  rope2dTable,
+} from "../tensor/attention.ts";
+import {
+  type GsaPacked,
+  type GsaSizes,
+  gsaStepIn,
+  gsaStepOut,
+  gsaStepSupported,
+  packGsaWeights,
+} from "../tensor/gsa_step.ts";
+import { addRmsNorm, NORM_EPS, softmaxCrossEntropy } from "../tensor/nn_ops.ts";
 import { add, concat, copy, scale, slice, zeros } from "../tensor/ops.ts";
 import { keep, type Tensor, tensor } from "../tensor/tensor.ts";
 import { PAD } from "../data/text.ts";
@@ -87,6 +102,8 @@ const disposeConstants = (k: MambaConstants) => constantTensors(k).forEach((t) =
 export class GenerationState {
   readonly mamba: (MambaCache | null)[];
   readonly kv: KVCache[];
+  /** The GSA's weights packed for its one-token kernels (made by the first such call). */
+  gsaPacked: GsaPacked | null = null;
   constructor(model: VMambAR, batch: number, capacity: number) {
     const c = model.cfg;
     this.mamba = new Array(c.n_layers).fill(null);
@@ -142,6 +159,9 @@ export class GenerationState {
       if (m?.consts) disposeConstants(m.consts);
     }
     for (const kv of this.kv) kv.dispose();
+    this.gsaPacked?.shared.dispose();
+    this.gsaPacked?.out.forEach((t) => t.dispose());
+    this.gsaPacked = null;
   }
 }
 
@@ -291,13 +311,29 @@ export class VMambAR extends Module {
     let h = x, j = 0;
     // RMSNorm(h) by the previous block's fused add, for this block (or the final norm).
     let normed: Tensor | null = null;
+    // One position per row with carried state (generation's token-by-token scales): the GSA
+    // calls as three kernels around the attention.
+    const gsaStep = n === 1 && !padMask && state !== undefined && stepPass() &&
+      gsaStepSupported(this.#gsaSizes);
     this.blocks.forEach((b, i) => {
       let u = h;
       if (gsaAt(i)) {
-        u = add(h, this.gsaOut[j].forward(this.gsa!.forward(h, x, seq.mask, pos, state?.kv[j])));
+        u = gsaStep
+          ? this.#gsaStep(h, x, seq, start, state!, j)
+          : add(h, this.gsaOut[j].forward(this.gsa!.forward(h, x, seq.mask, pos, state?.kv[j])));
         j++;
       }
       const block = b as MambaBlock;
+      const carried = state?.mamba[i] ?? undefined;
+      if (!padMask && block.mamba.canStep(x, carried)) {
+        // One position per row (generation's token-by-token scales): the whole block, its
+        // RMSNorm and residual add included, in two dispatches.
+        const m = block.mamba.step(u, h, block.norm.weight, carried!);
+        state!.setMamba(i, m.cache);
+        h = m.h;
+        normed = null;
+        return;
+      }
       const m = block.mamba.forward(
         normed ?? block.norm.forward(u),
         padMask,
@@ -317,6 +353,34 @@ export class VMambAR extends Module {
       }
     });
     return { h, normed };
+  }
+
+  get #gsaSizes(): GsaSizes {
+    const d = this.cfg.d, H = this.cfg.heads;
+    return { d, H, dh: (2 * d) / H, F: this.gsa!.mlp.upProj.weight.shape[0] };
+  }
+
+  /** h + gsa_out_j(GSA(h, x0)) for one position per row, by the GSA's one-token kernels. */
+  #gsaStep(h: Tensor, x0: Tensor, seq: Sequence, start: number, state: GenerationState, j: number) {
+    const s = this.#gsaSizes, g = this.gsa!;
+    if (!state.gsaPacked) {
+      const p = packGsaWeights({
+        normIn: g.normIn.weight,
+        q: g.attn.qProj.weight,
+        k: g.attn.kProj.weight,
+        v: g.attn.vProj.weight,
+        o: g.attn.oProj.weight,
+        normMlp: g.normMlp.weight,
+        gate: g.mlp.gateProj.weight,
+        up: g.mlp.upProj.weight,
+        down: g.mlp.downProj.weight,
+        outs: this.gsaOut.map((l) => l.weight),
+      }, s);
+      state.gsaPacked = { shared: keep(p.shared), out: p.out.map((t) => keep(t)) };
+    }
+    const packed = state.gsaPacked, kv = state.kv[j];
+    const q = gsaStepIn(h, x0, packed, s, this.#rope, start, kv, NORM_EPS);
+    return gsaStepOut(attendCached(q, kv, seq.mask), h, packed, j, s, NORM_EPS);
   }
 
   /** head(RMSNorm(h)) → logits [B, n, V]. */

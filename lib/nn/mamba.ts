@@ -5,11 +5,15 @@ import { causalConv1d } from "../tensor/conv1d.ts";
 import { add, exp, mambaGate, mul, neg, silu, slice, softplus } from "../tensor/ops.ts";
 import { linear, matmul } from "../tensor/matmul.ts";
 import { selectiveScan } from "../tensor/scan.ts";
+import { mambaStep, packStepWeights, type StepSizes, stepSupported } from "../tensor/mamba_step.ts";
+import { NORM_EPS } from "../tensor/nn_ops.ts";
 import { isGradEnabled, type Tensor } from "../tensor/tensor.ts";
 import { Linear } from "./layers.ts";
 import { type Init, Module } from "./module.ts";
 
 const UNFUSED = Deno.env.get("VMAMBAR_UNFUSED") === "1";
+// VMAMBAR_NO_STEP=1 keeps one-token passes on the ~10-dispatch path of forward (for timing).
+const NO_STEP = Deno.env.get("VMAMBAR_NO_STEP") === "1";
 
 /**
  * Whether this pass may use the fused kernels that have no backward: only without gradients, and
@@ -17,6 +21,14 @@ const UNFUSED = Deno.env.get("VMAMBAR_UNFUSED") === "1";
  */
 export function fusedPass(): boolean {
   return !isGradEnabled() && !UNFUSED;
+}
+
+/**
+ * Whether a one-position pass may run its blocks as the one-token kernels (Mamba.step, the GSA's
+ * step): as fusedPass, and not under VMAMBAR_NO_STEP=1 (to time the difference).
+ */
+export function stepPass(): boolean {
+  return fusedPass() && !NO_STEP;
 }
 
 // Up to this many rows (B·L) a pass without gradients computes Δ, B and C with the folded weights
@@ -55,11 +67,13 @@ export interface MambaConstants {
   /** x_proj.weight's B and C rows, each [d_state, d_inner]. */
   wB: Tensor;
   wC: Tensor;
+  /** The block's weights packed for mambaStep (with its RMSNorm's), made by the first step. */
+  packed?: Tensor;
 }
 
 /** Every tensor of a MambaConstants, e.g. to keep or dispose them. */
 export function constantTensors(k: MambaConstants): Tensor[] {
-  return [k.A, k.wDelta, k.wB, k.wC];
+  return k.packed ? [k.A, k.wDelta, k.wB, k.wC, k.packed] : [k.A, k.wDelta, k.wB, k.wC];
 }
 
 export class Mamba extends Module {
@@ -114,6 +128,49 @@ export class Mamba extends Module {
       wB: slice(w, 0, r, r + n),
       wC: slice(w, 0, r + n, r + 2 * n),
     };
+  }
+
+  /** This block's sizes, as mambaStep takes them. */
+  get stepSizes(): StepSizes {
+    return {
+      d: this.inProj.weight.shape[1],
+      di: this.dInner,
+      K: this.dConv,
+      n: this.dState,
+      r: this.dtRank,
+    };
+  }
+
+  /**
+   * Whether `step` can run a pass: without gradients (and not under VMAMBAR_UNFUSED or
+   * VMAMBAR_NO_STEP), one position per row, with carried state, and sizes the kernels hold.
+   */
+  canStep(x: Tensor, cache?: MambaCache): boolean {
+    return stepPass() && x.shape.length === 3 && x.shape[1] === 1 &&
+      cache !== undefined && stepSupported(this.stepSizes);
+  }
+
+  /**
+   * h + forward(RMSNorm(u)·norm, cache) for one position per row (canStep), in two dispatches:
+   * u, h [B, 1, d] → [B, 1, d] and the next cache. `norm` is the block's RMSNorm weight.
+   */
+  step(u: Tensor, h: Tensor, norm: Tensor, cache: MambaCache): { h: Tensor; cache: MambaCache } {
+    const s = this.stepSizes;
+    const k = cache.consts ?? this.#constants();
+    k.packed ??= packStepWeights({
+      norm,
+      inProj: this.inProj.weight,
+      convW: this.conv1dWeight.reshape([s.di, s.K]),
+      convB: this.conv1dBias,
+      xProj: this.xProj.weight,
+      dtW: this.dtProj.weight,
+      dtB: this.dtProj.bias!,
+      A: k.A,
+      D: this.D,
+      outProj: this.outProj.weight,
+    }, s);
+    const r = mambaStep(u, h, k.packed, s, cache.conv, cache.ssm, NORM_EPS);
+    return { h: r.h, cache: { conv: r.conv, ssm: r.ssm, consts: k } };
   }
 
   /**
