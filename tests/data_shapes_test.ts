@@ -4,6 +4,7 @@ import { decodeImage } from "../lib/data/images.ts";
 import { readShard } from "../lib/data/shards.ts";
 import {
   CELLS,
+  DEFAULT_MIX,
   edgesOf,
   MAX_CAPTION_BYTES,
   PALETTE,
@@ -14,6 +15,7 @@ import {
   writeShapes,
 } from "../lib/data/shapes.ts";
 import { SkipReport } from "../lib/data/skips.ts";
+import { sceneMix } from "../lib/cli/data.ts";
 import { UserError } from "../lib/errors.ts";
 import { tempDir } from "./data_fixtures.ts";
 import { assert } from "./helpers.ts";
@@ -326,5 +328,69 @@ Deno.test("shapes: smooth edges skip sampling inside shapes without changing a b
     };
     const scene: Scene = { background: "black", caption: "", objects: [o] };
     check(same(renderScene(scene, 40, "smooth"), renderBySamples(scene, 40)), `object ${k}`);
+  }
+});
+
+/** SHA-256 of the first n scenes of a stream, one JSON line each. */
+async function scenesHash(n: number, mix = DEFAULT_MIX): Promise<string> {
+  let text = "";
+  for (let i = 0; i < n; i++) text += JSON.stringify(shapesScene(3, "train", i, 64, mix)) + "\n";
+  const h = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
+  return [...h].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+Deno.test("shapes: a scene mix leans the draw; the default mix draws the world as before", async () => {
+  // Pinned from the generator before --pairs and --objects existed: the default stays the same.
+  const before = "1d20b1a28f19da0091825016b43c844b278fc49161bbca355c65ff714818c595";
+  check((await scenesHash(300)) === before, "the default mix changed the world's scenes");
+  const equal = { pairs: 0.15, objects: [3, 3, 3] as const };
+  check((await scenesHash(300, equal)) === before, "equal weights are not the default draw");
+  check((await scenesHash(300, { pairs: 0.3, objects: [1, 1, 1] })) !== before, "pairs ignored");
+  const kinds = (mix: typeof DEFAULT_MIX, n: number) => {
+    const c = { pair: 0, 1: 0, 2: 0, 3: 0 } as Record<string, number>;
+    for (let i = 0; i < n; i++) {
+      const o = shapesScene(9, "train", i, 64, mix).objects;
+      const pair = o.length === 2 && o[0].colour === o[1].colour && o[0].shape === o[1].shape;
+      c[pair ? "pair" : o.length]++;
+    }
+    return c;
+  };
+  const n = 4000, c = kinds({ pairs: 0.3, objects: [1, 2, 1] }, n);
+  const near = (got: number, want: number) => Math.abs(got / n - want) < 0.03;
+  check(
+    near(c.pair, 0.3) && near(c[1], 0.175) && near(c[2], 0.35) && near(c[3], 0.175),
+    `pairs 0.3, objects 1,2,1 gave ${JSON.stringify(c)} of ${n}`,
+  );
+  const only3 = kinds({ pairs: 0, objects: [0, 0, 1] }, 200);
+  check(only3[3] === 200, `objects 0,0,1 gave ${JSON.stringify(only3)}`);
+  const onlyPairs = kinds({ pairs: 1, objects: [1, 1, 1] }, 200);
+  check(onlyPairs.pair === 200, `pairs 1 gave ${JSON.stringify(onlyPairs)}`);
+});
+
+Deno.test("shapes: --pairs and --objects refuse what is not a mix, in one line", () => {
+  const mix = sceneMix("0.25", "1, 2,0");
+  check(mix.pairs === 0.25 && mix.objects.join() === "1,2,0", JSON.stringify(mix));
+  for (
+    const [pairs, objects] of [["2", "1,1,1"], ["-0.1", "1,1,1"], ["x", "1,1,1"], ["", "1,1,1"]]
+  ) {
+    let err: unknown = null;
+    try {
+      sceneMix(pairs, objects);
+    } catch (e) {
+      err = e;
+    }
+    check(err instanceof UserError && /--pairs/.test(err.message), `--pairs ${pairs}: ${err}`);
+  }
+  for (const objects of ["1,2", "1,1,1,1", "0,0,0", "1,-1,1", "a,b,c", "1,,1", "1,Infinity,1"]) {
+    let err: unknown = null;
+    try {
+      sceneMix("0.1", objects);
+    } catch (e) {
+      err = e;
+    }
+    check(
+      err instanceof UserError && /--objects/.test(err.message),
+      `--objects ${objects}: ${err}`,
+    );
   }
 });

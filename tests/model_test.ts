@@ -17,6 +17,9 @@ import { keep, noGrad, type Tensor, tensor, tidyAsync } from "../lib/tensor/tens
 import { assert, assertClose, assertDirectionalGrads, gpuReady, randn } from "./helpers.ts";
 import { recorderStats, upload } from "../lib/gpu/mod.ts";
 import { randomBatch, tinyModelConfig, tinyQuantizer } from "./model_fixtures.ts";
+import { grownTensors } from "../lib/train/model_run.ts";
+import { loadParameters } from "../lib/io/checkpoint.ts";
+import type { StTensor } from "../lib/io/safetensors.ts";
 
 /** Logits of the full pass; `junk` fills the PAD positions' ids after the mask is made. */
 async function fullLogits(
@@ -360,3 +363,32 @@ for (const arch of ["hybrid", "transformer"] as const) {
     q.dispose();
   });
 }
+
+Deno.test("VMambAR hybrid: a model grown deeper from a checkpoint computes what it did, and can learn", async () => {
+  await gpuReady;
+  // 4 layers with GSA every 2 (one call, before block 2) grown to 7 (calls before 2, 4 and 6).
+  const small = validateModelConfig(tinyModelConfig({ n_layers: 4, gsa_every: 2 }), "test");
+  const deep = validateModelConfig({ ...small, n_layers: 7 }, "test");
+  const a = new VMambAR(small, 3), b = new VMambAR(deep, 4);
+  const tensors = new Map<string, StTensor>();
+  for (const [name, p] of a.namedParameters()) {
+    const data = new Uint8Array(Float32Array.from(await p.toArray()).buffer);
+    tensors.set(name, { dtype: "F32", shape: [...p.shape], data });
+  }
+  const { tensors: grown, fresh } = grownTensors(b, tensors);
+  assert(grown.has("blocks.6.mamba.out_proj.weight") && grown.has("gsa_out.2.weight"), "zeros");
+  assert(fresh.includes("blocks.4.mamba.in_proj.weight"), `fresh: ${fresh.slice(0, 4)}`);
+  assert(!fresh.some((n) => /^blocks\.[0-3]\.|out_proj|^gsa_out/.test(n)), `fresh: ${fresh}`);
+  loadParameters(b, grown, "test", fresh);
+  const { textIds, indices } = randomBatch(small, 2, 17);
+  const before = await fullLogits(a, textIds, indices);
+  assertClose(await fullLogits(b, textIds, indices), before, 1e-5, "grown vs original logits");
+  // The new blocks are not dead: give one out_proj weights and the logits move.
+  const w = b.namedParameters().find(([n]) => n === "blocks.5.mamba.out_proj.weight")![1];
+  upload(w.buffer, Float32Array.from(randn(w.size, 31, 0.5)));
+  const moved = await fullLogits(b, textIds, indices);
+  const diff = moved.reduce((m, v, i) => Math.max(m, Math.abs(v - before[i])), 0);
+  assert(diff > 1e-3, `a new block's out_proj changed the logits by only ${diff}`);
+  a.dispose();
+  b.dispose();
+});

@@ -205,31 +205,43 @@ Deno.test("train: --resume after a stop gives the same weights as an uninterrupt
     const worst = x.reduce((m, v, i) => Math.max(m, Math.abs(v - y[i])), 0);
     assert(worst < 1e-6, `${name}: not a's weights (off by ${worst})`);
   }
+  // --set KEY=N under --init (one step at lr 1e-12): a's weights all kept, the config changed.
+  const setInit = async (set: string, key: string, value: number) => {
+    const run = await init(
+      "--steps",
+      "1",
+      "--warmup",
+      "0",
+      "--lr",
+      "1e-12",
+      "--set",
+      set,
+      "--force",
+    );
+    assert(run.code === 0, run.stderr);
+    const out = await readSafetensors(c);
+    assert(JSON.parse(out.metadata.config)[key] === value, out.metadata.config);
+    for (const [name, t] of from.tensors) {
+      const x = toFloat32(t), y = toFloat32(out.tensors.get(name)!);
+      const worst = x.reduce((m, v, i) => Math.max(m, Math.abs(v - y[i])), 0);
+      assert(worst < 1e-6, `${set}: ${name} off by ${worst}`);
+    }
+    return out;
+  };
   // --set ar_scales=N goes with --init: the same weights, and prev_embed at zero.
-  const ar = await init(
-    "--steps",
-    "1",
-    "--warmup",
-    "0",
-    "--lr",
-    "1e-12",
-    "--set",
-    "ar_scales=1",
-    "--force",
-  );
-  assert(ar.code === 0, ar.stderr);
-  const arModel = await readSafetensors(c);
-  assert(JSON.parse(arModel.metadata.config).ar_scales === 1, arModel.metadata.config);
-  for (const [name, t] of from.tensors) {
-    const x = toFloat32(t), y = toFloat32(arModel.tensors.get(name)!);
-    const worst = x.reduce((m, v, i) => Math.max(m, Math.abs(v - y[i])), 0);
-    assert(worst < 1e-6, `ar_scales 1: ${name} off by ${worst}`);
-  }
+  const arModel = await setInit("ar_scales=1", "ar_scales", 1);
   const prev = arModel.tensors.get("prev_embed.weight");
   assert(prev && toFloat32(prev).every((v) => Math.abs(v) < 1e-9), "prev_embed starts at zero");
+  // --set n_layers=N grows a hybrid: the old weights, and each new block's out_proj at zero.
+  const deepModel = await setInit("n_layers=3", "n_layers", 3);
+  for (const name of ["blocks.2.mamba.out_proj.weight", "gsa_out.1.weight"]) {
+    const t = deepModel.tensors.get(name);
+    assert(t && toFloat32(t).every((v) => Math.abs(v) < 1e-9), `${name} starts at zero`);
+  }
   for (
     const more of [
       ["--resume"],
+      ["--set", "n_layers=1", "--force"],
       ["--set", "d=64"],
       ["--set", "ar_scales=1,d=64"],
       ["--set", "ar_scales=9", "--force"],

@@ -18,8 +18,13 @@
 # TRAIN_FLAGS="…" adds flags to `vmambar train` (e.g. "--scale-weights 16,8,4,2,1"; not with RESUME=1,
 # which keeps the run's own settings). With INIT, TRAIN_FLAGS="--set ar_scales=2 --fit" turns the
 # model's 2×2 and 3×3 scales autoregressive (ModelConfig.ar_scales) and fits the schedule to the time;
-# the shipped model is three such runs on new images (SHAPES_SEED 7, 8, 9), each from the one before
-# (tools/BENCHMARKS.md, "The default model, fourth version").
+# the fourth version was three such runs on new images (SHAPES_SEED 7, 8, 9), each from the one before
+# (tools/BENCHMARKS.md, "The default model, fourth version"). TRAIN_FLAGS="--set n_layers=12 --fit"
+# grows INIT's hybrid to 12 layers (the new ones start as zero residuals); the shipped model is the
+# fourth version grown so and trained in four runs (SHAPES_SEED 12, 12, 13, 14 with SHAPES_FLAGS
+# below; tools/BENCHMARKS.md, "The default model, fifth version").
+# SHAPES_FLAGS="…" adds flags to `vmambar data shapes` (e.g. "--pairs 0.3 --objects 1,2,1": more
+# scenes of the kinds the model gets wrong; the held-out set follows the same mix).
 # QUALITY=0 skips the tokenizer's PSNR/SSIM sets (for a run that reuses a TOKENIZER); VAL_IMAGES
 # (default 1000) sizes the held-out set.
 # TEACHER_SET=KEYS trains a teacher first on the same tokens (e.g. "arch=transformer,d=384,n_layers=8,
@@ -42,7 +47,7 @@ stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 model_set="d=192,n_layers=8,gsa_every=3,heads=4"
 if [[ ${RESUME:-0} != 1 ]]; then
   vm data shapes --n "${IMAGES:-20000}" --size 64 --val "${VAL_IMAGES:-1000}" --edges mixed \
-    --out $run/shapes --force --seed "${SHAPES_SEED:-0}"
+    --out $run/shapes --force --seed "${SHAPES_SEED:-0}" ${SHAPES_FLAGS:-}
   if [[ ${QUALITY:-1} == 1 ]]; then
     vm data shapes --n 500 --size 64 --seed 11 --edges hard --out $run/val-hard --force
     vm data shapes --n 500 --size 64 --seed 11 --edges smooth --out $run/val-smooth --force
@@ -67,7 +72,13 @@ if [[ ${RESUME:-0} != 1 ]]; then
   done
   stamp tokenize
   mode=(--force --steps "${STEPS:-3000}")
-  if [[ -n ${INIT:-} ]]; then mode+=(--init "$INIT"); else mode+=(--set "$model_set"); fi
+  if [[ -n ${INIT:-} ]]; then
+    # A copy, so that INIT may be the run's own output from the call before ($run/model.safetensors).
+    [[ $INIT -ef $run/init.safetensors ]] || cp "$INIT" $run/init.safetensors
+    mode+=(--init $run/init.safetensors)
+  else
+    mode+=(--set "$model_set")
+  fi
 else
   mode=(--resume)
 fi

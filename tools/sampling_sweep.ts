@@ -3,7 +3,7 @@
 // a GPU). One line per setting: every attribute right over all its prompts, with the binomial
 // standard error, then the per-kind and per-attribute shares that matter most.
 //   deno run -A tools/sampling_sweep.ts [--model M] [--tokenizer T] [--seeds 0-9] [--batch 100]
-//     [--limit N] [--json FILE] --sets="--cfg 1;--temperature 1,1,0.5;--sequential 2"
+//     [--limit N] [--kinds count,relation] [--json FILE] --sets="--cfg 1;--temperature 1,1,0.5"
 // Each set is a list of `vmambar eval` sampling flags (--cfg, --temperature, --top-k, --top-p,
 // --sequential, --candidates); an empty set is the defaults.
 import { parseArgs } from "node:util";
@@ -12,7 +12,7 @@ import { DEFAULT_MODEL, DEFAULT_TOKENIZER } from "../lib/cli/defaults.ts";
 import { shapesRun } from "../lib/cli/eval.ts";
 import { prepareOutputFile, writeAtomic } from "../lib/cli/output.ts";
 import { SAMPLING_OPTIONS, samplingFlags, samplingText } from "../lib/cli/sampling.ts";
-import { type PromptScore, summarize } from "../lib/eval/shapes_eval.ts";
+import { PROMPT_KINDS, type PromptScore, summarize } from "../lib/eval/shapes_eval.ts";
 import { initGpu } from "../lib/gpu/mod.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { loadTokenizer } from "../lib/tokenizer/load.ts";
@@ -32,6 +32,7 @@ const { values } = (() => {
         seeds: { type: "string", default: "0-9" },
         batch: { type: "string", default: "100" },
         limit: { type: "string" },
+        kinds: { type: "string" },
         sets: { type: "string", default: "" },
         json: { type: "string" },
       },
@@ -58,6 +59,13 @@ const seeds = seedList(values.seeds!);
 const batch = Number(values.batch);
 if (!Number.isInteger(batch) || batch < 1) usage(`--batch ${values.batch}: not a count`);
 const limit = values.limit === undefined ? undefined : Number(values.limit);
+// --kinds: only the prompts of these kinds (a cheaper run on the CPU for one kind's misses).
+const kinds = values.kinds?.split(",").map((k) => k.trim());
+for (const k of kinds ?? []) {
+  if (!(PROMPT_KINDS as readonly string[]).includes(k)) {
+    usage(`--kinds ${values.kinds}: ${k} is not one of ${PROMPT_KINDS.join(", ")}`);
+  }
+}
 const spec = { name: "sampling_sweep", usage: "", summary: "", options: SAMPLING_OPTIONS };
 const sets = values.sets!.split(";").map((text) => {
   try {
@@ -100,6 +108,7 @@ for (const s of sets) {
     const r = await shapesRun(model, tok, {
       seed,
       limit,
+      kinds,
       batch,
       sampling: samplingFlags(s.values, seed),
     });

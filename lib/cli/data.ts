@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { UserError } from "../errors.ts";
 import { type CommandSpec, intFlag, numberFlag, parseCommand, type Values } from "./args.ts";
 import { SkipReport } from "../data/skips.ts";
+import type { SceneMix } from "../data/shapes.ts";
 import { prepareOutputFile, prepareOutputFolder, stagedFolder } from "./output.ts";
 
 const SUBCOMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promise<void> }> = {
@@ -102,7 +103,7 @@ const MAX_WORKERS = 64;
 const shapesSpec: CommandSpec = singleValued({
   name: "data shapes",
   usage: "data shapes --n N --size 64 --out DIR [--seed S] [--val N] [--edges hard|smooth|mixed] " +
-    "[--workers N]",
+    "[--workers N] [--pairs R] [--objects W1,W2,W3]",
   summary: "Render the shapes world: captioned images of circles, squares and triangles on a 3×3 " +
     "grid, deterministic for a seed, with every image's objects in DIR/key.json.",
   options: {
@@ -121,6 +122,18 @@ const shapesSpec: CommandSpec = singleValued({
       value: "E",
       default: "hard",
       help: "hard (pixel centres), smooth (anti-aliased) or mixed (alternating) edges",
+    },
+    pairs: {
+      type: "string",
+      value: "R",
+      default: "0.15",
+      help: 'share of scenes with two objects of one colour and shape ("two purple circles")',
+    },
+    objects: {
+      type: "string",
+      value: "W1,W2,W3",
+      default: "1,1,1",
+      help: "relative weights of 1, 2 and 3 objects in the other scenes",
     },
     "per-shard": perShardOption,
     workers: {
@@ -152,6 +165,7 @@ async function shapes(argv: string[]): Promise<void> {
     throw new UserError(`--edges must be one of ${EDGES.join(", ")}, got ${edges}`);
   }
   const style = edges as (typeof EDGES)[number];
+  const mix = sceneMix(stringFlag(v, "pairs"), stringFlag(v, "objects"));
   const t0 = performance.now();
   prepareOutputFolder(out, { flag: "--out" });
   prepareOutputDirectory(out, v.force === true, ["key.json"]);
@@ -166,6 +180,7 @@ async function shapes(argv: string[]): Promise<void> {
     perShard,
     edges: style,
     workers,
+    mix,
   });
   let line = `wrote ${train.count} images in ${train.written.length} shard(s) to ${out}`;
   if (val > 0) {
@@ -180,11 +195,27 @@ async function shapes(argv: string[]): Promise<void> {
       perShard,
       edges: style,
       workers,
+      mix,
     });
     line += `, ${val} validation images to ${join(out, "val")}`;
   }
   stage.publish();
   console.log(`${line} (${((performance.now() - t0) / 1000).toFixed(1)} s); objects in key.json`);
+}
+
+/** --pairs and --objects as a scene mix, or a one-line error naming the flag. */
+export function sceneMix(pairs: string, objects: string): SceneMix {
+  const rate = Number(pairs);
+  if (pairs.trim() === "" || !(rate >= 0 && rate <= 1)) {
+    throw new UserError(`--pairs must be a share from 0 to 1, got ${pairs}`);
+  }
+  const w = objects.split(",").map((x) => (x.trim() === "" ? NaN : Number(x)));
+  if (w.length !== 3 || w.some((x) => !(x >= 0 && x < Infinity)) || w[0] + w[1] + w[2] === 0) {
+    throw new UserError(
+      `--objects must be three weights (for 1, 2 and 3 objects), not all zero, got ${objects}`,
+    );
+  }
+  return { pairs: rate, objects: [w[0], w[1], w[2]] };
 }
 
 const emojiSpec: CommandSpec = singleValued({

@@ -268,6 +268,8 @@ export async function shapesRun(
   o: {
     seed: number;
     limit?: number;
+    /** Only the prompts of these kinds (before --limit); all kinds when absent. */
+    kinds?: readonly string[];
     batch: number;
     sampling: SamplingOptions;
     metadata?: Record<string, string>;
@@ -279,7 +281,8 @@ export async function shapesRun(
   const { batchCaptionIds } = await import("../data/text.ts");
   const { sampleImages } = await import("../model/sample.ts");
   const size = tok.cfg.image, per = size * size * 3, T = model.cfg.text_length;
-  const prompts = shapesPromptSet(o.seed, undefined, size).slice(0, o.limit);
+  const prompts = shapesPromptSet(o.seed, undefined, size)
+    .filter((p) => !o.kinds || o.kinds.includes(p.kind)).slice(0, o.limit);
   if (o.metadata) {
     const { unknownWordsNote } = await import("../data/vocabulary.ts");
     const note = unknownWordsNote(prompts.map((p) => p.scene.caption), o.metadata);

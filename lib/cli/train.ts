@@ -133,9 +133,24 @@ function readSettings(v: Values, recipe?: (typeof RECIPES)[string]): ModelTraini
   };
 }
 
-/** --init's model config, with --set ar_scales=N applied where given. */
-function initConfig(c: ModelConfig, set: string): ModelConfig {
-  return set && c && typeof c === "object" ? applyOverrides(c, set) : c;
+/** What --set may change under --init: ar_scales, n_layers, or both. */
+const INIT_SET = /^\s*(ar_scales|n_layers)\s*=\s*\d+\s*(,\s*(ar_scales|n_layers)\s*=\s*\d+\s*)?$/;
+
+/**
+ * --init's model config, with --set ar_scales=N and n_layers=N applied where given. A hybrid may
+ * grow deeper (its new blocks start as zero residuals, so it computes what it did); it may not
+ * shrink, and a transformer may not change depth.
+ */
+function initConfig(c: ModelConfig, set: string, source: string): ModelConfig {
+  if (!set || !c || typeof c !== "object") return c;
+  const out = applyOverrides(c, set);
+  if (out.n_layers !== c.n_layers && (out.n_layers < c.n_layers || c.arch !== "hybrid")) {
+    throw new UserError(
+      `--set n_layers=${out.n_layers}: ${source} has ${c.n_layers} ${c.arch} layers; ` +
+        "--init can only add Mamba layers to a hybrid",
+    );
+  }
+  return out;
 }
 
 /** Refuses more scale weights than the model has scales (before any file is written). */
@@ -173,11 +188,12 @@ export async function main(argv: string[]): Promise<void> {
     }
     for (const name of ["preset", "set", "recipe"]) {
       if (v[name] === spec.options[name].default) continue;
-      // ar_scales adds a zero-initialised input, so it may be given to a trained model.
-      if (name === "set" && /^\s*ar_scales\s*=\s*\d+\s*$/.test(String(v.set))) continue;
+      // ar_scales adds a zero-initialised input, and more layers come in as zero residuals, so
+      // either may be given to a trained model.
+      if (name === "set" && INIT_SET.test(String(v.set))) continue;
       throw new UserError(
         `--init takes the architecture from ${init}: drop --${name}` +
-          (name === "set" ? " (only --set ar_scales=N may go with it)" : ""),
+          (name === "set" ? " (only --set ar_scales=N and n_layers=N may go with it)" : ""),
       );
     }
     if (!existsSync(init)) throw new UserError(`--init ${init}: no such file`);
@@ -227,7 +243,10 @@ export async function main(argv: string[]): Promise<void> {
   }
   // The token grid is the tokenizer's; the preset (or --init's model) gives everything else.
   const cfg = start
-    ? validateModelConfig(initConfig(start.config as ModelConfig, set), `--init ${init}`)
+    ? validateModelConfig(
+      initConfig(start.config as ModelConfig, set, init!),
+      `--init ${init}`,
+    )
     : validateModelConfig(
       { ...modelConfig(preset, set), scales: [...scales], vocab, cvae },
       `--preset ${preset}`,

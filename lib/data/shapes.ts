@@ -61,8 +61,29 @@ export interface Scene {
   caption: string;
 }
 
-/** Share of scenes with two objects of one colour and shape ("two purple circles"). */
-const PAIR_RATE = 0.15;
+/**
+ * How scenes are drawn: `pairs` is the share of scenes with two objects of one colour and shape
+ * ("two purple circles"); the rest have 1, 2 or 3 objects of distinct colours, in proportion to
+ * `objects`. A training set can lean towards the scenes a model finds hard (`data shapes --pairs
+ * --objects`); the default is the world of DESIGN.md §6.
+ */
+export interface SceneMix {
+  pairs: number;
+  objects: readonly [number, number, number];
+}
+
+export const DEFAULT_MIX: SceneMix = { pairs: 0.15, objects: [1, 1, 1] };
+
+/** How many distinct-colour objects a scene gets: 1 + randInt(3) for equal weights, as before. */
+function objectCount(rng: Rng, weights: SceneMix["objects"]): number {
+  if (weights[0] === weights[1] && weights[1] === weights[2]) return 1 + randInt(rng, 3);
+  let u = rng() * (weights[0] + weights[1] + weights[2]);
+  for (let i = 0; i < 2; i++) {
+    if (u < weights[i]) return i + 1;
+    u -= weights[i];
+  }
+  return 3;
+}
 
 function placeObject(colour: Colour, shape: Shape, size: Size, cellIndex: number, side: number) {
   const cell = side / 3;
@@ -83,17 +104,17 @@ function placeObject(colour: Colour, shape: Shape, size: Size, cellIndex: number
  * scene: DESIGN.md §6 names "two purple circles" as a caption, which needs two objects of one
  * colour and shape, so a small share of scenes are such pairs.
  */
-export function sampleScene(rng: Rng, side: number): Scene {
+export function sampleScene(rng: Rng, side: number, mix: SceneMix = DEFAULT_MIX): Scene {
   const background = pick(rng, COLOURS);
   const free = COLOURS.filter((c) => c !== background);
   const cells = shuffleInPlace([...CELLS.keys()], rng);
   let objects: ShapeObject[];
-  if (rng() < PAIR_RATE) {
+  if (rng() < mix.pairs) {
     const colour = pick(rng, free), shape = pick(rng, SHAPES), size = pick(rng, SIZES);
     objects = [0, 1].map((i) => placeObject(colour, shape, size, cells[i], side));
   } else {
     const colours = shuffleInPlace(free, rng);
-    const n = 1 + randInt(rng, 3);
+    const n = objectCount(rng, mix.objects);
     objects = Array.from(
       { length: n },
       (_, i) => placeObject(colours[i], pick(rng, SHAPES), pick(rng, SIZES), cells[i], side),
@@ -279,8 +300,14 @@ export function describeScene(rng: Rng, background: Colour, objects: ShapeObject
 // ---------------------------------------------------------------- writing shards
 
 /** Image `index` of a split: its own generator stream, so it does not depend on --n. */
-export function shapesScene(seed: number, split: string, index: number, side: number): Scene {
-  return sampleScene(mulberry32(deriveSeed(seed, split, index)), side);
+export function shapesScene(
+  seed: number,
+  split: string,
+  index: number,
+  side: number,
+  mix: SceneMix = DEFAULT_MIX,
+): Scene {
+  return sampleScene(mulberry32(deriveSeed(seed, split, index)), side, mix);
 }
 
 export interface ShapesOptions {
@@ -297,6 +324,8 @@ export interface ShapesOptions {
    * is byte-identical for any count: the shards and key.json are written here, in index order.
    */
   workers?: number;
+  /** The scenes' mix (default DEFAULT_MIX, DESIGN.md §6's world). */
+  mix?: SceneMix;
   /** The worker module (tests swap in their own); default ./shapes_worker.ts. */
   workerModule?: string | URL;
 }
@@ -313,6 +342,7 @@ export interface ShapesBlockRequest {
   side: number;
   edges: Edges | "mixed";
   perShard: number;
+  mix?: SceneMix;
 }
 
 /**
@@ -340,7 +370,7 @@ export function renderShapesBlock(r: ShapesBlockRequest): ShapesBlock {
   const keys: string[] = [], samples: Uint8Array[] = [], ends: number[] = [];
   let lines = "", end = 0;
   for (let i = r.start; i < r.start + r.count; i++) {
-    const scene = shapesScene(r.seed, r.split, i, r.side);
+    const scene = shapesScene(r.seed, r.split, i, r.side, r.mix);
     const edges = edgesOf(r.edges, i);
     const png = encodePng(renderScene(scene, r.side, edges), r.side, r.side);
     const key = sampleKey(Math.floor(i / r.perShard), i % r.perShard, r.perShard);
@@ -389,6 +419,7 @@ function planBlocks(o: ShapesOptions, workers: number) {
     side: o.side,
     edges: o.edges ?? "hard",
     perShard: o.perShard ?? DEFAULT_PER_SHARD,
+    mix: o.mix ?? DEFAULT_MIX,
   });
   return { blocks: Math.ceil(o.n / perBlock), request };
 }
@@ -492,7 +523,13 @@ export async function writeShapes(o: ShapesOptions): Promise<ShardWriter> {
     while (w < b.length) w += await key.write(b.subarray(w));
   };
   // key.json is streamed a block of lines at a time, so a million images need no big string.
-  const head = `{"size":${o.side},"seed":${o.seed},"split":${JSON.stringify(o.split)},"images":[\n`;
+  // A mix other than the world's default is recorded, so the set can be drawn again.
+  const mix = o.mix && JSON.stringify(o.mix) !== JSON.stringify(DEFAULT_MIX)
+    ? `"mix":${JSON.stringify(o.mix)},`
+    : "";
+  const head = `{"size":${o.side},"seed":${o.seed},"split":${
+    JSON.stringify(o.split)
+  },${mix}"images":[\n`;
   await write(new TextEncoder().encode(head));
   const progress = new Progress(`shapes ${o.split}`, o.n);
   try {

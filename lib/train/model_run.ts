@@ -129,6 +129,31 @@ export async function evaluateTokens(
   return { loss: lossSum / n, accuracy: acc.map((a) => a / n) };
 }
 
+/**
+ * A checkpoint's tensors for a deeper hybrid than it was trained as (`train --init M --set
+ * n_layers=N`): the new blocks go after the old ones, each block's out_proj and each new GSA
+ * call's gsa_out at zero, so every new residual adds nothing and the model computes what M did.
+ * Their other weights keep the fresh init (`fresh`), so they learn once out_proj moves off zero.
+ */
+export function grownTensors(
+  model: VMambAR,
+  tensors: Map<string, StTensor>,
+): { tensors: Map<string, StTensor>; fresh: string[] } {
+  const grown = new Map(tensors), fresh: string[] = [];
+  for (const [name, p] of model.namedParameters()) {
+    if (tensors.has(name)) continue;
+    const isNew = /^blocks\.\d+\./.test(name) || /^gsa_out\.\d+\./.test(name);
+    if (!isNew) continue;
+    if (
+      /^blocks\.\d+\.mamba\.out_proj\.weight$/.test(name) || /^gsa_out\.\d+\.weight$/.test(name)
+    ) {
+      const size = p.shape.reduce((a, b) => a * b, 1);
+      grown.set(name, { dtype: "F32", shape: [...p.shape], data: new Uint8Array(4 * size) });
+    } else fresh.push(name);
+  }
+  return { tensors: grown, fresh };
+}
+
 async function startTrainer(o: ModelRunOptions, lead: boolean) {
   const files = modelRunFiles(o.out);
   if (!o.resume) {
@@ -136,9 +161,11 @@ async function startTrainer(o: ModelRunOptions, lead: boolean) {
     const trainer = new ModelTrainer(o.cfg, o.settings, o.quantizer, o.teacher);
     if (o.init) {
       // Weights and their average start from the checkpoint; the moments start at zero. A model
-      // given ar_scales here starts prev_embed at its zero init.
+      // given ar_scales here starts prev_embed at its zero init; one given more layers starts
+      // them as zero residuals (grownTensors).
+      const { tensors, fresh } = grownTensors(trainer.model, o.init.tensors);
       for (const m of [trainer.model, trainer.ema]) {
-        loadParameters(m, o.init.tensors, o.init.path, ["prev_embed.weight"]);
+        loadParameters(m, tensors, o.init.path, ["prev_embed.weight", ...fresh]);
       }
     }
     return { trainer, position: { epoch: 0, offset: 0 } as BatchPosition };
