@@ -1,7 +1,14 @@
 // `vmambar data shapes|emoji|folder|stats`: make image–caption shards and look at them.
 import { join } from "node:path";
 import { UserError } from "../errors.ts";
-import { type CommandSpec, intFlag, numberFlag, parseCommand, type Values } from "./args.ts";
+import {
+  type CommandSpec,
+  intFlag,
+  numberFlag,
+  numberListFlag,
+  parseCommand,
+  type Values,
+} from "./args.ts";
 import { SkipReport } from "../data/skips.ts";
 import type { SceneMix } from "../data/shapes.ts";
 import { prepareOutputFile, prepareOutputFolder, stagedFolder } from "./output.ts";
@@ -205,12 +212,10 @@ async function shapes(argv: string[]): Promise<void> {
 
 /** --pairs and --objects as a scene mix, or a one-line error naming the flag. */
 export function sceneMix(pairs: string, objects: string): SceneMix {
-  const rate = Number(pairs);
-  if (pairs.trim() === "" || !(rate >= 0 && rate <= 1)) {
-    throw new UserError(`--pairs must be a share from 0 to 1, got ${pairs}`);
-  }
-  const w = objects.split(",").map((x) => (x.trim() === "" ? NaN : Number(x)));
-  if (w.length !== 3 || w.some((x) => !(x >= 0 && x < Infinity)) || w[0] + w[1] + w[2] === 0) {
+  const v = { pairs, objects };
+  const rate = numberFlag(v, "pairs", { min: 0, max: 1 });
+  const w = numberListFlag(v, "objects");
+  if (w.length !== 3 || w[0] + w[1] + w[2] === 0) {
     throw new UserError(
       `--objects must be three weights (for 1, 2 and 3 objects), not all zero, got ${objects}`,
     );

@@ -2,7 +2,14 @@
 // parser, the defaults of DEFAULT_SAMPLING (lib/model/sample.ts).
 import { UserError } from "../errors.ts";
 import { DEFAULT_SAMPLING, guidanceCfg, type SamplingOptions } from "../model/sample.ts";
-import { type CommandSpec, intFlag, numberFlag, stringOption as str, type Values } from "./args.ts";
+import {
+  type CommandSpec,
+  intFlag,
+  numberFlag,
+  numberListFlag,
+  stringOption as str,
+  type Values,
+} from "./args.ts";
 
 export { guidanceCfg };
 
@@ -46,9 +53,9 @@ export const SAMPLING_OPTIONS: CommandSpec["options"] = {
 
 /** The sampling options of parsed values, each checked, with `seed`. */
 export function samplingFlags(v: Values, seed: number): SamplingOptions {
-  const guidance = numberList(v, "cfg");
+  const guidance = numberListFlag(v, "cfg");
   const cfg = guidance[0];
-  const temps = numberList(v, "temperature");
+  const temps = numberListFlag(v, "temperature");
   const temperature = temps[0];
   const topK = intFlag(v, "top-k", 0);
   const topP = numberFlag(v, "top-p");
@@ -69,17 +76,6 @@ export function samplingFlags(v: Values, seed: number): SamplingOptions {
     seed,
     ...(temps.length > 1 ? { temperatureByScale: temps } : {}),
   };
-}
-
-/** A flag's comma-separated numbers ≥ 0 (one or more). */
-function numberList(v: Values, name: string): number[] {
-  return String(v[name]).split(",").map((t) => t.trim()).map((t) => {
-    const x = t === "" ? NaN : Number(t);
-    if (!(x >= 0 && x < Infinity)) {
-      throw new UserError(`--${name}: ${JSON.stringify(t)} is not a number ≥ 0`);
-    }
-    return x;
-  });
 }
 
 /** "cfg 1, temperature 1" and the top-k/top-p filters where they are on. */

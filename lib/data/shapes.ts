@@ -527,9 +527,8 @@ export async function writeShapes(o: ShapesOptions): Promise<ShardWriter> {
   const mix = o.mix && JSON.stringify(o.mix) !== JSON.stringify(DEFAULT_MIX)
     ? `"mix":${JSON.stringify(o.mix)},`
     : "";
-  const head = `{"size":${o.side},"seed":${o.seed},"split":${
-    JSON.stringify(o.split)
-  },${mix}"images":[\n`;
+  const split = JSON.stringify(o.split);
+  const head = `{"size":${o.side},"seed":${o.seed},"split":${split},${mix}"images":[\n`;
   await write(new TextEncoder().encode(head));
   const progress = new Progress(`shapes ${o.split}`, o.n);
   try {
