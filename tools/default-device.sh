@@ -22,7 +22,8 @@
 # (tools/BENCHMARKS.md, "The default model, fourth version"). TRAIN_FLAGS="--set n_layers=12 --fit"
 # grows INIT's hybrid to 12 layers (the new ones start as zero residuals); the shipped model is the
 # fourth version grown so and trained in four runs (SHAPES_SEED 12, 12, 13, 14 with SHAPES_FLAGS
-# below; tools/BENCHMARKS.md, "The default model, fifth version").
+# below; tools/BENCHMARKS.md, "The default model, fifth version"), then three more (SHAPES_SEED 15,
+# 16, 17, SHAPES_FLAGS="--pairs 0.4 --objects 1,3,1"; "The default model, sixth version").
 # SHAPES_FLAGS="…" adds flags to `vmambar data shapes` (e.g. "--pairs 0.3 --objects 1,2,1": more
 # scenes of the kinds the model gets wrong; the held-out set follows the same mix).
 # QUALITY=0 skips the tokenizer's PSNR/SSIM sets (for a run that reuses a TOKENIZER); VAL_IMAGES
