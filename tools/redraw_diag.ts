@@ -8,7 +8,7 @@
 // One line per K and per original outcome: the share of redraws with the count wrong, and with
 // anything wrong.
 import { parseArgs } from "node:util";
-import { numberListFlag } from "../lib/cli/args.ts";
+import { intFlag, numberListFlag } from "../lib/cli/args.ts";
 import { DEFAULT_MODEL, DEFAULT_TOKENIZER } from "../lib/cli/defaults.ts";
 import { batchCaptionIds } from "../lib/data/text.ts";
 import { detectScene } from "../lib/eval/detect.ts";
@@ -17,6 +17,7 @@ import { initGpu } from "../lib/gpu/mod.ts";
 import { generateScales, type TokenPicker } from "../lib/model/generate.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { DEFAULT_SAMPLING, guidanceCfg, samplingPicker } from "../lib/model/sample.ts";
+import { concat } from "../lib/tensor/ops.ts";
 import { noGrad, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
 import { loadTokenizer } from "../lib/tokenizer/load.ts";
 import { floatNCHWToPixels } from "../lib/tokenizer/reconstruct.ts";
@@ -48,7 +49,7 @@ const lists = (() => {
   try {
     return {
       seeds: numberListFlag(values, "seeds"),
-      redraws: numberListFlag(values, "redraws")[0],
+      redraws: intFlag(values, "redraws", 1),
       keep: numberListFlag(values, "keep"),
     };
   } catch (e) {
@@ -61,7 +62,7 @@ for (const k of kinds) {
     usage(`--kinds ${values.kinds}: ${k} is not one of ${PROMPT_KINDS.join(", ")}`);
   }
 }
-if (!Number.isInteger(lists.redraws) || lists.redraws < 1) usage("--redraws: not a count");
+if (!lists.seeds.every(Number.isInteger)) usage(`--seeds ${values.seeds}: not whole numbers`);
 
 await initGpu();
 const loaded = await Promise.all([loadTokenizer(values.tokenizer!), loadModel(values.model!)])
@@ -84,8 +85,16 @@ for (const seed of lists.seeds) {
   const draw = (pick: TokenPicker) =>
     tidyAsync(async () => {
       const g = generateScales(model, tok.vq.quantize, ids, guidanceCfg(o), pick);
-      const idx: Int32Array[] = [];
-      for (const t of g.indices) idx.push(Int32Array.from(await t.toArray()));
+      // Every scale's indices in one readback: row b holds scale 0's, then scale 1's, ...
+      const all = await concat(g.indices.map((t) => t.reshape([B, -1])), 1).toArray();
+      const L = all.length / B;
+      let at = 0;
+      const idx = scales.map((pn) => {
+        const n = pn * pn, out = new Int32Array(B * n);
+        for (let b = 0; b < B; b++) out.set(all.slice(b * L + at, b * L + at + n), b * n);
+        at += n;
+        return out;
+      });
       const x = noGrad(() => tok.vq.decodeMap(g.fHat));
       const px = floatNCHWToPixels(await x.toArray(), B, size);
       const scores = prompts.map((p, i) =>
