@@ -1,7 +1,7 @@
 // VMambAR as a whole (DESIGN §4): generation's scale-by-scale pass equals the full sequence,
 // PAD text is invisible, no image position sees its own scale's ground truth, and every
 // parameter's gradient agrees with a directional difference.
-import { generateScales, type TokenPicker } from "../lib/model/generate.ts";
+import { generateScales, type TokenPicker, trimmedText } from "../lib/model/generate.ts";
 import {
   addScale,
   featureTokens,
@@ -13,7 +13,7 @@ import { add, concat, mul } from "../lib/tensor/ops.ts";
 import { Sequence, VMambAR } from "../lib/model/vmambar.ts";
 import { batchCaptionIds, PAD } from "../lib/data/text.ts";
 import { arScales, type ModelConfig, validateModelConfig } from "../lib/model/config.ts";
-import { keep, noGrad, type Tensor, tensor, tidyAsync } from "../lib/tensor/tensor.ts";
+import { keep, noGrad, type Tensor, tensor, tidy, tidyAsync } from "../lib/tensor/tensor.ts";
 import { assert, assertClose, assertDirectionalGrads, gpuReady, randn } from "./helpers.ts";
 import { recorderStats, upload } from "../lib/gpu/mod.ts";
 import { randomBatch, tinyModelConfig, tinyQuantizer } from "./model_fixtures.ts";
@@ -72,46 +72,62 @@ for (
     2,
   ]] as const
 ) {
-  Deno.test(`VMambAR ${arch}, ar_scales ${ar}: scale-by-scale generation logits equal the full pass`, async () => {
-    await gpuReady;
-    const c = validateModelConfig(tinyModelConfig({ arch, ar_scales: ar }), "test");
-    const model = new VMambAR(c, 1);
-    if (ar > 0) await randomPrevEmbed(model, 4);
-    const q = tinyQuantizer();
-    const B = 3, V = c.vocab, L = c.scales.reduce((a, p) => a + p * p, 0);
-    const { textIds, indices } = randomBatch(c, B, 11);
-    const full = await fullLogits(model, textIds, indices);
-    // Logits [B·n, V] per scale, or [B, V] per token of the autoregressive scales.
-    const got: { k: number; row?: number; logits: number[] }[] = [];
-    await tidyAsync(async () => {
-      const truth = truthPicker(c, indices, B);
-      const seen: { k: number; row?: number; t: Tensor }[] = [];
-      generateScales(model, q, textIds, 0, (k, cond, u, t, row) => {
-        seen.push({ k, row, t: keep(cond) });
-        return truth(k, cond, u, t, row);
+  for (const short of [false, true]) {
+    Deno.test(`VMambAR ${arch}, ar_scales ${ar}: scale-by-scale generation logits equal the full pass${short ? " (short captions: leading PADs trimmed)" : ""}`, async () => {
+      await gpuReady;
+      const c = validateModelConfig(tinyModelConfig({ arch, ar_scales: ar }), "test");
+      const model = new VMambAR(c, 1);
+      if (ar > 0) await randomPrevEmbed(model, 4);
+      const q = tinyQuantizer();
+      const B = 3, V = c.vocab, L = c.scales.reduce((a, p) => a + p * p, 0);
+      const batch = randomBatch(c, B, 11), indices = batch.indices;
+      // Short captions: the longest is 5 ids of 8, so generation runs 3 positions fewer.
+      const textIds = short ? batchCaptionIds(["a", "", "red"], c.text_length) : batch.textIds;
+      assert(trimmedText(textIds, c.text_length).T === (short ? 5 : c.text_length), "trimmed");
+      const full = await fullLogits(model, textIds, indices);
+      // Logits [B·n, V] per scale, or [B, V] per token of the autoregressive scales.
+      const got: { k: number; row?: number; logits: number[] }[] = [];
+      await tidyAsync(async () => {
+        const truth = truthPicker(c, indices, B);
+        const seen: { k: number; row?: number; t: Tensor }[] = [];
+        generateScales(model, q, textIds, 0, (k, cond, u, t, row) => {
+          seen.push({ k, row, t: keep(cond) });
+          return truth(k, cond, u, t, row);
+        });
+        for (const s of seen) {
+          got.push({ k: s.k, row: s.row, logits: await s.t.toArray() }), s.t.dispose();
+        }
       });
-      for (const s of seen) {
-        got.push({ k: s.k, row: s.row, logits: await s.t.toArray() }), s.t.dispose();
+      const calls = c.scales.map((pn, k) => (k >= 1 && k <= ar ? pn * pn : 1));
+      assert(got.length === calls.reduce((a, b) => a + b), `${got.length} picks`);
+      // Reassemble [B, L, V].
+      const inc = new Float64Array(full.length);
+      const offsets = c.scales.map((_, k) => c.scales.slice(0, k).reduce((a, p) => a + p * p, 0));
+      for (const { k, row, logits } of got) {
+        const n = c.scales[k] ** 2;
+        for (let b = 0; b < B; b++) {
+          if (row === undefined) {
+            inc.set(logits.slice(b * n * V, (b + 1) * n * V), (b * L + offsets[k]) * V);
+          } else inc.set(logits.slice(b * V, (b + 1) * V), (b * L + offsets[k] + row) * V);
+        }
       }
+      assertClose(inc, full, 1e-4, `${arch}, ar_scales ${ar}: incremental vs full logits`);
+      model.dispose();
+      q.dispose();
     });
-    const calls = c.scales.map((pn, k) => (k >= 1 && k <= ar ? pn * pn : 1));
-    assert(got.length === calls.reduce((a, b) => a + b), `${got.length} picks`);
-    // Reassemble [B, L, V].
-    const inc = new Float64Array(full.length);
-    const offsets = c.scales.map((_, k) => c.scales.slice(0, k).reduce((a, p) => a + p * p, 0));
-    for (const { k, row, logits } of got) {
-      const n = c.scales[k] ** 2;
-      for (let b = 0; b < B; b++) {
-        if (row === undefined) {
-          inc.set(logits.slice(b * n * V, (b + 1) * n * V), (b * L + offsets[k]) * V);
-        } else inc.set(logits.slice(b * V, (b + 1) * V), (b * L + offsets[k] + row) * V);
-      }
-    }
-    assertClose(inc, full, 1e-4, `${arch}, ar_scales ${ar}: incremental vs full logits`);
-    model.dispose();
-    q.dispose();
-  });
+  }
 }
+
+Deno.test("trimmedText drops the leading positions that are PAD in every row, keeping one", () => {
+  const P = PAD;
+  const ids = Int32Array.of(P, P, 5, 6, P, P, P, 7, P, 1, 2, 3);
+  const t = trimmedText(ids, 4);
+  assert(t.T === 3 && t.ids.join() === [P, 5, 6, P, P, 7, 1, 2, 3].join(), `${t.T}: ${t.ids}`);
+  const none = Int32Array.of(1, P, P, P);
+  assert(trimmedText(none, 4).T === 4 && trimmedText(none, 4).ids === none, "nothing to trim");
+  const allPad = Int32Array.of(P, P, P, P, P, P);
+  assert(trimmedText(allPad, 3).T === 1, "all PAD: one position kept");
+});
 
 for (const ar of [0, 2]) {
   Deno.test(`generation's scores are −log p of the chosen tokens, summed per caption, under each caption and the null one (ar_scales ${ar})`, async () => {
@@ -122,11 +138,12 @@ for (const ar of [0, 2]) {
     const B = 3, V = c.vocab, L = c.scales.reduce((a, p) => a + p * p, 0);
     const { textIds, indices } = randomBatch(c, B, 12);
     const nullIds = batchCaptionIds(new Array(B).fill(""), c.text_length);
-    // float64: Σ over the image positions of −log softmax(full-pass logits)[the chosen index]
-    const refNll = (logits: Float64Array) =>
+    // float64: Σ over the image positions (the first `upto`) of −log softmax(full-pass
+    // logits)[the chosen index]
+    const refNll = (logits: Float64Array, upto = L) =>
       Float64Array.from({ length: B }, (_, b) => {
         let total = 0;
-        for (let i = 0; i < L; i++) {
+        for (let i = 0; i < upto; i++) {
           const row = logits.subarray((b * L + i) * V, (b * L + i + 1) * V);
           const m = row.reduce((a, x) => Math.max(a, x), -Infinity);
           const lse = m + Math.log(row.reduce((a, x) => a + Math.exp(x - m), 0));
@@ -134,7 +151,8 @@ for (const ar of [0, 2]) {
         }
         return total;
       });
-    const wantCond = refNll(Float64Array.from(await fullLogits(model, textIds, indices)));
+    const condLogits = Float64Array.from(await fullLogits(model, textIds, indices));
+    const wantCond = refNll(condLogits);
     const wantUncond = refNll(Float64Array.from(await fullLogits(model, nullIds, indices)));
     for (const cfg of [0, 1.5]) {
       const q = tinyQuantizer();
@@ -150,6 +168,19 @@ for (const ar of [0, 2]) {
       if (cfg === 0) assert(got.uncond === null, "unguided: no null-caption score");
       else assertClose(got.uncond!, wantUncond, 1e-4, `cfg ${cfg}: −log p(x|∅)`);
     }
+    // A number of scales to score: the first ones only (scale 2 is token by token with ar > 0).
+    const q = tinyQuantizer();
+    const prefix = await tidyAsync(async () => {
+      const g = generateScales(model, q, textIds, 0, truthPicker(c, indices, B), 2);
+      return await g.nll!.cond.toArray();
+    });
+    const none = tidy(() =>
+      generateScales(model, q, textIds, 0, truthPicker(c, indices, B), 0).nll
+    );
+    q.dispose();
+    const upto = c.scales[0] ** 2 + c.scales[1] ** 2;
+    assertClose(prefix, refNll(condLogits, upto), 1e-4, "the first 2 scales' −log p(x|c)");
+    assert(none === undefined, "score 0: no scores");
     model.dispose();
   });
 }

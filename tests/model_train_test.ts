@@ -414,12 +414,15 @@ Deno.test("sampling: --cfg G1,G2,… sets each scale's guidance; --sequential is
   assert([0, 1, 2, 5].map((k) => scaleGuidance(list, k, 0.3)).join() === "0,2,1,1", "repeat");
   assert(samplingText(list).startsWith("guidance 0/2/1"), samplingText(list));
   assert(guidanceCfg(flags({ cfg: "0,0" })) === 0, "all zero: unguided");
+  // Down to −1 (towards the null caption); a list of negatives and zeros is still guided.
+  assert(guidanceCfg(flags({ cfg: "-0.5,0" })) === -0.5, "negative: guided");
+  assert(guidanceCfg(flags({ cfg: "-1,2" })) === 2 && flags({ cfg: "-1" }).cfg === -1, "−1");
   const seq = flags({ sequential: "2" });
   assert(seq.sequential === 2 && samplingText(seq).includes("scales 2–3 token by token"), "seq");
   assert(flags({}).sequential === undefined, "off by default");
   for (
     const [bad, want] of [
-      [{ cfg: "1,-1" }, /^--cfg/],
+      [{ cfg: "1,-1.5" }, /^--cfg/],
       [{ cfg: "" }, /^--cfg/],
       [{ sequential: "-1" }, /sequential/],
       [{ sequential: "1.5" }, /sequential/],

@@ -2,17 +2,21 @@
 // guidance, top-k and top-p kept sets, the inverse-CDF pick with the kernel's own uniform, the
 // empirical distribution over many rows, and reproducibility by seed and stream. Then reranking:
 // the candidates' scores and the choice of each caption's best draw.
-import { compileErrors } from "../lib/gpu/mod.ts";
+import { compileErrors, gpu } from "../lib/gpu/mod.ts";
 import sampleWgsl from "../kernels/sample.wgsl" with { type: "text" };
-import { type SampleOptions, sampleTokens, sampleUniform } from "../lib/tensor/sample.ts";
-import { tensor, tidyAsync } from "../lib/tensor/tensor.ts";
+import { bestRows, type SampleOptions, sampleTokens, sampleUniform } from "../lib/tensor/sample.ts";
+import { tensor, tidy, tidyAsync } from "../lib/tensor/tensor.ts";
 import { validateModelConfig } from "../lib/model/config.ts";
 import { generateScales } from "../lib/model/generate.ts";
 import {
+  AUTO_CANDIDATES,
   bestCandidates,
+  candidateCount,
   DEFAULT_SAMPLING,
   repeatCaptions,
+  RERANK_PMI,
   rerankPmi,
+  rerankScales,
   rerankScores,
   sampleFeatures,
   samplingPicker,
@@ -388,10 +392,74 @@ Deno.test("rerankScores: log p(x|c) + λ·PMI; bestCandidates: each caption's fi
   assert(bestCandidates(s, 4).join() === "1", "one caption of 4");
   assert(bestCandidates(Float64Array.of(1, 1, 0), 3).join() === "0", "ties: the first");
   assert(bestCandidates(s, 1).join() === "0,1,2,3", "n 1: every row");
-  assert(rerankPmi(undefined) === 1 && rerankPmi("0.5") === 0.5, "λ from the environment");
+  assert(rerankPmi(undefined) === RERANK_PMI && RERANK_PMI === -0.5, "λ −½ by default");
+  assert(rerankPmi("0.5") === 0.5, "λ from the environment");
   for (const bad of ["", "x", "NaN", "Infinity"]) {
     assertThrows(() => rerankPmi(bad), /VMAMBAR_RERANK_PMI must be a number/, `'${bad}'`);
   }
+  assert(
+    rerankScales(undefined) === true && rerankScales("3") === 3,
+    "scales from the environment",
+  );
+  for (const bad of ["", "0", "1.5", "-2", "x"]) {
+    assertThrows(() => rerankScales(bad), /VMAMBAR_RERANK_SCALES must be/, `'${bad}'`);
+  }
+});
+
+Deno.test("bestRows: each group's best-scored row on the GPU, as rerankScores and bestCandidates", async () => {
+  await gpuReady;
+  const r = rng(freshSeed());
+  const shapes: [number, number, number[]][] = [[3, 5, [2, 3]], [1, 1, [7]], [4, 2, []], [
+    2,
+    7,
+    [1, 259],
+  ]];
+  for (const [G, n, inner] of shapes) {
+    const total = G * n, width = inner.reduce((a, b) => a * b, 1);
+    const rows = f32(randn(total * width));
+    // Scores on a coarse grid, so that some tie and the first of them must win.
+    const cond = f32(Array.from({ length: total }, () => Math.floor(r() * 4)));
+    const uncond = f32(Array.from({ length: total }, () => Math.floor(r() * 4)));
+    const settings: [number, boolean][] = [[0, true], [1, true], [-0.5, true], [-1, true], [
+      2,
+      false,
+    ]];
+    for (const [lambda, guided] of settings) {
+      const want = bestCandidates(rerankScores(cond, guided ? uncond : null, lambda), n)
+        .flatMap((row) => [...rows.subarray(row * width, (row + 1) * width)]);
+      const got = await tidyAsync(async () =>
+        await bestRows(
+          tensor(rows, [total, ...inner]),
+          n,
+          tensor(cond, [total]),
+          guided ? tensor(uncond, [total]) : null,
+          lambda,
+        ).toArray()
+      );
+      assert(
+        got.length === want.length && got.every((x, i) => x === want[i]),
+        `G ${G}, n ${n}, λ ${lambda}, guided ${guided}`,
+      );
+    }
+  }
+  tidy(() => {
+    const rows = tensor(f32(randn(12)), [6, 2]), s = tensor(f32(randn(6)), [6]);
+    assert(bestRows(rows, 3, s, null, 1).shape.join() === "2,2", "shape [G, ...]");
+    assertThrows(() => bestRows(rows, 4, s, null, 1), /not groups of 4/, "groups");
+    assertThrows(() => bestRows(rows, 3, tensor(f32(randn(5)), [5]), null, 1), /cond/, "cond");
+    assertThrows(() => bestRows(rows, 3, s, s, NaN), /lambda/, "lambda");
+    assertThrows(() => bestRows(rows, 0, s, null, 1), /n ≥ 1/, "n 0");
+  });
+});
+
+Deno.test("candidateCount: the options' own count, else 4 on a GPU and 1 on a CPU adapter", async () => {
+  await gpuReady;
+  const auto = gpu().isCpu ? AUTO_CANDIDATES.cpu : AUTO_CANDIDATES.gpu;
+  assert(AUTO_CANDIDATES.gpu === 4 && AUTO_CANDIDATES.cpu === 1, "the documented counts");
+  assert(candidateCount(DEFAULT_SAMPLING) === auto, "auto by default");
+  assert(candidateCount({ ...DEFAULT_SAMPLING, candidates: 3 }) === 3, "given");
+  assert(candidateCount({ ...DEFAULT_SAMPLING, candidates: 0 }) === 1, "at least one");
+  assert(candidateCount({ ...DEFAULT_SAMPLING, sequential: 2 }) === 1, "auto with --sequential");
 });
 
 Deno.test("repeatCaptions repeats each caption's ids n times in a row", () => {
@@ -410,7 +478,8 @@ Deno.test("sampleFeatures keeps each caption's best-scored draw; one candidate i
   const o = { ...DEFAULT_SAMPLING, cfg: 1, seed: 9 };
   await tidyAsync(async () => {
     const plain = await generateScales(model, q, textIds, o.cfg, samplingPicker(o)).fHat.toArray();
-    const one = await (await sampleFeatures(model, q, textIds, o)).toArray();
+    const one = await (await sampleFeatures(model, q, textIds, { ...o, candidates: 1 }))
+      .toArray();
     assert(one.join() === plain.join(), "candidates 1: the plain draw");
     const all = generateScales(
       model,

@@ -19,6 +19,9 @@
 #   generate   generation latency, tokens only, 1 and 16 images, tiny64 and base256: VMambAR
 #              (profile_model_step.ts --generate) beside the PyTorch reference's scale-by-scale
 #              generation (tools/reference/check.py --time-only --generate), fp32 and bf16
+#   candidates the defaults' best of 4 against one draw: `vmambar bench generate` alternating
+#              --candidates auto and 1 (three rounds), then `vmambar eval --set shapes` at the
+#              defaults on seeds 0, 1 and 2
 #   sampling   `vmambar eval --set shapes` under a few sampling settings (SAMPLING_OPTS, SAMPLING_MODELS,
 #              SAMPLING_SEEDS: see below); one line per setting: [count relation all-right] per seed
 # Logs land in $OUT (the device tool's output folder) or ./out.
@@ -109,6 +112,18 @@ for s in $sections; do
         done
         echo "$line" | tee -a "$out/sampling.log"
       done
+    done
+    ;;
+  candidates)
+    for round in 1 2 3; do
+      for c in auto 1; do
+        ts main.ts bench generate --runs 30 --no-breakdown --candidates $c 2>&1 |
+          grep "time to" | sed "s/^/round $round, --candidates $c: /" | tee -a "$out/candidates.log"
+      done
+    done
+    for seed in 0 1 2; do
+      ts main.ts eval --set shapes --seed $seed --out "$out/eval/seed$seed.md" --force 2>&1 |
+        grep -E "^\| \*\*every" | sed "s/^/seed $seed: /" | tee -a "$out/candidates.log"
     done
     ;;
   *) echo "unknown section $s" ;;

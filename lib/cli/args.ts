@@ -150,11 +150,11 @@ export function intFlag(values: Values, name: string, min = -Infinity, max = Inf
 }
 
 /** A flag's comma-separated numbers ≥ 0 (one or more), refusing anything else with one line. */
-export function numberListFlag(values: Values, name: string): number[] {
+export function numberListFlag(values: Values, name: string, min = 0): number[] {
   return String(values[name]).split(",").map((t) => t.trim()).map((t) => {
     const x = t === "" ? NaN : Number(t);
-    if (!(x >= 0 && x < Infinity)) {
-      throw new UserError(`--${name}: ${JSON.stringify(t)} is not a number ≥ 0`);
+    if (!(x >= min && x < Infinity)) {
+      throw new UserError(`--${name}: ${JSON.stringify(t)} is not a number ≥ ${min}`);
     }
     return x;
   });

@@ -53,6 +53,8 @@ export interface GenerateBench {
   prompt: string;
   batch: number;
   cfg: number;
+  /** Candidates drawn per image, the best kept (1: none). */
+  candidates: number;
   runs: number;
   /** Load of both checkpoints onto the device (not in the timings). */
   load_ms: number;
@@ -107,7 +109,8 @@ export async function main(argv: string[]): Promise<void> {
   const g = await initGpu();
   const { loadModel, checkTokenGrid } = await import("../model/load.ts");
   const { loadTokenizer } = await import("../tokenizer/load.ts");
-  const { sampleImages, samplingPicker } = await import("../model/sample.ts");
+  const { bestCandidate, candidateBatch, candidateCount, sampleImages, samplingPicker } =
+    await import("../model/sample.ts");
   const { encodeText, generateFromText } = await import("../model/generate.ts");
   const { batchCaptionIds } = await import("../data/text.ts");
   const { noGrad, tidyAsync } = await import("../tensor/tensor.ts");
@@ -134,7 +137,9 @@ export async function main(argv: string[]): Promise<void> {
     console.log(
       `bench generate: ${modelPath === DEFAULT_MODEL ? "the default model" : modelPath} ` +
         `(${mc.arch}, ${(params / 1e6).toFixed(2)} M parameters, scales ${mc.scales.join("/")}), ` +
-        `${size}×${size}, batch ${batch}, cfg ${cfg}, on ${g.name}${g.isCpu ? " (CPU)" : ""}`,
+        `${size}×${size}, batch ${batch}, cfg ${cfg}` +
+        `${candidateCount(opts) > 1 ? `, best of ${candidateCount(opts)}` : ""}, on ${g.name}` +
+        `${g.isCpu ? " (CPU)" : ""}`,
     );
     const progress = (what: string) => {
       if (Deno.stderr.isTerminal()) {
@@ -167,19 +172,23 @@ export async function main(argv: string[]): Promise<void> {
         await tidyAsync(async () => {
           await sync();
           const t0 = performance.now();
-          const encoded = encodeText(model, ids, cfg);
+          const run = candidateBatch(model, ids, opts);
+          const encoded = encodeText(model, run.ids, cfg);
           await sync();
           const t1 = performance.now();
           let x: Tensor | null = null, t2 = 0;
           try {
-            const { fHat } = generateFromText(
-              model,
-              tok.vq.quantize,
-              encoded,
-              cfg,
-              samplingPicker(opts),
-              false,
-              opts.sequential ?? 0,
+            const fHat = bestCandidate(
+              generateFromText(
+                model,
+                tok.vq.quantize,
+                encoded,
+                cfg,
+                samplingPicker(opts),
+                run.score,
+                opts.sequential ?? 0,
+              ),
+              run.n,
             );
             await sync();
             t2 = performance.now();
@@ -212,6 +221,7 @@ export async function main(argv: string[]): Promise<void> {
       prompt,
       batch,
       cfg,
+      candidates: candidateCount(opts),
       runs,
       load_ms: loadMs,
       warmup_ms: warmupMs,

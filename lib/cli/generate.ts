@@ -118,7 +118,7 @@ export async function main(argv: string[]): Promise<void> {
   await initGpu();
   const { loadModel, checkTokenGrid } = await import("../model/load.ts");
   const { loadTokenizer } = await import("../tokenizer/load.ts");
-  const { sampleImages } = await import("../model/sample.ts");
+  const { candidateCount, sampleImages } = await import("../model/sample.ts");
   const { encodePng, imageGrid } = await import("../data/png.ts");
   const t0 = performance.now();
   const { model, cfg: mc, metadata } = await loadModel(modelPath);
@@ -179,9 +179,11 @@ export async function main(argv: string[]): Promise<void> {
     const where = target.asFile || target.files.length <= 4
       ? target.files.join(", ")
       : `${target.files.length} PNG files in ${out}/`;
-    const count = target.total;
+    const count = target.total, best = candidateCount(opts);
     console.log(
-      `wrote ${where} (${count} image${count > 1 ? "s" : ""} in ${secs} s on ${gpu().name})`,
+      `wrote ${where} (${count} image${count > 1 ? "s" : ""}${
+        best > 1 ? `, ${count > 1 ? "each " : ""}the best of ${best}` : ""
+      } in ${secs} s on ${gpu().name})`,
     );
   } finally {
     model.dispose();

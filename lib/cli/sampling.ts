@@ -1,7 +1,14 @@
 // The sampling options `generate`, `eval --set shapes` and `bench generate` share: one spec, one
 // parser, the defaults of DEFAULT_SAMPLING (lib/model/sample.ts).
 import { UserError } from "../errors.ts";
-import { DEFAULT_SAMPLING, guidanceCfg, type SamplingOptions } from "../model/sample.ts";
+import { gpuStarted } from "../gpu/mod.ts";
+import {
+  AUTO_CANDIDATES,
+  candidateCount,
+  DEFAULT_SAMPLING,
+  guidanceCfg,
+  type SamplingOptions,
+} from "../model/sample.ts";
 import {
   type CommandSpec,
   intFlag,
@@ -16,8 +23,9 @@ export { guidanceCfg };
 /** --cfg, --temperature, --top-k, --top-p (the seed stays each command's own). */
 export const SAMPLING_OPTIONS: CommandSpec["options"] = {
   cfg: str(
-    "classifier-free guidance scale (0: off), reached at the last scale; a list G1,G2,… sets " +
-      "each scale's guidance instead, coarsest first, the last repeating",
+    "classifier-free guidance scale (0: off; down to -1, which leans on the null caption), " +
+      "reached at the last scale; a list G1,G2,… sets each scale's guidance instead, coarsest " +
+      "first, the last repeating",
     "S",
     String(DEFAULT_SAMPLING.cfg),
   ),
@@ -44,32 +52,33 @@ export const SAMPLING_OPTIONS: CommandSpec["options"] = {
     String(DEFAULT_SAMPLING.sequential ?? 0),
   ),
   candidates: str(
-    "draw N images per prompt and keep the one the model finds likeliest under its prompt " +
-      "(N times the work)",
+    "draw N images per prompt and keep the one the model scores best (likely under the prompt " +
+      `and without it); auto: ${AUTO_CANDIDATES.gpu} on a GPU, where they cost far less than ` +
+      `${AUTO_CANDIDATES.gpu} images, ${AUTO_CANDIDATES.cpu} on a CPU, where each costs a whole image`,
     "N",
-    String(DEFAULT_SAMPLING.candidates ?? 1),
+    "auto",
   ),
 };
 
 /** The sampling options of parsed values, each checked, with `seed`. */
 export function samplingFlags(v: Values, seed: number): SamplingOptions {
-  const guidance = numberListFlag(v, "cfg");
+  const guidance = numberListFlag(v, "cfg", -1);
   const cfg = guidance[0];
   const temps = numberListFlag(v, "temperature");
   const temperature = temps[0];
   const topK = intFlag(v, "top-k", 0);
   const topP = numberFlag(v, "top-p");
   if (!(topP > 0 && topP <= 1)) throw new UserError(`--top-p must be in (0, 1], got ${topP}`);
-  const candidates = intFlag(v, "candidates", 1, 64);
+  const candidates = v.candidates === "auto" ? undefined : intFlag(v, "candidates", 1, 64);
   const sequential = intFlag(v, "sequential", 0, 64);
-  if (sequential > 0 && candidates > 1) {
+  if (sequential > 0 && candidates !== undefined && candidates > 1) {
     throw new UserError("--candidates and --sequential do not go together: pick one");
   }
   return {
     cfg,
     ...(guidance.length > 1 ? { guidanceByScale: guidance } : {}),
     ...(sequential > 0 ? { sequential } : {}),
-    candidates,
+    ...(candidates !== undefined ? { candidates } : {}),
     temperature,
     topK,
     topP,
@@ -88,6 +97,7 @@ export function samplingText(o: SamplingOptions): string {
   }
   if (o.topK > 0) parts.push(`top-k ${o.topK}`);
   if (o.topP < 1) parts.push(`top-p ${o.topP}`);
-  if ((o.candidates ?? 1) > 1) parts.push(`best of ${o.candidates}`);
+  const n = o.candidates ?? (gpuStarted() ? candidateCount(o) : "auto");
+  if (n !== 1) parts.push(`best of ${n}`);
   return parts.join(", ");
 }

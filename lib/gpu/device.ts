@@ -105,6 +105,11 @@ export function initGpu(): Promise<Gpu> {
 }
 
 /** The device opened by initGpu(); ops are synchronous, so they need it opened first. */
+/** Whether initGpu has finished (gpu() would return the device). */
+export function gpuStarted(): boolean {
+  return current !== null;
+}
+
 export function gpu(): Gpu {
   if (!current) throw new Error("GPU not initialised: await initGpu() first");
   return current;

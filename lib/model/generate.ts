@@ -3,7 +3,7 @@
 // scale costs only its own tokens. With guidance the batch is doubled (conditional rows, then the
 // null caption's) and both halves read the same sampled f_hat, as VAR. Nothing is read back: the
 // caller reads the indices or decodes f_hat when every scale is done.
-import { batchCaptionIds } from "../data/text.ts";
+import { batchCaptionIds, PAD } from "../data/text.ts";
 import { tokenNll } from "../tensor/nn_ops.ts";
 import { add, concat, mul, slice, sum } from "../tensor/ops.ts";
 import { noGrad, type Tensor, tensor, tidy } from "../tensor/tensor.ts";
@@ -33,7 +33,7 @@ export interface Generated {
   indices: Tensor[];
   /**
    * With `score`: per caption [B], −log p of every chosen token under the conditional logits, and
-   * under the null caption's (null when unguided), summed over the scales.
+   * under the null caption's (null when unguided), summed over the scales scored.
    */
   nll?: { cond: Tensor; uncond: Tensor | null };
 }
@@ -49,15 +49,39 @@ export interface EncodedText {
   dispose(): void;
 }
 
-/** Runs the text encoder over the captions' ids [B·T] (cfg 0: no unconditional half). */
+/**
+ * Text ids [R·T] without the leading positions that are PAD in every row (captions are
+ * left-padded): those positions change nothing (PAD is masked in attention and passed through by
+ * Mamba), so generation skips their work. Keeps at least one position. → { ids [R·T'], T' }.
+ */
+export function trimmedText(ids: Int32Array, T: number): { ids: Int32Array; T: number } {
+  const R = ids.length / T;
+  let lead = T - 1;
+  for (let r = 0; r < R && lead > 0; r++) {
+    let n = 0;
+    while (n < lead && ids[r * T + n] === PAD) n++;
+    lead = n;
+  }
+  if (lead === 0) return { ids, T };
+  const Tt = T - lead, out = new Int32Array(R * Tt);
+  for (let r = 0; r < R; r++) out.set(ids.subarray(r * T + lead, (r + 1) * T), r * Tt);
+  return { ids: out, T: Tt };
+}
+
+/**
+ * Runs the text encoder over the captions' ids [B·T] (cfg 0: no unconditional half), with the
+ * positions that are PAD in every row trimmed (VMAMBAR_NO_TRIM=1 keeps them, for comparisons).
+ */
 export function encodeText(model: VMambAR, textIds: Int32Array, cfg: number): EncodedText {
   const T = model.cfg.text_length;
   const B = textIds.length / T;
   const guided = cfg !== 0;
-  const ids = guided
+  const full = guided
     ? Int32Array.from([...textIds, ...batchCaptionIds(new Array(B).fill(""), T)])
     : textIds;
-  const seq = new Sequence(model.cfg, ids);
+  const trim = Deno.env.get("VMAMBAR_NO_TRIM") !== "1";
+  const { ids, T: Tt } = trim ? trimmedText(full, T) : { ids: full, T };
+  const seq = new Sequence(model.cfg, ids, Tt);
   try {
     const text = noGrad(() => tidy(() => model.text.forward(ids, seq.valid)));
     return {
@@ -77,6 +101,12 @@ export function encodeText(model: VMambAR, textIds: Int32Array, cfg: number): En
 }
 
 /**
+ * Which scales `score` sums the chosen tokens' −log p over: true every scale, false none, a number
+ * N the first N (the coarse scales that settle the layout).
+ */
+export type ScoreScales = boolean | number;
+
+/**
  * Runs every scale for the captions' ids [B·T] (cfg 0: no unconditional half). The returned
  * tensors are the caller's to dispose (or to leave to an enclosing tidy scope).
  */
@@ -86,7 +116,7 @@ export function generateScales(
   textIds: Int32Array,
   cfg: number,
   pick: TokenPicker,
-  score = false,
+  score: ScoreScales = false,
   sequential = 0,
 ): Generated {
   const encoded = encodeText(model, textIds, cfg);
@@ -107,14 +137,20 @@ export function generateFromText(
   encoded: EncodedText,
   cfg: number,
   pick: TokenPicker,
-  score = false,
+  score: ScoreScales = false,
   sequential = 0,
 ): Generated {
   const c = model.cfg;
-  const { scales, text_length: T } = c;
+  const { scales } = c;
   const K = scales.length;
   const { B, guided, seq, text } = encoded;
+  const T = seq.T;
   const R = seq.B;
+  const scored = typeof score === "number"
+    ? Math.min(K, Math.max(0, Math.floor(score)))
+    : score
+    ? K
+    : 0;
   const state = new GenerationState(model, R, seq.S);
   // Each scale in its own scope: only f_hat, the indices and the carried state outlive it, so
   // memory is one scale's activations, not the whole image's.
@@ -138,6 +174,7 @@ export function generateFromText(
       scales.forEach((pn, k) => {
         const r = tidy(() => {
           const n = pn * pn, V = c.vocab;
+          const scoring = k < scored;
           const t = K > 1 ? (cfg * k) / (K - 1) : 0;
           // Logits [R, rows, V] → the conditional half and (with guidance) the null caption's,
           // each [B·rows, V].
@@ -183,7 +220,7 @@ export function generateFromText(
               );
               const flat = pick(k, cond, uncond, t, i);
               picks.push(flat);
-              if (score) {
+              if (scoring) {
                 cn = accumulate(cn ?? nllC, cond, flat, 1);
                 if (uncond) un = accumulate(un ?? nllU, uncond, flat, 1);
               }
@@ -199,8 +236,8 @@ export function generateFromText(
           const { cond, uncond, rows } = pass(null);
           const flat = pick(k, cond, uncond, t);
           const idx = flat.reshape([B, pn, pn]);
-          const cn = score ? accumulate(nllC, cond, flat, n) : null;
-          const un = score && uncond ? accumulate(nllU, uncond, flat, n) : null;
+          const cn = scoring ? accumulate(nllC, cond, flat, n) : null;
+          const un = scoring && uncond ? accumulate(nllU, uncond, flat, n) : null;
           return { idx, fHat: addScale(quantizer, fHat, idx, k), rows, cn, un };
         });
         start += r.rows;
@@ -217,7 +254,7 @@ export function generateFromText(
         }
       });
       const out: Generated = { fHat: fHat!, indices };
-      if (score) out.nll = { cond: nllC!, uncond: nllU };
+      if (scored > 0) out.nll = { cond: nllC!, uncond: nllU };
       return out;
     });
   } catch (e) {

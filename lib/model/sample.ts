@@ -3,13 +3,13 @@
 // by the tokenizer. One readback, at the end.
 import { UserError } from "../errors.ts";
 import { imageGrid } from "../data/png.ts";
-import { sampleTokens } from "../tensor/sample.ts";
-import { concat, slice } from "../tensor/ops.ts";
+import { gpu } from "../gpu/mod.ts";
+import { bestRows, sampleTokens } from "../tensor/sample.ts";
 import { noGrad, type Tensor, tidyAsync } from "../tensor/tensor.ts";
 import type { ResidualQuantizer } from "../tokenizer/quantizer.ts";
 import { floatNCHWToPixels } from "../tokenizer/reconstruct.ts";
 import type { VQVAE } from "../tokenizer/vqvae.ts";
-import { generateScales, type TokenPicker } from "./generate.ts";
+import { type Generated, generateScales, type TokenPicker } from "./generate.ts";
 import type { VMambAR } from "./vmambar.ts";
 
 export interface SamplingOptions {
@@ -31,10 +31,24 @@ export interface SamplingOptions {
   topP: number;
   seed: number;
   /**
-   * Images drawn per caption, of which the model's own likeliest (rerankScores) is kept; 1 (or
-   * absent): no reranking.
+   * Images drawn per caption, of which the best by the model's own likelihood (rerankScores) is
+   * kept; 1: no reranking; absent: candidateCount's choice for the adapter.
    */
   candidates?: number;
+}
+
+/**
+ * Candidates drawn when `--candidates` is left at auto: on a GPU a batch of four costs far less
+ * than four images (generation is bound by its dispatches, not by arithmetic), and the best of
+ * four gets far more scenes right; on a CPU adapter each candidate costs a whole image's arithmetic.
+ */
+export const AUTO_CANDIDATES = { gpu: 4, cpu: 1 } as const;
+
+/** The candidates these options draw per caption: theirs, or AUTO_CANDIDATES for this adapter. */
+export function candidateCount(o: SamplingOptions): number {
+  if (o.candidates !== undefined) return Math.max(1, o.candidates);
+  if ((o.sequential ?? 0) > 0) return 1;
+  return gpu().isCpu ? AUTO_CANDIDATES.cpu : AUTO_CANDIDATES.gpu;
 }
 
 export const DEFAULT_SAMPLING: SamplingOptions = {
@@ -55,10 +69,14 @@ export function scaleTemperature(o: SamplingOptions, k: number): number {
   return perScale(o.temperatureByScale, k, o.temperature);
 }
 
-/** The cfg generation runs with: with a guidance list, its largest (0: no unconditional half). */
+/**
+ * The cfg generation runs with: with a guidance list, its entry farthest from 0 (0: every entry
+ * 0, so no unconditional half).
+ */
 export function guidanceCfg(o: SamplingOptions): number {
   const list = o.guidanceByScale;
-  return list && list.length > 0 ? Math.max(...list) : o.cfg;
+  if (!list || list.length === 0) return o.cfg;
+  return list.reduce((far, g) => (Math.abs(g) > Math.abs(far) ? g : far), 0);
 }
 
 /** The guidance scale k samples at: the list's, or t of cfg's ramp. */
@@ -81,11 +99,16 @@ export function samplingPicker(o: SamplingOptions): TokenPicker {
 }
 
 /**
- * Weight λ of the caption's pointwise mutual information in rerankScores: 1, or
- * VMAMBAR_RERANK_PMI's value (for tools/measure-device.sh's sampling grid).
+ * Weight λ of the caption's pointwise mutual information in rerankScores. The default −½ scores a
+ * candidate by ½·log p(x|c) + ½·log p(x|∅): likely under its caption and plain enough to be
+ * likely without it, which turns away the extra copy of an object that a caption's words invite
+ * (tools/BENCHMARKS.md, "Best of four by the model's own likelihood"). VMAMBAR_RERANK_PMI sets
+ * another, for experiments.
  */
+export const RERANK_PMI = -0.5;
+
 export function rerankPmi(env = Deno.env.get("VMAMBAR_RERANK_PMI")): number {
-  if (env === undefined) return 1;
+  if (env === undefined) return RERANK_PMI;
   const x = Number(env);
   if (env.trim() === "" || !Number.isFinite(x)) {
     throw new UserError(`VMAMBAR_RERANK_PMI must be a number, got '${env}'`);
@@ -94,9 +117,22 @@ export function rerankPmi(env = Deno.env.get("VMAMBAR_RERANK_PMI")): number {
 }
 
 /**
+ * How many scales, coarsest first, a candidate's score sums over: every scale (true), or
+ * VMAMBAR_RERANK_SCALES's count (the coarse scales that settle the layout; for experiments).
+ */
+export function rerankScales(env = Deno.env.get("VMAMBAR_RERANK_SCALES")): true | number {
+  if (env === undefined) return true;
+  const x = Number(env);
+  if (env.trim() === "" || !Number.isInteger(x) || x < 1) {
+    throw new UserError(`VMAMBAR_RERANK_SCALES must be a whole number above 0, got '${env}'`);
+  }
+  return x;
+}
+
+/**
  * A candidate's score from its summed token NLLs: log p(x|c) + λ·(log p(x|c) − log p(x|∅)), the
- * likelihood under its caption plus how much more likely the caption makes it than the null
- * caption (CogView's self-reranking in spirit). Without the null caption's (unguided): log p(x|c).
+ * likelihood under its caption plus λ times how much more likely the caption makes it than the
+ * null caption (RERANK_PMI). Without the null caption's (unguided): log p(x|c).
  */
 export function rerankScores(
   nllCond: ArrayLike<number>,
@@ -131,34 +167,48 @@ export function repeatCaptions(textIds: Int32Array, T: number, n: number): Int32
 }
 
 /**
- * f_hat [B, C, P, P] of the text ids [B·T]: with `candidates` > 1, each caption's likeliest of that
- * many draws (one readback of the scores before decoding).
+ * The generation these options run for text ids [B·T]: each caption's ids repeated for its
+ * candidates, and how many there are (n).
  */
-export async function sampleFeatures(
+export function candidateBatch(model: VMambAR, textIds: Int32Array, o: SamplingOptions) {
+  const n = candidateCount(o);
+  if (n > 1 && (o.sequential ?? 0) > 0) {
+    throw new UserError("--candidates and --sequential do not go together");
+  }
+  const ids = n > 1 ? repeatCaptions(textIds, model.cfg.text_length, n) : textIds;
+  return { ids, n, score: n > 1 ? rerankScales() : false as const };
+}
+
+/**
+ * Each caption's best of its n candidates, chosen on the GPU (bestRows): no readback before
+ * decoding. n = 1: the generation's f_hat itself.
+ */
+export function bestCandidate(g: Generated, n: number): Tensor {
+  if (n === 1) return g.fHat;
+  return bestRows(g.fHat, n, g.nll!.cond, g.nll!.uncond, rerankPmi());
+}
+
+/**
+ * f_hat [B, C, P, P] of the text ids [B·T]: with more than one candidate, each caption's best
+ * of them by rerankScores.
+ */
+export function sampleFeatures(
   model: VMambAR,
   quantizer: ResidualQuantizer,
   textIds: Int32Array,
   o: SamplingOptions,
-): Promise<Tensor> {
-  const n = Math.max(1, o.candidates ?? 1);
-  const ids = n > 1 ? repeatCaptions(textIds, model.cfg.text_length, n) : textIds;
-  if (n > 1 && (o.sequential ?? 0) > 0) {
-    throw new UserError("--candidates and --sequential do not go together");
-  }
+): Tensor {
+  const { ids, n, score } = candidateBatch(model, textIds, o);
   const g = generateScales(
     model,
     quantizer,
     ids,
     guidanceCfg(o),
     samplingPicker(o),
-    n > 1,
+    score,
     o.sequential ?? 0,
   );
-  if (n === 1) return g.fHat;
-  const cond = await g.nll!.cond.read() as Float32Array;
-  const uncond = g.nll!.uncond ? await g.nll!.uncond.read() as Float32Array : null;
-  const rows = bestCandidates(rerankScores(cond, uncond), n);
-  return concat(rows.map((r) => slice(g.fHat, 0, r, r + 1)), 0);
+  return bestCandidate(g, n);
 }
 
 /** Images for text ids [B·T] as HWC uint8 pixels [B, size, size, 3]. */
@@ -170,7 +220,7 @@ export async function sampleImages(
 ): Promise<Uint8Array> {
   const B = textIds.length / model.cfg.text_length;
   return await tidyAsync(async () => {
-    const fHat = await sampleFeatures(model, vq.quantize, textIds, o);
+    const fHat = sampleFeatures(model, vq.quantize, textIds, o);
     const x = noGrad(() => vq.decodeMap(fHat));
     return floatNCHWToPixels(await x.toArray(), B, vq.cfg.image);
   });

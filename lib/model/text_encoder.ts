@@ -7,6 +7,7 @@ import type { AttentionMask, KVCache } from "../tensor/attention.ts";
 import { paddingMask, rope1dTable } from "../tensor/attention.ts";
 import { add } from "../tensor/ops.ts";
 import { keep, type Tensor } from "../tensor/tensor.ts";
+import { ShapeError } from "../errors.ts";
 import { TEXT_VOCAB } from "../data/text.ts";
 
 /** x + attn(attn_norm(x)), then + mlp(mlp_norm(x)) (LlamaGen's block). */
@@ -49,11 +50,19 @@ export class TextEncoder extends Module {
     this.#rope = keep(rope1dTable(T, d / heads));
   }
 
-  /** ids [B·T] (row-major, as §4 lays them out), valid[b][t] false at PAD → [B, T, d]. */
+  /**
+   * ids [B·T] (row-major, as §4 lays them out), valid[b][t] false at PAD → [B, T, d]. T may be
+   * less than the model's (leading PADs trimmed: RoPE is relative, and PADs are masked).
+   */
   forward(ids: Int32Array, valid: boolean[][]): Tensor {
-    const B = valid.length;
+    const B = valid.length, T = valid[0]?.length ?? this.T;
+    if (T > this.T || ids.length !== B * T) {
+      throw new ShapeError(
+        `TextEncoder: ${ids.length} ids for ${B} rows of ${T} (at most ${this.T})`,
+      );
+    }
     const mask = paddingMask(valid);
-    let x = this.embed.forward({ data: ids, shape: [B, this.T] });
+    let x = this.embed.forward({ data: ids, shape: [B, T] });
     for (const layer of this.layers) x = layer.forward(x, mask, { table: this.#rope });
     return this.norm.forward(x);
   }

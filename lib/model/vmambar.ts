@@ -69,8 +69,17 @@ export class Sequence {
   readonly B: number;
   readonly T: number;
   readonly S: number;
-  constructor(readonly cfg: ModelConfig, readonly textIds: Int32Array) {
-    this.T = cfg.text_length;
+  /**
+   * Text positions left out before this sequence's T (all PAD in every row: generation trims
+   * them, trimmedText), so position p is row p + offset of the model's RoPE table.
+   */
+  readonly offset: number;
+  constructor(readonly cfg: ModelConfig, readonly textIds: Int32Array, T = cfg.text_length) {
+    if (!(Number.isInteger(T) && T >= 1 && T <= cfg.text_length)) {
+      throw new ShapeError(`Sequence: text length ${T} outside 1..${cfg.text_length}`);
+    }
+    this.T = T;
+    this.offset = cfg.text_length - T;
     this.valid = textValidity(textIds, this.T);
     this.B = this.valid.length;
     this.S = this.T + imageTokens(cfg);
@@ -297,7 +306,7 @@ export class VMambAR extends Module {
     finalNorm: boolean,
   ): { h: Tensor; normed: Tensor | null } {
     const n = x.shape[1];
-    const pos = { table: this.#rope, start };
+    const pos = { table: this.#rope, start: start + seq.offset };
     if (this.cfg.arch === "transformer") {
       let h = x;
       this.blocks.forEach((b, i) => {
@@ -379,7 +388,7 @@ export class VMambAR extends Module {
       state.gsaPacked = { shared: keep(p.shared), out: p.out.map((t) => keep(t)) };
     }
     const packed = state.gsaPacked, kv = state.kv[j];
-    const q = gsaStepIn(h, x0, packed, s, this.#rope, start, kv, NORM_EPS);
+    const q = gsaStepIn(h, x0, packed, s, this.#rope, start + seq.offset, kv, NORM_EPS);
     return gsaStepOut(attendCached(q, kv, seq.mask), h, packed, j, s, NORM_EPS);
   }
 

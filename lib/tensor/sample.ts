@@ -3,6 +3,7 @@
 import { ShapeError } from "../errors.ts";
 import { dispatch, f32bits, grid, pipeline } from "../gpu/mod.ts";
 import sampleWgsl from "../../kernels/sample.wgsl" with { type: "text" };
+import bestRowsWgsl from "../../kernels/best_rows.wgsl" with { type: "text" };
 import { Tensor } from "./tensor.ts";
 
 export interface SampleOptions {
@@ -85,6 +86,44 @@ export function sampleTokens(cond: Tensor, uncond: Tensor | null, opts: SampleOp
     );
   }
   return ids;
+}
+
+/**
+ * Best of n candidates with no readback: rows [G·n, ...] hold G groups of n candidates, and
+ * cond, uncond [G·n] their summed −log p under the caption and the null caption (uncond null:
+ * unguided). Returns [G, ...]: each group's row with the highest −c + λ·(u − c) (−c unguided),
+ * the first of equal scores.
+ */
+export function bestRows(
+  rows: Tensor,
+  n: number,
+  cond: Tensor,
+  uncond: Tensor | null,
+  lambda: number,
+): Tensor {
+  const op = "bestRows";
+  const total = rows.shape[0] ?? 0;
+  if (rows.dtype !== "f32" || rows.shape.length < 1 || !(Number.isInteger(n) && n >= 1)) {
+    throw new ShapeError(`${op}: rows must be f32 [G·n, ...] and n ≥ 1, got ${fmt(rows)}, n ${n}`);
+  }
+  if (total % n !== 0) throw new ShapeError(`${op}: ${total} rows are not groups of ${n}`);
+  for (const [name, t] of [["cond", cond], ["uncond", uncond]] as const) {
+    if (t && (t.dtype !== "f32" || t.size !== total)) {
+      throw new ShapeError(`${op}: ${name} must be f32 with ${total} scores, got ${fmt(t)}`);
+    }
+  }
+  if (!Number.isFinite(lambda)) throw new ShapeError(`${op}: lambda must be finite, got ${lambda}`);
+  const groups = total / n, width = total === 0 ? 0 : rows.size / total;
+  const out = new Tensor([groups, ...rows.shape.slice(1)], "f32", undefined, op);
+  if (out.size > 0) {
+    dispatch(
+      pipeline(bestRowsWgsl, "main"),
+      [cond.buffer, (uncond ?? cond).buffer, rows.buffer, out.buffer],
+      [groups, n, width, uncond ? 1 : 0, f32bits(lambda)],
+      grid(Math.ceil(out.size / 256)),
+    );
+  }
+  return out;
 }
 
 /** lowbias32 (Chris Wellons): a bijective 32-bit integer hash, as the kernel's mix32. */
