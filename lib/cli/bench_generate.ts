@@ -133,12 +133,12 @@ export async function main(argv: string[]): Promise<void> {
     const loadMs = performance.now() - tLoad;
     const ids = batchCaptionIds(new Array(batch).fill(prompt), mc.text_length);
     const size = tok.cfg.image;
-    const params = model.parameterCount();
+    const params = model.parameterCount(), best = candidateCount(opts);
     console.log(
       `bench generate: ${modelPath === DEFAULT_MODEL ? "the default model" : modelPath} ` +
         `(${mc.arch}, ${(params / 1e6).toFixed(2)} M parameters, scales ${mc.scales.join("/")}), ` +
         `${size}×${size}, batch ${batch}, cfg ${cfg}` +
-        `${candidateCount(opts) > 1 ? `, best of ${candidateCount(opts)}` : ""}, on ${g.name}` +
+        `${best > 1 ? `, best of ${best}` : ""}, on ${g.name}` +
         `${g.isCpu ? " (CPU)" : ""}`,
     );
     const progress = (what: string) => {
@@ -221,7 +221,7 @@ export async function main(argv: string[]): Promise<void> {
       prompt,
       batch,
       cfg,
-      candidates: candidateCount(opts),
+      candidates: best,
       runs,
       load_ms: loadMs,
       warmup_ms: warmupMs,

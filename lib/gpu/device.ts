@@ -104,12 +104,12 @@ export function initGpu(): Promise<Gpu> {
   return pending;
 }
 
-/** The device opened by initGpu(); ops are synchronous, so they need it opened first. */
 /** Whether initGpu has finished (gpu() would return the device). */
 export function gpuStarted(): boolean {
   return current !== null;
 }
 
+/** The device opened by initGpu(); ops are synchronous, so they need it opened first. */
 export function gpu(): Gpu {
   if (!current) throw new Error("GPU not initialised: await initGpu() first");
   return current;

@@ -145,7 +145,10 @@ export function rerankScores(
   );
 }
 
-/** Per caption, the row of its best-scoring candidate (rows caption-major, n per caption). */
+/**
+ * Per caption, the row of its best-scoring candidate (rows caption-major, n per caption): with
+ * rerankScores, the float64 reference of the GPU's choice (bestRows), which generation uses.
+ */
 export function bestCandidates(scores: Float64Array, n: number): number[] {
   const best: number[] = [];
   for (let at = 0; at < scores.length; at += n) {
