@@ -1,30 +1,28 @@
-// Generation's one-token call of the shared attention block (GSA, DESIGN §4) in four kernels
+// Generation's one-token call of the shared attention block (GSA, DESIGN §4) in three kernels
 // around the cached attention, without a backward. Over rows of one position each, width W = 2d,
 // H heads of Dh, SwiGLU hidden F = 4d:
 //
 //   gsa_in:  ẑ = RMSNorm([h; x0])·w_in;  q, k, v = W_qkv·ẑ;  q, k turned by RoPE at `rpos`;
 //            q out, k and v written into the KV caches at row `pos`.
 //            (The table's row `rpos` is the sequence position; `pos` the cache's length.)
-//   gsa_o:   o = W_o·a (a: the attention's output).
-//   gsa_mid: a' = RMSNorm(o)·w_mlp;  m = silu(W_g·a') ⊙ (W_u·a').
+//   gsa_mid: a' = RMSNorm(W_o·a)·w_mlp (a: the attention's output);  m = silu(W_g·a') ⊙ (W_u·a').
 //   gsa_out: u = h + W_f·m, W_f = gsa_out_j·W_down folded (once per generation, per call site).
 //
-// Tiles of TILE output columns per workgroup, loops in four partial sums, as in mamba_step.ts. W_o
-// has a kernel of its own: redone in each of gsa_mid's workgroups, its W·d products were the
-// longest loop of the call. The projections come transposed ([in, out]) in packed buffers
-// (lib/tensor/gsa_step.ts).
-import { STEP_WG, stepPrelude, sumInto } from "./mamba_step.ts";
+// Tiles of TILE output columns per workgroup as in mamba_step.ts; gsa_mid's workgroups each redo
+// the row's W_o (W·d, small next to their share of W_g and W_u) so that no fourth kernel is
+// needed. The projections come transposed ([in, out]) in packed buffers (lib/tensor/gsa_step.ts).
+import { STEP_WG, stepPrelude } from "./mamba_step.ts";
 
 /** The widest d these kernels hold (W = 2d and F = 4d in the workgroup arrays). */
 export const GSA_STEP_MAX_D = 512;
 
-export function gsaStepWgsl(tile: number): string {
+export function gsaStepWgsl(): string {
   return `struct P {
   R: u32, d: u32, H: u32, dh: u32, F: u32, pos: u32, cap: u32, eps: f32, rpos: u32,
   o_nin: u32, o_qkv: u32, o_o: u32, o_nmlp: u32, o_gu: u32,
 }
 @group(0) @binding(0) var<uniform> p: P;
-${stepPrelude(4 * GSA_STEP_MAX_D, GSA_STEP_MAX_D, tile)}
+${stepPrelude(4 * GSA_STEP_MAX_D, GSA_STEP_MAX_D)}
 var<workgroup> res: array<f32, TILE>;
 
 @group(0) @binding(1) var<storage, read> h_in: array<f32>;
@@ -54,9 +52,7 @@ fn gsa_in(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid
   let j = wid.x * TILE + c;
   var acc = 0.0;
   if (j < cols) {
-    ${
-    sumInto("acc", "lid / TILE", "SLICES", "W", (i) => `w[p.o_qkv + ${i} * cols + j] * vin[${i}]`)
-  }
+    for (var i = lid / TILE; i < W; i += SLICES) { acc += w[p.o_qkv + i * cols + j] * vin[i]; }
   }
   red[lid] = acc;
   workgroupBarrier();
@@ -83,63 +79,42 @@ fn gsa_in(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid
 
 @group(0) @binding(1) var<storage, read> att: array<f32>;
 @group(0) @binding(2) var<storage, read> w_mid: array<f32>;
-@group(0) @binding(3) var<storage, read_write> o_out: array<f32>;
-
-@compute @workgroup_size(${STEP_WG})
-fn gsa_o(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-  let lid = l.x;
-  let row = wid.y;
-  let W = 2u * p.d;
-  for (var i = lid; i < W; i += WG) { vin[i] = att[row * W + i]; }
-  workgroupBarrier();
-  let c = lid % TILE;
-  let j = wid.x * TILE + c;
-  var acc = 0.0;
-  if (j < p.d) {
-    ${
-    sumInto("acc", "lid / TILE", "SLICES", "W", (i) => `w_mid[p.o_o + ${i} * p.d + j] * vin[${i}]`)
-  }
-  }
-  red[lid] = acc;
-  workgroupBarrier();
-  if (lid < TILE && j < p.d) { o_out[row * p.d + j] = tile_sum(c); }
-}
-
-@group(0) @binding(1) var<storage, read> o_in: array<f32>;
 @group(0) @binding(3) var<storage, read_write> m_out: array<f32>;
 
 @compute @workgroup_size(${STEP_WG})
 fn gsa_mid(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
   let lid = l.x;
   let row = wid.y;
-  var ss = 0.0;
-  for (var i = lid; i < p.d; i += WG) {
-    let v = o_in[row * p.d + i];
-    vout[i] = v;
-    ss += v * v;
+  let W = 2u * p.d;
+  for (var i = lid; i < W; i += WG) { vin[i] = att[row * W + i]; }
+  workgroupBarrier();
+  let c = lid % TILE;
+  // W_o: all d outputs, a tile at a time.
+  for (var c0 = 0u; c0 < p.d; c0 += TILE) {
+    let j = c0 + c;
+    var acc = 0.0;
+    if (j < p.d) {
+      for (var i = lid / TILE; i < W; i += SLICES) { acc += w_mid[p.o_o + i * p.d + j] * vin[i]; }
+    }
+    red[lid] = acc;
+    workgroupBarrier();
+    if (lid < TILE && j < p.d) { vout[j] = tile_sum(c); }
+    workgroupBarrier();
   }
+  var ss = 0.0;
+  for (var i = lid; i < p.d; i += WG) { ss += vout[i] * vout[i]; }
   let rstd = inverseSqrt(wg_sum(ss, lid) / f32(p.d) + p.eps);
   for (var i = lid; i < p.d; i += WG) { vout[i] = vout[i] * rstd * w_mid[p.o_nmlp + i]; }
   workgroupBarrier();
-  let c = lid % TILE;
   let j = wid.x * TILE + c;
   let cols = 2u * p.F;
   var g = 0.0;
   var u = 0.0;
   if (j < p.F) {
-    ${
-    sumInto(
-      "g",
-      "lid / TILE",
-      "SLICES",
-      "p.d",
-      (i) => `w_mid[p.o_gu + ${i} * cols + j] * vout[${i}]`,
-    )
-  }
-    ${
-    sumInto("u", "lid / TILE", "SLICES", "p.d", (i) =>
-      `w_mid[p.o_gu + ${i} * cols + p.F + j] * vout[${i}]`)
-  }
+    for (var i = lid / TILE; i < p.d; i += SLICES) {
+      g += w_mid[p.o_gu + i * cols + j] * vout[i];
+      u += w_mid[p.o_gu + i * cols + p.F + j] * vout[i];
+    }
   }
   red[lid] = g;
   workgroupBarrier();
@@ -165,7 +140,7 @@ fn gsa_out(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wi
   let j = wid.x * TILE + c;
   var acc = 0.0;
   if (j < p.d) {
-    ${sumInto("acc", "lid / TILE", "SLICES", "p.F", (i) => `w_f[${i} * p.d + j] * vin[${i}]`)}
+    for (var i = lid / TILE; i < p.F; i += SLICES) { acc += w_f[i * p.d + j] * vin[i]; }
   }
   red[lid] = acc;
   workgroupBarrier();

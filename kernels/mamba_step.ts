@@ -11,59 +11,23 @@
 // d_inner·n, small next to W_out) so that no third dispatch is needed; the first tile writes the
 // next SSM state. The weights come packed in one buffer (lib/tensor/mamba_step.ts lays it out),
 // the three projections transposed so that a tile's threads read consecutive columns.
-//
-// A one-token pass has a few rows, so on a GPU these kernels are bound by the latency of their
-// dot-product loops, not by bandwidth: the tiles are narrow there (16 columns, 16 slices of the
-// reduction per column, so each thread's loop is a sixteenth of it), and every loop keeps four
-// independent partial sums (`sumInto`), so four loads are in flight per thread. On a CPU adapter a
-// workgroup runs on one core and each redoes its row's shared work, so the tiles stay 64 wide.
 import { PRELUDE } from "./elementwise.ts";
 
-/** Threads per workgroup. */
+/** Threads per workgroup; output columns per workgroup (WG / TILE threads share a column). */
 export const STEP_WG = 256;
-/** Output columns per workgroup (WG / TILE threads share a column), on a GPU and on a CPU. */
-export const STEP_TILES = { gpu: 16, cpu: 64 } as const;
+export const STEP_TILE = 64;
 /** The widest d and d_inner the workgroup arrays hold. */
 export const STEP_MAX_WIDTH = 1024;
-
-/**
- * WGSL that adds to the f32 variable `acc` the sum of term(i) over i = start, start + stride, …
- * below K, in four independent partial sums (four loads in flight, not one). `term` gets the index
- * expression.
- */
-export function sumInto(
-  acc: string,
-  start: string,
-  stride: string,
-  K: string,
-  term: (i: string) => string,
-): string {
-  const at = (k: number) => (k === 0 ? "i_" : `(i_ + ${k}u * (${stride}))`);
-  return `{
-    var s1_ = 0.0;
-    var s2_ = 0.0;
-    var s3_ = 0.0;
-    var i_ = ${start};
-    for (; i_ + 3u * (${stride}) < ${K}; i_ += 4u * (${stride})) {
-      ${acc} += ${term(at(0))};
-      s1_ += ${term(at(1))};
-      s2_ += ${term(at(2))};
-      s3_ += ${term(at(3))};
-    }
-    for (; i_ < ${K}; i_ += ${stride}) { ${acc} += ${term("i_")}; }
-    ${acc} += (s1_ + s2_) + s3_;
-  }`;
-}
 
 /**
  * What the one-token kernels share (mamba_step, gsa_step): the sizes, workgroup arrays `vin`
  * (MAXIN floats) and `vout` (MAXOUT), and the reductions over a workgroup and over a tile's slices.
  */
-export function stepPrelude(maxIn: number, maxOut: number, tile: number): string {
+export function stepPrelude(maxIn: number, maxOut: number): string {
   return `${PRELUDE}
 const WG = ${STEP_WG}u;
-const TILE = ${tile}u;
-const SLICES = ${STEP_WG / tile}u;
+const TILE = ${STEP_TILE}u;
+const SLICES = ${STEP_WG / STEP_TILE}u;
 
 var<workgroup> vin: array<f32, ${maxIn}>;
 var<workgroup> vout: array<f32, ${maxOut}>;
@@ -90,14 +54,14 @@ fn tile_sum(c: u32) -> f32 {
 `;
 }
 
-export function mambaStepWgsl(tile: number): string {
+export function mambaStepWgsl(): string {
   return `struct P {
   R: u32, d: u32, di: u32, K: u32, n: u32, r: u32, eps: f32,
   o_norm: u32, o_in: u32, o_cw: u32, o_cb: u32, o_x: u32, o_dtw: u32, o_dtb: u32, o_a: u32,
   o_d: u32, o_out: u32,
 }
 @group(0) @binding(0) var<uniform> p: P;
-${stepPrelude(STEP_MAX_WIDTH, STEP_MAX_WIDTH, tile)}
+${stepPrelude(STEP_MAX_WIDTH, STEP_MAX_WIDTH)}
 var<workgroup> dbl: array<f32, WG>;
 
 @group(0) @binding(1) var<storage, read> u_in: array<f32>;
@@ -122,9 +86,7 @@ fn step_in(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wi
   let j = wid.x * TILE + c;
   var acc = 0.0;
   if (j < cols) {
-    ${
-    sumInto("acc", "lid / TILE", "SLICES", "p.d", (i) => `w[p.o_in + ${i} * cols + j] * vin[${i}]`)
-  }
+    for (var i = lid / TILE; i < p.d; i += SLICES) { acc += w[p.o_in + i * cols + j] * vin[i]; }
   }
   red[lid] = acc;
   workgroupBarrier();
@@ -165,7 +127,7 @@ fn step_out(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) w
   let g = lid / np;
   var acc = 0.0;
   if (g < groups) {
-    ${sumInto("acc", "g", "groups", "p.di", (c) => `w[p.o_x + ${c} * np + o] * vin[${c}]`)}
+    for (var c = g; c < p.di; c += groups) { acc += w[p.o_x + c * np + o] * vin[c]; }
   }
   red[lid] = acc;
   workgroupBarrier();
@@ -195,10 +157,7 @@ fn step_out(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) w
   let j = wid.x * TILE + c;
   var o_acc = 0.0;
   if (j < p.d) {
-    ${
-    sumInto("o_acc", "lid / TILE", "SLICES", "p.di", (i) =>
-      `w[p.o_out + ${i} * p.d + j] * vout[${i}]`)
-  }
+    for (var i = lid / TILE; i < p.di; i += SLICES) { o_acc += w[p.o_out + i * p.d + j] * vout[i]; }
   }
   red[lid] = o_acc;
   workgroupBarrier();

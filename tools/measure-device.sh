@@ -20,8 +20,9 @@
 #              (profile_model_step.ts --generate) beside the PyTorch reference's scale-by-scale
 #              generation (tools/reference/check.py --time-only --generate), fp32 and bf16
 #   candidates the defaults' best of 4 against one draw: `vmambar bench generate` alternating
-#              --candidates auto and 1 (three rounds), then `vmambar eval --set shapes` at the
-#              defaults on seeds 0, 1 and 2
+#              --candidates auto and 1 (three rounds), where the time goes
+#              (tools/profile_generate.ts --gpu), then `vmambar eval --set shapes` at the defaults
+#              on seeds 0, 1 and 2
 #   sampling   `vmambar eval --set shapes` under a few sampling settings (SAMPLING_OPTS, SAMPLING_MODELS,
 #              SAMPLING_SEEDS: see below); one line per setting: [count relation all-right] per seed
 # Logs land in $OUT (the device tool's output folder) or ./out.
@@ -121,6 +122,7 @@ for s in $sections; do
           grep "time to" | sed "s/^/round $round, --candidates $c: /" | tee -a "$out/candidates.log"
       done
     done
+    ts tools/profile_generate.ts --candidates 1,4 --gpu 2>&1 | tee "$out/profile-generate.log"
     for seed in 0 1 2; do
       ts main.ts eval --set shapes --seed $seed --out "$out/eval/seed$seed.md" --force 2>&1 |
         grep -E "^\| \*\*every" | sed "s/^/seed $seed: /" | tee -a "$out/candidates.log"

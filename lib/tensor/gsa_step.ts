@@ -1,11 +1,11 @@
 // Generation's one-token call of the shared attention block (kernels/gsa_step.ts): RMSNorm, q/k/v,
-// RoPE and the KV-cache append in one kernel; the cached attention; W_o in one; RMSNorm and
-// SwiGLU's gate and up in one; its down projection folded with the call site's gsa_out and the
-// residual add in one. The training path (lib/nn/attention.ts) takes about twenty dispatches. No backward.
+// RoPE and the KV-cache append in one kernel; the cached attention; W_o, RMSNorm and SwiGLU's
+// gate and up in one; its down projection folded with the call site's gsa_out and the residual
+// add in one. The training path (lib/nn/attention.ts) takes about twenty dispatches. No backward.
 import { ShapeError } from "../errors.ts";
 import { dispatch, f32bits, generated, pipeline } from "../gpu/mod.ts";
+import { STEP_TILE } from "../../kernels/mamba_step.ts";
 import { GSA_STEP_MAX_D, gsaStepWgsl } from "../../kernels/gsa_step.ts";
-import { stepTile } from "./mamba_step.ts";
 import type { KVCache } from "./attention.ts";
 import { matmul } from "./matmul.ts";
 import { concat, transpose } from "./ops.ts";
@@ -88,12 +88,6 @@ function uniforms(s: GsaSizes, R: number, eps: number, at = { pos: 0, cap: 0, rp
   return [R, s.d, s.H, s.dh, s.F, pos, cap, f32bits(eps), rpos, o.nin, o.qkv, o.o, o.nmlp, o.gu];
 }
 
-/** The kernels' source at this adapter's tile width, and the width. */
-function kernels(): { code: string; tile: number } {
-  const tile = stepTile();
-  return { code: generated(`gsaStep:${tile}`, () => gsaStepWgsl(tile)), tile };
-}
-
 function check(op: string, ok: boolean, what: () => string): void {
   if (!ok) throw new ShapeError(`${op}: ${what()}`);
   if (isGradEnabled()) throw new ShapeError(`${op} has no backward; run it without gradients`);
@@ -129,9 +123,8 @@ export function gsaStepIn(
   );
   const q = new Tensor([R, 1, s.H, s.dh], "f32", undefined, "gsaStepIn");
   if (R > 0) {
-    const { code, tile } = kernels();
     dispatch(
-      pipeline(code, "gsa_in"),
+      pipeline(generated("gsaStep", gsaStepWgsl), "gsa_in"),
       [
         h.buffer,
         x0.buffer,
@@ -143,7 +136,7 @@ export function gsaStepIn(
           .buffer,
       ],
       uniforms(s, R, eps, { pos: cache.length, cap, rpos: pos }),
-      [Math.ceil((6 * s.d) / tile), R, 1],
+      [Math.ceil((6 * s.d) / STEP_TILE), R, 1],
     );
   }
   cache.length += 1;
@@ -170,31 +163,23 @@ export function gsaStepOut(
     () => `a [${a.shape}], h [${h.shape}], call site ${j} of ${packed.out.length}, d ${s.d}`,
   );
   const uni = uniforms(s, R, eps);
-  const { code, tile } = kernels();
-  const o = new Tensor([R, 1, s.d], "f32", undefined, "gsaStepOut");
+  const code = generated("gsaStep", gsaStepWgsl);
   const m = new Tensor([R, 1, s.F], "f32", undefined, "gsaStepOut");
   const u = new Tensor([R, 1, s.d], "f32", undefined, "gsaStepOut");
   if (R > 0) {
     dispatch(
-      pipeline(code, "gsa_o"),
-      [a.buffer, packed.shared.buffer, o.buffer],
-      uni,
-      [Math.ceil(s.d / tile), R, 1],
-    );
-    dispatch(
       pipeline(code, "gsa_mid"),
-      [o.buffer, packed.shared.buffer, m.buffer],
+      [a.buffer, packed.shared.buffer, m.buffer],
       uni,
-      [Math.ceil(s.F / tile), R, 1],
+      [Math.ceil(s.F / STEP_TILE), R, 1],
     );
     dispatch(
       pipeline(code, "gsa_out"),
       [m.buffer, packed.out[j].buffer, h.buffer, u.buffer],
       uni,
-      [Math.ceil(s.d / tile), R, 1],
+      [Math.ceil(s.d / STEP_TILE), R, 1],
     );
   }
-  o.dispose();
   m.dispose();
   return u;
 }

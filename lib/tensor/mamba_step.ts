@@ -3,24 +3,10 @@
 // the training path (lib/nn/mamba.ts) takes about ten. No backward: refused where one would be
 // recorded.
 import { ShapeError } from "../errors.ts";
-import { dispatch, f32bits, generated, gpu, pipeline } from "../gpu/mod.ts";
-import { mambaStepWgsl, STEP_MAX_WIDTH, STEP_TILES, STEP_WG } from "../../kernels/mamba_step.ts";
+import { dispatch, f32bits, generated, pipeline } from "../gpu/mod.ts";
+import { mambaStepWgsl, STEP_MAX_WIDTH, STEP_TILE, STEP_WG } from "../../kernels/mamba_step.ts";
 import { concat, transpose } from "./ops.ts";
 import { isGradEnabled, Tensor } from "./tensor.ts";
-
-let tileOverride: number | undefined;
-
-/** The one-token kernels' tile width for this adapter (STEP_TILES), or the one setStepTile set. */
-export function stepTile(): number {
-  return tileOverride ?? (gpu().isCpu ? STEP_TILES.cpu : STEP_TILES.gpu);
-}
-
-/** Sets the one-token kernels' tile width (tests; undefined: the adapter's); returns the old. */
-export function setStepTile(tile: number | undefined): number | undefined {
-  const old = tileOverride;
-  tileOverride = tile;
-  return old;
-}
 
 /** A Mamba block's sizes: d_model, d_inner, d_conv, d_state, dt_rank. */
 export interface StepSizes {
@@ -160,8 +146,7 @@ export function mambaStep(
     o.d,
     o.out,
   ];
-  const tile = stepTile();
-  const code = generated(`mambaStep:${tile}`, () => mambaStepWgsl(tile));
+  const code = generated("mambaStep", mambaStepWgsl);
   const xs = new Tensor([R, 1, di], "f32", undefined, "mambaStep");
   const z = new Tensor([R, 1, di], "f32", undefined, "mambaStep");
   const nextConv = new Tensor([R, K - 1, di], "f32", undefined, "mambaStep");
@@ -172,13 +157,13 @@ export function mambaStep(
       pipeline(code, "step_in"),
       [u.buffer, packed.buffer, conv.buffer, xs.buffer, z.buffer, nextConv.buffer],
       uni,
-      [Math.ceil((2 * di) / tile), R, 1],
+      [Math.ceil((2 * di) / STEP_TILE), R, 1],
     );
     dispatch(
       pipeline(code, "step_out"),
       [xs.buffer, packed.buffer, z.buffer, h.buffer, ssm.buffer, out.buffer, nextSsm.buffer],
       uni,
-      [Math.ceil(d / tile), R, 1],
+      [Math.ceil(d / STEP_TILE), R, 1],
     );
   }
   xs.dispose();
