@@ -14,7 +14,7 @@ import {
   sync,
 } from "../lib/gpu/mod.ts";
 import { DEFAULT_MODEL, DEFAULT_TOKENIZER } from "../lib/cli/defaults.ts";
-import { BENCH_PROMPT } from "../lib/cli/bench_generate.ts";
+import { BENCH_PROMPT, median } from "../lib/cli/bench_generate.ts";
 import { batchCaptionIds } from "../lib/data/text.ts";
 import { encodeText, generateFromText } from "../lib/model/generate.ts";
 import { loadModel } from "../lib/model/load.ts";
@@ -36,12 +36,16 @@ const { values } = parseArgs({
     tokenizer: { type: "string", default: DEFAULT_TOKENIZER },
   },
 });
+const runs = Number(values.runs);
+const counts = values.candidates!.split(",").map(Number);
+if (!(Number.isInteger(runs) && runs >= 1) || !counts.every((n) => Number.isInteger(n) && n >= 1)) {
+  console.error("profile_generate: --runs and --candidates take whole numbers ≥ 1 (1,4)");
+  Deno.exit(1);
+}
 const g = await initGpu();
 const { model, cfg } = await loadModel(values.model!);
 const tok = await loadTokenizer(values.tokenizer!);
 const ids = batchCaptionIds([BENCH_PROMPT], cfg.text_length);
-const runs = Number(values.runs);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 console.log(`${g.name}: ${values.model}, "${BENCH_PROMPT}", medians of ${runs} runs`);
 
 /** One image's work: text, every scale, the best candidate, the decoder. */
@@ -54,9 +58,9 @@ function record(n: number) {
   return { encoded, dText, fHat: bestCandidate(gen, b.n) };
 }
 
-for (const n of values.candidates!.split(",").map(Number)) {
+for (const n of counts) {
   const host: number[] = [], done: number[] = [], decode: number[] = [];
-  let counts = "";
+  let tally = "";
   for (let r = 0; r <= runs; r++) {
     await tidyAsync(async () => {
       await sync();
@@ -76,12 +80,12 @@ for (const n of values.candidates!.split(",").map(Number)) {
       host.push(t1 - t0);
       done.push(t2 - t0);
       decode.push(t3 - t2);
-      counts = `dispatches: text ${dText - d0}, tokens ${d1 - dText}, decode ${d2 - d1}; ` +
+      tally = `dispatches: text ${dText - d0}, tokens ${d1 - dText}, decode ${d2 - d1}; ` +
         `submits ${recorderStats.submits - s0}`;
     });
   }
   console.log(
-    `best of ${n}: ${counts}; text and tokens: recorded in ${median(host).toFixed(1)} ms, ` +
+    `best of ${n}: ${tally}; text and tokens: recorded in ${median(host).toFixed(1)} ms, ` +
       `GPU done at ${median(done).toFixed(1)} ms (one wait); decode ${
         median(decode).toFixed(1)
       } ms (one wait)`,

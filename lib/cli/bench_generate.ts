@@ -83,7 +83,8 @@ export interface GenerateBench {
   gpu_memory_mib: number;
 }
 
-const median = (xs: number[]) => {
+/** The median of a non-empty list (the mean of the middle two for an even count). */
+export const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b), m = s.length >> 1;
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
